@@ -1,0 +1,30 @@
+"""src_core: Deep Image Prior (Ulyanov, Vedaldi, Lempitsky, CVPR 2018) in PyTorch.
+
+The engine behind napari-dip; it knows nothing of Qt.
+
+>>> import src_core
+>>> img = src_core.load_sample("table1/house.png")[::4, ::4]        # 64x64 uint8
+>>> result = src_core.restore(img, task="random", preset="cpu", iterations=20)
+>>> result.image.shape == img.shape and result.image.dtype == img.dtype
+True
+"""
+
+from .api import Problem, RestoreResult, iterate, make_config, prepare, restore
+from .config import PRESETS, RunConfig, preset, preset_names
+from .devices import available_devices, resolve_device
+from .engine import DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
+from .errors import DIPError
+from .io import data_path, load_sample, read_image, write_image
+from .masks import bernoulli_mask, load_mask, mask_from_labels, text_mask
+from .network import NetworkConfig, SkipNet, build_network, count_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
+    "Problem", "Progress", "Recovery", "RestoreResult", "RunConfig", "SkipNet",
+    "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
+    "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",
+    "preset", "preset_names", "psnr_ssim", "read_image", "resolve_device", "restore",
+    "text_mask", "write_image",
+]

@@ -1,0 +1,210 @@
+"""Run configuration, the paper's presets, and JSON round trips.
+
+A run is fully described by a :class:`RunConfig`; saving it next to a result
+makes the result repeatable.  Presets carry the settings of the original
+notebooks (REFERENCE.md section 2); any field can be overridden by name, and
+network fields either flat (``scales=4``) or dotted (``network.scales=4``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import DIPError
+from .network import NetworkConfig
+
+INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
+OPTIMIZERS = ("adam", "lbfgs")
+TASKS = ("inpaint", "random", "denoise")
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's result (plus how often to report).
+
+    ``report_every``: metrics (one host sync) every k iterations.
+    ``snapshot_every``: copy the current output to the host every k
+    iterations (0 = only at the end).
+    ``guard``: the original code's destabilisation guard; every
+    ``guard_every`` iterations the fit PSNR is compared with the last check
+    and the last good weights are restored if it fell by more than
+    ``guard_drop_db``.
+    ``early_stop``: ES-WMV (Wang et al. 2021), running variance of the last
+    ``es_window`` outputs; stop after ``es_patience`` iterations without a
+    new minimum and return the output at the minimum.
+    ``ema``: exponential moving average of outputs (0 = off); when on, it is
+    the answer (the paper's denoising setting uses 0.99).
+    """
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    input_kind: str = "uniform"
+    input_scale: float = 0.1
+    sigma_p: float = 0.03
+    optimizer: str = "adam"
+    lr: float = 0.01
+    iterations: int = 3000
+    seed: int = 0
+    lbfgs_warmup: int = 100
+    guard: bool = True
+    guard_every: int = 50
+    guard_drop_db: float = 5.0
+    early_stop: bool = False
+    es_window: int = 100
+    es_patience: int = 1000
+    ema: float = 0.0
+    report_every: int = 50
+    snapshot_every: int = 0
+    compute_ssim: bool = True
+    device: str = "auto"
+    preset: str = "custom"
+
+    def validate(self) -> "RunConfig":
+        """Check every field before any heavy work; return self for chaining."""
+        self.network.validate()
+        if self.input_kind not in INPUT_KINDS:
+            raise DIPError(f"input_kind must be one of {INPUT_KINDS} (got {self.input_kind!r}).")
+        if self.input_kind == "meshgrid" and self.network.input_channels != 2:
+            raise DIPError(
+                "a meshgrid input has 2 channels: set input_channels=2 "
+                f"(got {self.network.input_channels})."
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise DIPError(f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r}).")
+        _positive("lr", self.lr)
+        _positive("input_scale", self.input_scale)
+        _whole("iterations", self.iterations, 1)
+        _whole("report_every", self.report_every, 1)
+        _whole("snapshot_every", self.snapshot_every, 0)
+        _whole("guard_every", self.guard_every, 1)
+        _whole("es_window", self.es_window, 2)
+        _whole("es_patience", self.es_patience, 1)
+        _whole("lbfgs_warmup", self.lbfgs_warmup, 0)
+        _whole("seed", self.seed, 0)
+        if not (self.sigma_p >= 0):
+            raise DIPError(f"sigma_p must be >= 0 (got {self.sigma_p}).")
+        if not (self.guard_drop_db > 0):
+            raise DIPError(f"guard_drop_db must be > 0 (got {self.guard_drop_db}).")
+        if not (0 <= self.ema < 1):
+            raise DIPError(f"ema must be in [0, 1) (got {self.ema}); use 0 to switch it off.")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), indent=2, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        data = dict(data)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise DIPError(f"unknown configuration fields {sorted(unknown)}.")
+        net = data.pop("network", {}) or {}
+        net_unknown = set(net) - {f.name for f in fields(NetworkConfig)}
+        if net_unknown:
+            raise DIPError(f"unknown network fields {sorted(net_unknown)}.")
+        return cls(network=NetworkConfig(**net), **data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **overrides) -> "RunConfig":
+        """A copy with fields overridden; network fields may be given flat or dotted."""
+        new = copy.deepcopy(self)
+        net_names = {f.name for f in fields(NetworkConfig)}
+        run_names = {f.name for f in fields(RunConfig)}
+        for key, value in overrides.items():
+            name = key[len("network."):] if key.startswith("network.") else key
+            if name in net_names and (key.startswith("network.") or name not in run_names):
+                setattr(new.network, name, value)
+            elif name in run_names and name != "network":
+                setattr(new, name, value)
+            elif key == "network" and isinstance(value, NetworkConfig):
+                new.network = copy.deepcopy(value)
+            else:
+                raise DIPError(
+                    f"unknown setting {key!r}; run settings are {sorted(run_names - {'network'})}, "
+                    f"network settings are {sorted(net_names)}."
+                )
+        return new
+
+
+def _positive(name, value):
+    if not isinstance(value, (int, float)) or not (value > 0):
+        raise DIPError(f"{name} must be a positive number (got {value!r}).")
+
+
+def _whole(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DIPError(f"{name} must be a whole number >= {minimum} (got {value!r}).")
+
+
+def _standard(**net) -> NetworkConfig:
+    return NetworkConfig(**net)
+
+
+# The settings of the original notebooks (REFERENCE.md section 2).
+PRESETS: dict[str, dict] = {
+    "table1": dict(
+        description="Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook)",
+        task="random",
+        config=RunConfig(network=_standard(upsample="bilinear"), input_kind="uniform",
+                         lr=0.001, iterations=11000, sigma_p=0.03),
+    ),
+    "text": dict(
+        description="Fig. 7 top: text inpainting (Kate)",
+        task="inpaint",
+        config=RunConfig(network=_standard(skip_channels=128, upsample="nearest"),
+                         lr=0.01, iterations=6001, sigma_p=0.03),
+    ),
+    "vase": dict(
+        description="large-hole inpainting (Vase): meshgrid input, no skips",
+        task="inpaint",
+        config=RunConfig(network=_standard(input_channels=2, skip_channels=0, upsample="nearest"),
+                         input_kind="meshgrid", lr=0.01, iterations=5001, sigma_p=0.03),
+    ),
+    "library": dict(
+        description="large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels",
+        task="inpaint",
+        config=RunConfig(network=_standard(scales=6, input_channels=1,
+                                           down_channels=[16, 32, 64, 128, 128, 128],
+                                           up_channels=[16, 32, 64, 128, 128, 128],
+                                           skip_channels=0, down_kernel=5,
+                                           upsample="nearest", conv_after_join=False),
+                         lr=0.01, iterations=3001, sigma_p=0.0),
+    ),
+    "denoise": dict(
+        description="denoising (sigma 25): output is the EMA (0.99) of outputs",
+        task="denoise",
+        config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=3000,
+                         sigma_p=1 / 30, ema=0.99),
+    ),
+    "cpu": dict(
+        description="small and honest CPU setting (NOT the paper's): 4 scales x 32 channels, 800 steps",
+        task="inpaint",
+        config=RunConfig(network=_standard(scales=4, down_channels=32, up_channels=32,
+                                           skip_channels=4, upsample="bilinear"),
+                         lr=0.01, iterations=800, sigma_p=0.03, report_every=25),
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def preset(name: str, **overrides) -> RunConfig:
+    """The paper's settings by name, with any field overridden.
+
+    >>> cfg = preset("table1", iterations=500)
+    >>> cfg.lr, cfg.iterations, cfg.network.upsample
+    (0.001, 500, 'bilinear')
+    """
+    if name not in PRESETS:
+        raise DIPError(f"unknown preset {name!r}; choose one of {preset_names()}.")
+    cfg = PRESETS[name]["config"].replace(preset=name, **overrides)
+    return cfg.validate()

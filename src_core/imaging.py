@@ -1,0 +1,175 @@
+"""Between the user's arrays and the engine's (C, H, W) float32 images in [0, 1].
+
+Users hand us 2D grayscale, 2D with channels (RGB or more, channels last by
+default), or stacks (Z or T, Y, X[, C]) that are restored slice by slice, in
+uint8, uint16 or float.  Results go back in the same shape, dtype and value
+range.  Inputs are never modified: every conversion makes a new array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DIPError
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Affine map between the user's value range and [0, 1].
+
+    uint8 uses the fixed range [0, 255] (the image-processing convention that
+    Table 1's PSNRs assume).  Other integer types and floats outside [0, 1]
+    use the finite data's own min and max, so 12-bit data stored as uint16 is
+    not squeezed into a sliver of [0, 1].
+    """
+
+    offset: float
+    scale: float
+    dtype: str
+
+    @classmethod
+    def for_image(cls, image: np.ndarray) -> "Scaling":
+        dtype = np.dtype(image.dtype)
+        if dtype == np.uint8:
+            return cls(0.0, 255.0, dtype.str)
+        if dtype.kind == "b":
+            return cls(0.0, 1.0, dtype.str)
+        if dtype.kind not in "iuf":
+            raise DIPError(f"unsupported image dtype {dtype}; use uint8, uint16 or float.")
+        finite = image[np.isfinite(image)] if dtype.kind == "f" else image
+        if finite.size == 0:
+            raise DIPError("the image has no finite pixel value; nothing to restore.")
+        lo, hi = float(finite.min()), float(finite.max())
+        if dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+            return cls(0.0, 1.0, dtype.str)
+        return cls(lo, (hi - lo) if hi > lo else 1.0, dtype.str)
+
+    def to_unit(self, data: np.ndarray) -> np.ndarray:
+        return ((np.asarray(data, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self.dtype)
+        values = np.asarray(unit, dtype=np.float64) * self.scale + self.offset
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        if dtype.kind == "b":
+            return values >= 0.5
+        return values.astype(dtype)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the channels and the slices are in the user's array.
+
+    ``channel_axis=None`` means no channel axis.  The two axes before the
+    channel axis (or the last two) are Y and X; any axes before those are
+    stack axes, each slice restored on its own.
+    """
+
+    shape: tuple
+    channel_axis: int | None
+
+    @classmethod
+    def infer(cls, shape, channel_axis="auto") -> "Layout":
+        shape = tuple(int(s) for s in shape)
+        ndim = len(shape)
+        if ndim < 2:
+            raise DIPError(f"an image needs at least 2 dimensions (Y, X); got shape {shape}.")
+        if channel_axis == "auto":
+            if ndim == 2:
+                channel_axis = None
+            elif shape[-1] in (3, 4) and ndim in (3, 4):
+                channel_axis = ndim - 1
+            elif ndim == 3:
+                channel_axis = None
+            else:
+                raise DIPError(
+                    f"cannot tell the channel axis of an image of shape {shape}; "
+                    "pass channel_axis (an axis number, or None for no channels)."
+                )
+        elif channel_axis is not None:
+            if not -ndim <= channel_axis < ndim:
+                raise DIPError(f"channel_axis {channel_axis} is outside an image of shape {shape}.")
+            channel_axis %= ndim
+            if ndim < 3:
+                raise DIPError(f"channel_axis given but shape {shape} has only Y and X.")
+        return cls(shape, channel_axis)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_axis is None else self.shape[self.channel_axis]
+
+    @property
+    def spatial_shape(self) -> tuple:
+        rest = [s for i, s in enumerate(self.shape) if i != self.channel_axis]
+        return tuple(rest[-2:])
+
+    @property
+    def stack_shape(self) -> tuple:
+        rest = [s for i, s in enumerate(self.shape) if i != self.channel_axis]
+        return tuple(rest[:-2])
+
+    @property
+    def slices(self) -> int:
+        return int(np.prod(self.stack_shape)) if self.stack_shape else 1
+
+    def to_nchw(self, array: np.ndarray) -> np.ndarray:
+        """(slices, channels, H, W) view-or-copy of an array in this layout."""
+        a = np.asarray(array)
+        if self.channel_axis is None:
+            a = a[..., None]
+        else:
+            a = np.moveaxis(a, self.channel_axis, -1)
+        h, w, c = a.shape[-3:]
+        return np.moveaxis(a.reshape(-1, h, w, c), -1, 1)
+
+    def from_nchw(self, array: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_nchw`."""
+        a = np.moveaxis(np.asarray(array), 1, -1)
+        h, w, c = a.shape[-3:]
+        a = a.reshape(*self.stack_shape, h, w, c)
+        if self.channel_axis is None:
+            return a[..., 0]
+        return np.moveaxis(a, -1, self.channel_axis)
+
+    def mask_to_nchw(self, mask: np.ndarray, name: str = "mask") -> np.ndarray:
+        """Broadcast a mask to (slices, channels, H, W).
+
+        Accepted: (Y, X) for every slice and channel; the image's shape
+        without its channel axis (one mask per slice); or the image's full
+        shape (one mask per channel).
+        """
+        mask = np.asarray(mask)
+        no_channel = tuple(s for i, s in enumerate(self.shape) if i != self.channel_axis)
+        if mask.shape == self.shape:
+            out = self.to_nchw(mask)
+        elif mask.shape == no_channel:
+            out = Layout(no_channel, None).to_nchw(mask)
+        elif mask.shape == self.spatial_shape:
+            out = mask[None, None]
+        else:
+            raise DIPError(
+                f"{name} shape {mask.shape} does not match image shape {self.shape}; "
+                f"give a {name} of shape {self.spatial_shape} (applied to every slice and "
+                f"channel), {no_channel} or {self.shape}."
+            )
+        return np.broadcast_to(out, (self.slices, self.channels, *self.spatial_shape))
+
+
+def pad_amounts(size: int, multiple: int) -> tuple[int, int]:
+    """(before, after) padding that makes ``size`` a multiple of ``multiple``, centred."""
+    total = (-size) % multiple
+    return total // 2, total - total // 2
+
+
+def pad_reflect(chw: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Reflect-pad H and W to a multiple; return the padded array and the crop back."""
+    h, w = chw.shape[-2:]
+    (t, b), (l, r) = pad_amounts(h, multiple), pad_amounts(w, multiple)
+    widths = [(0, 0)] * (chw.ndim - 2) + [(t, b), (l, r)]
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    padded = np.pad(chw, widths, mode=mode) if (t or b or l or r) else chw
+    return padded, (slice(t, t + h), slice(l, l + w))

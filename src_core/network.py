@@ -1,0 +1,281 @@
+"""The "skip" hourglass network of Deep Image Prior (Ulyanov et al., CVPR 2018).
+
+Built from the architecture description in the paper's supplementary material
+and REFERENCE.md section 2.  Per scale i (0 = full resolution):
+
+* skip branch: conv k_s -> n_s[i], BN, act (absent when n_s[i] == 0);
+* down branch: conv k_d stride 2 -> n_d[i], BN, act; conv k_d, BN, act; the
+  next scale; upsample x2;
+* join: concat [skip, down], BN, conv k_u -> n_u[i], BN, act, and optionally
+  a 1x1 conv, BN, act.
+
+After scale 0 a 1x1 conv maps to the output channels, followed by a sigmoid.
+BatchNorm always uses batch statistics (DIP optimises one image, there is no
+"inference" phase), so running statistics are neither tracked nor updated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .errors import DIPError
+
+UPSAMPLE_MODES = ("nearest", "bilinear")
+DOWNSAMPLE_MODES = ("stride", "avg", "max", "lanczos2", "lanczos3")
+ACTIVATIONS = ("leaky_relu", "swish", "elu", "none")
+PADDINGS = ("reflection", "zero")
+
+
+def _per_scale(value, scales: int, name: str) -> list:
+    """Expand a scalar to one value per scale; check a list has one per scale."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != scales:
+            raise DIPError(
+                f"{name} has {len(value)} entries but the network has {scales} scales; "
+                f"give one value per scale or a single number for all."
+            )
+        return list(value)
+    return [value] * scales
+
+
+@dataclass
+class NetworkConfig:
+    """Every option of the original ``skip`` network; lists are per scale.
+
+    A single number for a per-scale field means "the same at every scale".
+    ``skip_channels`` of 0 at a scale removes that skip connection.
+    """
+
+    scales: int = 5
+    input_channels: int = 32
+    down_channels: int | list[int] = 128
+    up_channels: int | list[int] = 128
+    skip_channels: int | list[int] = 4
+    down_kernel: int | list[int] = 3
+    up_kernel: int | list[int] = 3
+    skip_kernel: int | list[int] = 1
+    upsample: str | list[str] = "bilinear"
+    downsample: str | list[str] = "stride"
+    activation: str = "leaky_relu"
+    padding: str = "reflection"
+    conv_after_join: bool = True
+    sigmoid: bool = True
+    bias: bool = True
+
+    def validate(self) -> "NetworkConfig":
+        """Return a copy with every per-scale field expanded to a list, or raise."""
+        if not isinstance(self.scales, int) or self.scales < 1:
+            raise DIPError(f"scales must be a whole number >= 1 (got {self.scales!r}).")
+        if not isinstance(self.input_channels, int) or self.input_channels < 1:
+            raise DIPError(f"input_channels must be >= 1 (got {self.input_channels!r}).")
+        s = self.scales
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("down_channels", "up_channels", "skip_channels",
+                     "down_kernel", "up_kernel", "skip_kernel", "upsample", "downsample"):
+            out[name] = _per_scale(out[name], s, name)
+        for name in ("down_channels", "up_channels"):
+            if any((not isinstance(c, int)) or c < 1 for c in out[name]):
+                raise DIPError(f"{name} must be whole numbers >= 1 (got {out[name]}).")
+        if any((not isinstance(c, int)) or c < 0 for c in out["skip_channels"]):
+            raise DIPError(f"skip_channels must be whole numbers >= 0 (got {out['skip_channels']}).")
+        for name in ("down_kernel", "up_kernel", "skip_kernel"):
+            if any((not isinstance(k, int)) or k < 1 or k % 2 == 0 for k in out[name]):
+                raise DIPError(f"{name} must be odd whole numbers >= 1 (got {out[name]}).")
+        for value in out["upsample"]:
+            if value not in UPSAMPLE_MODES:
+                raise DIPError(f"upsample must be one of {UPSAMPLE_MODES} (got {value!r}).")
+        for value in out["downsample"]:
+            if value not in DOWNSAMPLE_MODES:
+                raise DIPError(f"downsample must be one of {DOWNSAMPLE_MODES} (got {value!r}).")
+        if self.activation not in ACTIVATIONS:
+            raise DIPError(f"activation must be one of {ACTIVATIONS} (got {self.activation!r}).")
+        if self.padding not in PADDINGS:
+            raise DIPError(f"padding must be one of {PADDINGS} (got {self.padding!r}).")
+        return NetworkConfig(**out)
+
+    def min_size(self) -> int:
+        """Smallest image side (before padding) the network can take.
+
+        The deepest scale sees side / 2**scales pixels and, with reflection
+        padding, must be larger than the widest pad there.
+        """
+        v = self.validate()
+        deepest_pad = (max(v.down_kernel[-1], 3 if v.downsample[-1].startswith("lanczos") else 1) - 1) // 2
+        need = deepest_pad + 1 if v.padding == "reflection" else 1
+        return (2 ** v.scales) * need
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Swish(nn.Module):
+    """x * sigmoid(x), as in the original code's 'Swish' option."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2, inplace=True)
+    if name == "swish":
+        return Swish()
+    if name == "elu":
+        return nn.ELU(inplace=True)
+    return nn.Identity()
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, track_running_stats=False)
+
+
+def lanczos_kernel(support: int, factor: int = 2) -> torch.Tensor:
+    """Separable 2D Lanczos kernel for downsampling by ``factor`` with a half-pixel phase."""
+    width = 2 * support * factor
+    centre = (width - 1) / 2.0
+    taps = []
+    for i in range(width):
+        x = (i - centre) / factor
+        if abs(x) < 1e-12:
+            taps.append(1.0)
+        elif abs(x) >= support:
+            taps.append(0.0)
+        else:
+            px = math.pi * x
+            taps.append(support * math.sin(px) * math.sin(px / support) / (px * px))
+    k1 = torch.tensor(taps, dtype=torch.float32)
+    k2 = torch.outer(k1, k1)
+    return k2 / k2.sum()
+
+
+class LanczosDown(nn.Module):
+    """Fixed (not learned) depthwise Lanczos low-pass, then stride 2; keeps size // 2."""
+
+    def __init__(self, channels: int, support: int):
+        super().__init__()
+        kernel = lanczos_kernel(support)
+        self.register_buffer("weight", kernel.expand(channels, 1, *kernel.shape).clone())
+        self.pad = (kernel.shape[-1] - 2) // 2
+        self.channels = channels
+
+    def forward(self, x):
+        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        return F.conv2d(x, self.weight.to(x.dtype), stride=2, groups=self.channels)
+
+
+def _conv(c_in: int, c_out: int, kernel: int, padding: str, bias: bool,
+          stride: int = 1, downsample: str = "stride") -> nn.Module:
+    """Conv with the original's padding rule, optionally followed by a downsampler."""
+    layers: list[nn.Module] = []
+    conv_stride = stride if downsample == "stride" else 1
+    pad = (kernel - 1) // 2
+    if padding == "reflection" and pad > 0:
+        layers.append(nn.ReflectionPad2d(pad))
+        layers.append(nn.Conv2d(c_in, c_out, kernel, conv_stride, padding=0, bias=bias))
+    else:
+        layers.append(nn.Conv2d(c_in, c_out, kernel, conv_stride, padding=pad, bias=bias))
+    if stride != 1 and downsample != "stride":
+        if downsample == "avg":
+            layers.append(nn.AvgPool2d(stride, stride))
+        elif downsample == "max":
+            layers.append(nn.MaxPool2d(stride, stride))
+        else:
+            layers.append(LanczosDown(c_out, support=int(downsample[-1])))
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def _unit(c_in, c_out, kernel, cfg: NetworkConfig, stride=1, downsample="stride") -> nn.Sequential:
+    """conv -> BatchNorm -> activation."""
+    return nn.Sequential(
+        _conv(c_in, c_out, kernel, cfg.padding, cfg.bias, stride, downsample),
+        _bn(c_out),
+        _activation(cfg.activation),
+    )
+
+
+class _Scale(nn.Module):
+    """One level of the hourglass: skip branch, down branch (with the deeper levels), join."""
+
+    def __init__(self, i: int, c_in: int, cfg: NetworkConfig, deeper: nn.Module | None):
+        super().__init__()
+        n_d, n_u, n_s = cfg.down_channels[i], cfg.up_channels[i], cfg.skip_channels[i]
+        self.skip = _unit(c_in, n_s, cfg.skip_kernel[i], cfg) if n_s > 0 else None
+        self.down = nn.Sequential(
+            _unit(c_in, n_d, cfg.down_kernel[i], cfg, stride=2, downsample=cfg.downsample[i]),
+            _unit(n_d, n_d, cfg.down_kernel[i], cfg),
+        )
+        self.deeper = deeper
+        mode = cfg.upsample[i]
+        self.upsample = nn.Upsample(scale_factor=2, mode=mode,
+                                    align_corners=False if mode == "bilinear" else None)
+        k = cfg.up_channels[i + 1] if deeper is not None else n_d
+        join = [_bn(n_s + k), _unit(n_s + k, n_u, cfg.up_kernel[i], cfg)]
+        if cfg.conv_after_join:
+            join.append(_unit(n_u, n_u, 1, cfg))
+        self.join = nn.Sequential(*join)
+
+    def forward(self, x):
+        y = self.down(x)
+        if self.deeper is not None:
+            y = self.deeper(y)
+        y = self.upsample(y)
+        if self.skip is not None:
+            s = self.skip(x)
+            if s.shape[-2:] != y.shape[-2:]:
+                s, y = _centre_crop_pair(s, y)
+            y = torch.cat([s, y], dim=1)
+        return self.join(y)
+
+
+def _centre_crop_pair(a: torch.Tensor, b: torch.Tensor):
+    h = min(a.shape[-2], b.shape[-2])
+    w = min(a.shape[-1], b.shape[-1])
+
+    def crop(t):
+        dh = (t.shape[-2] - h) // 2
+        dw = (t.shape[-1] - w) // 2
+        return t[..., dh:dh + h, dw:dw + w]
+
+    return crop(a), crop(b)
+
+
+class SkipNet(nn.Module):
+    """The full hourglass: nested scales, a 1x1 output head and an optional sigmoid."""
+
+    def __init__(self, config: NetworkConfig, output_channels: int):
+        super().__init__()
+        cfg = config.validate()
+        if output_channels < 1:
+            raise DIPError(f"output_channels must be >= 1 (got {output_channels}).")
+        self.config = cfg
+        deeper = None
+        for i in reversed(range(cfg.scales)):
+            c_in = cfg.input_channels if i == 0 else cfg.down_channels[i - 1]
+            deeper = _Scale(i, c_in, cfg, deeper)
+        self.body = deeper
+        self.head = nn.Conv2d(cfg.up_channels[0], output_channels, 1, bias=cfg.bias)
+        self.sigmoid = cfg.sigmoid
+
+    def forward(self, z):
+        y = self.head(self.body(z))
+        return torch.sigmoid(y) if self.sigmoid else y
+
+
+def build_network(config: NetworkConfig | None = None, output_channels: int = 1) -> SkipNet:
+    """Build the skip network.
+
+    >>> net = build_network(NetworkConfig(), output_channels=1)
+    >>> count_parameters(net)
+    2217573
+    """
+    return SkipNet(config or NetworkConfig(), output_channels)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

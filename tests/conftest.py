@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+
+from src_core import preset
+
+
+def tiny_config(**overrides):
+    """A 2-scale, 8-channel network: a run of a few dozen steps takes well under a second."""
+    settings = dict(scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=20,
+                    report_every=5, device="cpu")
+    settings.update(overrides)
+    return preset("cpu", **settings)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
+
+
+@pytest.fixture
+def small_image():
+    """A smooth 32x32 test image in [0, 1] with some structure."""
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    return (0.5 + 0.3 * np.sin(6 * x) * np.cos(4 * y)).astype(np.float32)

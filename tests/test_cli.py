@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+
+from src_core.cli import main
+from src_core.io import read_image, write_image
+
+SMALL = ["--preset", "cpu", "--set", "scales=2", "--set", "down_channels=8", "--set", "up_channels=8",
+         "--iterations", "6", "--report-every", "3", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def photo(tmp_path):
+    img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
+    return write_image(tmp_path / "photo.png", img)
+
+
+def test_random_writes_image_history_and_psnr_plot(tmp_path, photo, capsys):
+    out = tmp_path / "out"
+    assert main(["random", str(photo), "-o", str(out), "--fraction", "0.3", "--mask-seed", "2", *SMALL]) == 0
+    restored = read_image(out / "photo_restored.png")
+    assert restored.shape == (32, 32) and restored.dtype == np.uint8
+    record = json.loads((out / "photo_history.json").read_text())
+    assert record["config"]["iterations"] == 6 and record["config"]["network"]["scales"] == 2
+    assert record["slices"][0]["psnr"][-1] is not None
+    assert (out / "photo_psnr.png").stat().st_size > 1000
+    assert "photo_restored.png" in capsys.readouterr().out
+
+
+def test_inpaint_with_mask_file_and_config_round_trip(tmp_path, photo):
+    mask = np.full((32, 32), 255, np.uint8)
+    mask[8:16, 8:16] = 0
+    mask_path = write_image(tmp_path / "mask.png", mask)
+    out = tmp_path / "a"
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "-o", str(out), *SMALL]) == 0
+    first = read_image(out / "photo_restored.png")
+    # repeat exactly from the written history
+    out2 = tmp_path / "b"
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "-o", str(out2), "--quiet",
+                 "--config", str(out / "photo_history.json")]) == 0
+    assert np.array_equal(first, read_image(out2 / "photo_restored.png"))
+
+
+def test_denoise_runs(tmp_path, photo):
+    assert main(["denoise", str(photo), "-o", str(tmp_path), *SMALL]) == 0
+    assert (tmp_path / "photo_restored.png").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["inpaint", "missing.png", "--mask", "missing_mask.png"], "image file not found: missing.png"),
+    (["random", "{photo}", "--set", "depth=3"], "unknown setting 'depth'"),
+    (["random", "{photo}", "--set", "noequals"], "--set takes KEY=VALUE"),
+    (["random", "{photo}", "--device", "cuda:7"], "not available"),
+])
+def test_errors_are_one_clear_line_and_exit_code_2(args, words, photo, capsys, tmp_path):
+    args = [a.replace("{photo}", str(photo)) for a in args] + ["-o", str(tmp_path), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_presets_listed(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "table1" in out and "lr=0.001" in out and "library" in out

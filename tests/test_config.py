@@ -1,0 +1,55 @@
+import pytest
+
+from src_core import DIPError, RunConfig, preset, preset_names
+
+
+def test_paper_presets_hold_the_paper_settings():
+    t1 = preset("table1")
+    assert (t1.lr, t1.iterations, t1.sigma_p, t1.network.upsample) == (0.001, 11000, 0.03, "bilinear")
+    assert (t1.network.down_channels, t1.network.skip_channels) == (128, 4)
+    text = preset("text")
+    assert (text.lr, text.iterations, text.network.skip_channels, text.network.upsample) == (0.01, 6001, 128, "nearest")
+    vase = preset("vase")
+    assert vase.input_kind == "meshgrid" and vase.network.input_channels == 2 and vase.network.skip_channels == 0
+    lib = preset("library")
+    assert lib.network.scales == 6 and lib.network.down_kernel == 5 and not lib.network.conv_after_join
+    assert lib.sigma_p == 0 and lib.network.input_channels == 1
+    den = preset("denoise")
+    assert den.ema == 0.99 and abs(den.sigma_p - 1 / 30) < 1e-12
+    assert "cpu" in preset_names()
+
+
+def test_overrides_flat_and_dotted():
+    cfg = preset("table1", iterations=10, scales=3, **{"network.up_channels": 16})
+    assert cfg.iterations == 10 and cfg.network.scales == 3 and cfg.network.up_channels == 16
+    assert preset("table1").iterations == 11000  # the preset itself is untouched
+
+
+def test_json_round_trip_is_exact():
+    cfg = preset("library", seed=7, early_stop=True)
+    again = RunConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert again.network.down_channels == [16, 32, 64, 128, 128, 128]
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (dict(lr=-0.1), "lr must be a positive"),
+    (dict(iterations=0), "iterations"),
+    (dict(optimizer="sgd"), "optimizer"),
+    (dict(input_kind="meshgrid"), "meshgrid input has 2 channels"),
+    (dict(ema=1.0), "ema"),
+    (dict(sigma_p=-1), "sigma_p"),
+    (dict(scales=0), "scales"),
+])
+def test_bad_settings_are_refused_with_a_reason(overrides, words):
+    with pytest.raises(DIPError, match=words):
+        preset("cpu", **overrides)
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(DIPError, match="unknown preset"):
+        preset("nope")
+    with pytest.raises(DIPError, match="unknown setting 'depth'"):
+        preset("cpu", depth=3)
+    with pytest.raises(DIPError, match="unknown configuration fields"):
+        RunConfig.from_dict({"learning_rate": 1})
