@@ -21,10 +21,10 @@ def test_output_shape_and_range():
 
 
 @pytest.mark.parametrize("upsample,downsample,activation,padding",
-                         itertools.product(["nearest", "bilinear"],
+                         list(itertools.product(["nearest", "bilinear"],
                                            ["stride", "avg", "max", "lanczos2", "lanczos3"],
                                            ["leaky_relu", "swish", "elu", "none"],
-                                           ["reflection", "zero"]))
+                                           ["reflection", "zero"])))
 def test_every_option_builds_runs_and_backpropagates(upsample, downsample, activation, padding):
     cfg = NetworkConfig(scales=2, input_channels=4, down_channels=[6, 8], up_channels=[5, 7],
                         skip_channels=[3, 0], down_kernel=[3, 5], up_kernel=3, skip_kernel=[1, 3],
