@@ -1,0 +1,570 @@
+"""The "Deep Image Prior" dock widget: pick layers and settings, Run, watch, Stop.
+
+A thin layer over :mod:`napari_dip._core` (which speaks to ``src_core``):
+the widget only gathers choices, starts a ``thread_worker`` over the engine's
+events, and shows what comes back.  Set ``NAPARI_DIP_NO_THREAD=1`` (or pass
+``threaded=False``) to run in the calling thread, which makes tests simple and
+deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+import time
+
+from magicgui import widgets
+from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (QComboBox, QLabel, QProgressBar, QSizePolicy, QVBoxLayout,
+                            QWidget)
+
+import src_core
+from src_core import DIPError
+
+from ._core import (BACKGROUND, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
+                    capture, current_index, describe_time, draw_curves, fits_image, image_plane,
+                    prepare, random_mask_labels)
+
+NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
+PER_SCALE = ("down_channels", "up_channels", "skip_channels", "down_kernel", "up_kernel",
+             "skip_kernel", "upsample", "downsample")
+TASK_CHOICES = [("inpaint: fill the painted mask", "inpaint"),
+                ("random pixels: drop and restore", "random"),
+                ("denoise", "denoise")]
+
+
+def _threaded_default() -> bool:
+    return os.environ.get(NO_THREAD_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def _first(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def error_message(exc: BaseException) -> str:
+    """The engine's own message for its errors; a hint for out-of-memory; else the type."""
+    if isinstance(exc, DIPError):
+        return str(exc)
+    text = str(exc)
+    if "out of memory" in text.lower():
+        return (f"the device ran out of memory ({text.splitlines()[0]}); use fewer channels or "
+                "scales, restore the current slice only, or choose device 'cpu'.")
+    return f"{type(exc).__name__}: {text}"
+
+
+class DIPWidget(QWidget):
+    """Deep Image Prior restoration of the chosen image layer, live in the viewer.
+
+    ``run_finished`` is emitted (on the main thread) when a run ends, with the
+    result layer, or None after an error or an abort.
+    """
+
+    run_finished = Signal(object)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer,  # noqa: F821 (a string)
+                 threaded: bool | None = None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.threaded = _threaded_default() if threaded is None else bool(threaded)
+        self.worker = None
+        self.last_error: str | None = None
+        self.result_layer = None
+        self._driver: Driver | None = None
+        self._outputs: OutputLayers | None = None
+        self._filling = False
+        self._filled: dict = {}
+        self._plot_drawn_at = -math.inf
+        self._pending_result = None
+        self._image_auto = True
+        self._auto_picking = False
+        self._on_destroyed: list = []
+        self._total = 1
+        self._iterations = 1
+        self._build()
+        self._connect_viewer()
+        has_gpu = any(d != "cpu" for d in src_core.available_devices())
+        self.preset.value = "text" if has_gpu else "cpu"
+        self._fill_from_preset()
+        self.reset_choices()
+
+    # ------------------------------------------------------------------ building
+    def _build(self) -> None:
+        W = widgets
+        self.image = W.ComboBox(label="image", choices=self._image_choices,
+                                tooltip="The image layer to restore.")
+        self.task = W.ComboBox(label="task", choices=TASK_CHOICES, value="inpaint")
+        self.mask = W.ComboBox(label="mask", choices=self._label_choices, nullable=True,
+                               tooltip="Labels layer: painted pixels are the ones to fill.")
+        self.label = W.SpinBox(label="mask label", value=0, min=0, max=2**31 - 1,
+                               tooltip="Which label marks pixels to fill; 0 = every painted label.")
+        self.missing_fraction = W.FloatSpinBox(label="random missing", value=0.5, min=0.0,
+                                               max=0.99, step=0.05,
+                                               tooltip="Fraction of pixels a random mask removes.")
+        self.mask_seed = W.SpinBox(label="mask seed", value=0, min=0, max=2**31 - 1)
+        self.random_mask_button = W.PushButton(text="Make random mask layer",
+                                               tooltip="Add a Labels layer with a random "
+                                               "fraction of pixels painted (to fill).")
+        self.reference = W.ComboBox(label="reference", choices=self._image_choices, nullable=True,
+                                    tooltip="Optional clean image for the true PSNR.")
+        self.slices = W.ComboBox(label="slices", choices=[("current slice", "current"),
+                                                          ("all slices", "all")],
+                                 value="current", tooltip="For stacks (Z or T).")
+        self.preset = W.ComboBox(label="preset", choices=src_core.preset_names(),
+                                 tooltip="Choosing a preset fills the fields below; it also "
+                                 "supplies every setting the widget does not show.")
+        self.preset_info = W.Label(value="")
+        self.scales = W.SpinBox(label="scales (depth)", value=5, min=1, max=8)
+        self.channels = W.SpinBox(label="channels", value=128, min=1, max=1024,
+                                  tooltip="Channels of the down and up branches at every scale.")
+        self.skip_channels = W.SpinBox(label="skip channels", value=4, min=0, max=1024,
+                                       tooltip="0 removes the skip connections.")
+        self.upsample = W.ComboBox(label="upsampling", choices=["bilinear", "nearest"])
+        self.input_kind = W.ComboBox(label="input", choices=["uniform", "gaussian", "meshgrid"])
+        self.iterations = W.SpinBox(label="iterations", value=800, min=1, max=1_000_000)
+        self.lr = W.FloatSpinBox(label="learning rate", value=0.01, min=1e-6, max=1.0, step=0.0005)
+        self.lr.native.setDecimals(6)
+        self.sigma_p = W.FloatSpinBox(label="sigma_p (input noise)", value=0.03, min=0.0, max=1.0,
+                                      step=0.005)
+        self.sigma_p.native.setDecimals(4)
+        self.optimizer = W.ComboBox(label="optimiser", choices=["adam", "lbfgs"])
+        self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.device = W.ComboBox(label="device", choices=["auto", *src_core.available_devices()])
+        self.preview_every = W.SpinBox(label="preview every", value=50, min=0, max=100_000,
+                                       tooltip="Iterations between previews (0 = only the end).")
+        self.report_every = W.SpinBox(label="curve every", value=10, min=1, max=100_000,
+                                      tooltip="Iterations between PSNR points and progress.")
+        self.run_button = W.PushButton(text="Run")
+        self.stop_button = W.PushButton(text="Stop", enabled=False)
+
+        inputs = W.Container(widgets=[self.image, self.task, self.mask, self.label,
+                                      self.missing_fraction, self.mask_seed,
+                                      self.random_mask_button, self.reference, self.slices],
+                             labels=True)
+        settings = W.Container(widgets=[self.preset, self.preset_info, self.scales,
+                                        self.channels, self.skip_channels, self.upsample,
+                                        self.input_kind, self.iterations, self.lr, self.sigma_p,
+                                        self.optimizer, self.seed, self.device,
+                                        self.preview_every, self.report_every], labels=True)
+        buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
+                              labels=False)
+        for c in (inputs, settings, buttons):
+            c.margins = (0, 0, 0, 0)
+        self.form = W.Container(widgets=[inputs, settings], labels=False)
+        # long layer names and preset descriptions must not widen the dock over the canvas
+        for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.preset,
+                      self.upsample, self.input_kind, self.optimizer, self.device):
+            combo.native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(10)
+
+        self.check_label = QLabel("")
+        self.check_label.setWordWrap(True)
+        self.check_label.setStyleSheet("color: #f0a030;")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.progress.setTextVisible(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.6, 2.2), dpi=90)
+        self.figure.patch.set_facecolor(BACKGROUND)
+        self.axes = self.figure.add_subplot(111)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(160)
+        self.setMaximumWidth(520)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self._draw_plot(force=True)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.check_label)
+        layout.addWidget(buttons.native)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.canvas, stretch=1)
+
+        self.run_button.changed.connect(self.run)
+        self.stop_button.changed.connect(self.stop)
+        self.random_mask_button.changed.connect(self.make_random_mask)
+        self.preset.changed.connect(self._fill_from_preset)
+        self.image.changed.connect(self._image_changed)
+        self.task.changed.connect(self._task_changed)
+        for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
+                  self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
+                  self.report_every, self.task):
+            w.changed.connect(self.check)
+        self._task_changed()
+
+    # ------------------------------------------------------------------ layer choices
+    def _image_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image)
+                and layer.metadata.get(ROLE_KEY) not in ("preview", "curve", "iterations")]
+
+    def _label_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Labels)]
+
+    def _connect_viewer(self) -> None:
+        events = self.viewer.layers.events
+        events.inserted.connect(self._layer_inserted)
+        events.removed.connect(self.reset_choices)
+        events.reordered.connect(self.reset_choices)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self.reset_choices)
+
+    def _layer_inserted(self, event=None) -> None:
+        if event is not None and getattr(event, "value", None) is not None:
+            event.value.events.name.connect(self.reset_choices)
+        self.reset_choices()
+
+    def reset_choices(self, event=None) -> None:
+        """Refresh the layer lists; napari also calls this when layers change."""
+        before = self.image.value
+        for combo in (self.image, self.mask, self.reference):
+            combo.reset_choices()
+        if before is None or before not in self.viewer.layers or self._image_auto:
+            self._pick_default_image()
+        elif self.image.value is not before:
+            self._image_changed()
+        else:
+            self._pick_partners()
+
+    def _pick_default_image(self) -> None:
+        """The active image layer, else the topmost one, skipping references and our outputs
+        (a sample adds its reference first).  Kept up to date until the user picks one."""
+        choices = [layer for _, layer in self._image_choices()]
+        candidates = [layer for layer in choices if REFERENCE_FOR_KEY not in layer.metadata
+                      and ROLE_KEY not in layer.metadata] or choices
+        self._auto_picking = True
+        try:
+            if candidates:
+                active = self.viewer.layers.selection.active
+                self.image.value = active if active in candidates else candidates[-1]
+            self._image_auto = True
+            self._image_changed()
+        finally:
+            self._auto_picking = False
+
+    def _image_changed(self, *_) -> None:
+        if not self._auto_picking:
+            self._image_auto = False  # the user chose: keep it
+        image = self.image.value
+        self.slices.enabled = image is not None and image.ndim > 2
+        self._pick_partners()
+        self.check()
+
+    def _pick_partners(self) -> None:
+        """Masks and references made for the chosen image (samples, the random-mask button)."""
+        image = self.image.value
+        if image is None:
+            return
+        for layer in self.viewer.layers:
+            meta = layer.metadata
+            if (self.mask.value is None and isinstance(layer, Labels)
+                    and meta.get(MASK_FOR_KEY) == image.name):
+                self.mask.value = layer
+            if (self.reference.value is None and isinstance(layer, Image)
+                    and meta.get(REFERENCE_FOR_KEY) == image.name):
+                self.reference.value = layer
+
+    def _task_changed(self, *_) -> None:
+        task = self.task.value
+        self.mask.enabled = task != "random"
+        self.label.enabled = task != "random"
+
+    # ------------------------------------------------------------------ presets and config
+    def _fill_from_preset(self, *_) -> None:
+        """Put the preset's values into the fields (seed, device and intervals are kept)."""
+        name = self.preset.value
+        entry = src_core.PRESETS[name]
+        cfg = entry["config"]
+        net = cfg.network
+        channels = net.down_channels
+        filled = dict(
+            scales=net.scales,
+            channels=max(channels) if isinstance(channels, (list, tuple)) else channels,
+            skip_channels=_first(net.skip_channels), upsample=_first(net.upsample),
+            input_kind=cfg.input_kind, iterations=cfg.iterations, lr=cfg.lr,
+            sigma_p=round(cfg.sigma_p, 4), optimizer=cfg.optimizer,
+        )
+        self._filling = True
+        try:
+            for key, value in filled.items():
+                getattr(self, key).value = value
+        finally:
+            self._filling = False
+        # read back what the widgets hold (spin boxes round) so "unchanged" compares equal
+        self._filled = {key: getattr(self, key).value for key in filled}
+        text = f"{entry['description']} [task: {entry['task']}]"
+        # explicit line breaks: a word-wrapped label in a form row gets a wrong height
+        self.preset_info.value = textwrap.fill(text, 52)
+        self.preset_info.tooltip = text
+        self.check()
+
+    def build_config(self) -> src_core.RunConfig:
+        """The run's configuration: the preset plus every field that was changed.
+
+        Network fields the user left as the preset filled them are not
+        overridden, so per-scale lists (the library preset's channels) survive;
+        when the depth changes, such lists are cut or extended with their last
+        value.
+        """
+        name = self.preset.value
+        base = src_core.PRESETS[name]["config"]
+        filled = self._filled
+        overrides = dict(iterations=int(self.iterations.value), lr=float(self.lr.value),
+                         sigma_p=float(self.sigma_p.value), optimizer=self.optimizer.value,
+                         seed=int(self.seed.value), device=self.device.value,
+                         snapshot_every=int(self.preview_every.value),
+                         report_every=int(self.report_every.value))
+        net = {}
+        scales = int(self.scales.value)
+        if scales != filled.get("scales"):
+            net["scales"] = scales
+        if self.channels.value != filled.get("channels"):
+            net["down_channels"] = net["up_channels"] = int(self.channels.value)
+        if self.skip_channels.value != filled.get("skip_channels"):
+            net["skip_channels"] = int(self.skip_channels.value)
+        if self.upsample.value != filled.get("upsample"):
+            net["upsample"] = self.upsample.value
+        if self.input_kind.value != filled.get("input_kind"):
+            overrides["input_kind"] = self.input_kind.value
+            if self.input_kind.value == "meshgrid":
+                net["input_channels"] = 2
+            elif base.network.input_channels == 2:
+                net["input_channels"] = 32
+        if "scales" in net:
+            for field_name in PER_SCALE:
+                value = getattr(base.network, field_name)
+                if field_name not in net and isinstance(value, (list, tuple)):
+                    value = list(value)
+                    net[field_name] = (value + [value[-1]] * scales)[:scales]
+        overrides.update({f"network.{k}": v for k, v in net.items()})
+        return src_core.preset(name, **overrides)
+
+    def check(self, *_) -> list:
+        """Flag settings that cannot work before a run (shown above the Run button)."""
+        if self._filling:
+            return []
+        problems = []
+        try:
+            config = self.build_config()
+        except DIPError as exc:
+            problems.append(str(exc))
+            config = None
+        image = self.image.value
+        if image is None:
+            problems.append("no image layer: open an image or a sample (File > Open Sample).")
+        elif config is not None:
+            try:
+                warning = fits_image(config, image_plane(image))
+            except DIPError as exc:
+                warning = str(exc)
+            if warning:
+                problems.append(warning)
+        text = "\n".join(f"\u26a0 {p}" for p in problems)
+        self.check_label.setText(text)
+        self.check_label.setVisible(bool(problems))
+        self.run_button.tooltip = text or "Start restoring"
+        self.problems = problems
+        return problems
+
+    # ------------------------------------------------------------------ running
+    @property
+    def is_running(self) -> bool:
+        return self._driver is not None
+
+    def _report_error(self, message: str) -> None:
+        self.last_error = message
+        self.status.setText(f"Error: {message}")
+        self.status.setStyleSheet("color: #ff6060;")
+        show_error(f"Deep Image Prior: {message}")
+
+    def run(self, *_) -> None:
+        """Capture the inputs and settings now, then restore in a worker thread."""
+        if self.is_running:
+            return
+        self.last_error = None
+        self.status.setStyleSheet("")
+        try:
+            image = self.image.value
+            config = self.build_config()
+            slice_index = None
+            if image is not None and image.ndim > 2 and self.slices.value == "current":
+                slice_index = current_index(self.viewer, image)
+            captured = capture(
+                image, self.mask.value, self.reference.value, task=self.task.value,
+                label=int(self.label.value) or None, config=config, slice_index=slice_index,
+                missing_fraction=float(self.missing_fraction.value),
+                mask_seed=int(self.mask_seed.value))
+            problem = prepare(captured)
+            self._outputs = OutputLayers(self.viewer, captured, problem)
+        except Exception as exc:  # bad input: tell the user, touch nothing
+            self._report_error(error_message(exc))
+            return
+
+        self._driver = Driver(problem)
+        self._pending_result = None
+        self._iterations = problem.config.iterations
+        self._total = problem.slices * self._iterations
+        self._started = time.monotonic()
+        self._set_running(True)
+        where = (f"slice {captured.slice_index}" if captured.slice_index is not None
+                 else f"{problem.slices} slice(s)")
+        self.status.setText(f"Running on {where}, device "
+                            f"{src_core.resolve_device(problem.config.device)}...")
+        self.progress.setValue(0)
+        self.progress.setFormat("starting...")
+        self._draw_plot(force=True)
+
+        if self.threaded:
+            worker = thread_worker(self._driver.events, start_thread=False)()
+            worker.yielded.connect(self._on_update)
+            worker.returned.connect(self._on_outcome)
+            worker.aborted.connect(self._on_aborted)
+            worker.finished.connect(self._on_finished)
+            # closing the dock widget or the viewer mid-run stops the engine at its next step
+            self._on_destroyed = [self._driver.request_stop, worker.quit]
+            for slot in self._on_destroyed:
+                self.destroyed.connect(slot)
+            self.worker = worker
+            worker.start()
+        else:
+            outcome = self._driver.run_here(self._on_update)
+            self._on_outcome(outcome)
+            self._on_finished()
+
+    def stop(self, *_) -> None:
+        """Finish after the current iteration and keep the partial result as a layer."""
+        if self._driver is None:
+            return
+        self._driver.request_stop()
+        self.stop_button.enabled = False
+        self.status.setText("Stopping after the current iteration...")
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.stop_button.enabled = running
+        self.form.enabled = not running
+
+    def _on_update(self, update) -> None:
+        outputs = self._outputs
+        if outputs is None:
+            return
+        outputs.on_update(update)
+        event = update.event
+        if update.kind == "progress":
+            done = update.position * self._iterations + event.iteration
+            ips = event.iterations_per_second
+            left = (self._total - done) / ips if ips and ips > 0 else float("nan")
+            self.progress.setValue(int(1000 * done / max(self._total, 1)))
+            self.progress.setFormat(f"%p%  \u00b7  {ips:.1f} it/s  \u00b7  "
+                                    f"{describe_time(left)} left")
+            parts = []
+            if update.count > 1:
+                parts.append(f"slice {update.position + 1}/{update.count}")
+            parts.append(f"iteration {event.iteration}/{event.total}")
+            parts.append(f"fit {event.fit_psnr:.2f} dB")
+            if event.psnr is not None:
+                parts.append(f"PSNR {event.psnr:.2f} dB")
+            if not self._driver.stop_requested:
+                self.status.setText("  \u00b7  ".join(parts))
+            self._draw_plot()
+        elif update.kind == "slice" and update.count > 1:
+            self.status.setText(f"slice {update.position + 1}/{update.count}...")
+        elif update.kind == "recovery":
+            self.status.setText(f"iteration {event.iteration}: the fit collapsed "
+                                f"({event.fit_psnr:.1f} dB), last good weights restored")
+        elif update.kind == "early_stop":
+            self.status.setText(f"early stop at {event.iteration}: answer from iteration "
+                                f"{event.best_iteration}")
+
+    def _on_outcome(self, outcome) -> None:
+        outputs = self._outputs
+        if outputs is None:
+            return
+        try:
+            layer = outputs.finish(outcome)
+        except Exception as exc:
+            self._report_error(f"could not add the result: {error_message(exc)}")
+            return
+        if outcome.error is not None:
+            self._report_error(error_message(outcome.error))
+            return
+        self.result_layer = self._pending_result = layer
+        seconds = time.monotonic() - self._started
+        if outcome.stopped:
+            self.status.setText(f"Stopped; partial result kept as '{layer.name}'.")
+            show_info(f"Deep Image Prior stopped; partial result kept as '{layer.name}'.")
+        else:
+            history = outcome.histories[-1] if outcome.histories else None
+            psnr = history.final_psnr if history is not None else None
+            extra = f", PSNR {psnr:.2f} dB" if psnr is not None else ""
+            self.status.setText(f"Done in {describe_time(seconds)}{extra}: '{layer.name}'.")
+            self.progress.setValue(1000)
+        self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")
+        self._draw_plot(force=True)
+
+    def _on_aborted(self) -> None:
+        if self._driver is not None:
+            self._driver.close()
+        self.status.setText("Aborted.")
+
+    def _on_finished(self) -> None:
+        for slot in self._on_destroyed:  # or they would keep the finished run's data alive
+            try:
+                self.destroyed.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        self._on_destroyed = []
+        self._driver = None
+        self.worker = None
+        self._set_running(False)
+        result, self._pending_result = self._pending_result, None
+        self.run_finished.emit(result)
+
+    # ------------------------------------------------------------------ plot
+    def _draw_plot(self, force: bool = False) -> None:
+        """Redraw the live PSNR curve at most five times a second."""
+        now = time.monotonic()
+        if not force and now - self._plot_drawn_at < 0.2:
+            return
+        self._plot_drawn_at = now
+        curves = self._outputs.curve_list() if self._outputs is not None else []
+        draw_curves(self.figure, self.axes, curves)
+        try:
+            self.figure.tight_layout()
+        except Exception:  # tight_layout may fail on a tiny canvas; the plot is still fine
+            pass
+        self.canvas.draw_idle()
+
+    # ------------------------------------------------------------------ masks
+    def make_random_mask(self, *_):
+        """Add a Labels layer with a random fraction of pixels painted, and use it."""
+        image = self.image.value
+        if image is None:
+            self._report_error("no image layer: open an image first, then make a mask for it.")
+            return None
+        labels = random_mask_labels(image, float(self.missing_fraction.value),
+                                    int(self.mask_seed.value))
+        n = labels.ndim
+        layer = self.viewer.add_labels(
+            labels, name=f"{image.name} random mask", scale=tuple(image.scale)[-n:],
+            translate=tuple(image.translate)[-n:], axis_labels=tuple(image.axis_labels)[-n:],
+            metadata={MASK_FOR_KEY: image.name}, opacity=0.5)
+        self.mask.reset_choices()
+        self.mask.value = layer
+        self.task.value = "inpaint"
+        self.image.value = image
+        return layer

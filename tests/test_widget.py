@@ -1,0 +1,430 @@
+"""The napari plugin, headless under Xvfb (pytest-xvfb): widget, worker, Stop, bad input,
+samples, scripting and the manifest.  Every run is a 2-scale, 8-channel network on a
+32-48 px image for a few dozen iterations."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import torch  # noqa: E402
+
+import napari_dip  # noqa: E402
+import napari_dip._widget as widget_module  # noqa: E402
+from napari_dip import _samples  # noqa: E402
+from napari_dip._widget import DIPWidget  # noqa: E402
+from src_core import DIPError  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+MANIFEST = Path(napari_dip.__file__).parent / "napari.yaml"
+TINY = dict(scales=2, channels=8, skip_channels=2, iterations=20, preview_every=5,
+            report_every=5, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Two OpenMP threads on a shared 2-core machine spin against each other (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Every napari error notification the widget shows."""
+    shown = []
+    monkeypatch.setattr(widget_module, "show_error", shown.append)
+    monkeypatch.setattr(widget_module, "show_info", lambda message: None)
+    return shown
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def make_widget(viewer, threaded=False, **settings):
+    widget = DIPWidget(viewer, threaded=threaded)
+    viewer.window.add_dock_widget(widget, name="Deep Image Prior")
+    widget.preset.value = "cpu"
+    for key, value in {**TINY, **settings}.items():
+        getattr(widget, key).value = value
+    return widget
+
+
+def smooth(shape=(40, 48), seed=0):
+    y, x = np.mgrid[0:shape[0], 0:shape[1]] / max(shape)
+    rng = np.random.default_rng(seed)
+    return 0.5 + 0.3 * np.sin(6 * x + rng.random()) * np.cos(4 * y)
+
+
+def square_labels(shape=(40, 48)):
+    labels = np.zeros(shape, np.uint8)
+    labels[10:20, 12:22] = 1
+    return labels
+
+
+def snapshot(viewer):
+    return [(layer.name, type(layer).__name__, np.array(layer.data, copy=True))
+            for layer in viewer.layers]
+
+
+def assert_unchanged(viewer, before, new_layers_allowed=False):
+    """The user's layers (names, order, data) are as they were; new ones come after them."""
+    after = snapshot(viewer)
+    if new_layers_allowed:
+        after = after[:len(before)]
+    assert [(n, t) for n, t, _ in after] == [(n, t) for n, t, _ in before]
+    for (_, _, a), (_, _, b) in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_run_through_widget_adds_layers(viewer, errors):
+    clean = (smooth() * 60000).astype(np.uint16)
+    image = viewer.add_image(clean.copy(), name="img", scale=(2.0, 0.5), translate=(5.0, 7.0),
+                             axis_labels=("y", "x"))
+    mask = viewer.add_labels(square_labels(), name="hole")
+    viewer.add_image(clean.copy(), name="clean")
+    widget = make_widget(viewer)
+    widget.image.value = image
+    widget.mask.value = mask
+    widget.reference.value = viewer.layers["clean"]
+    before = snapshot(viewer)
+
+    widget.run()
+
+    assert errors == [] and widget.last_error is None
+    result = viewer.layers["img DIP"]
+    assert result is widget.result_layer
+    assert result.data.shape == (40, 48) and result.data.dtype == np.uint16
+    assert tuple(result.scale) == (2.0, 0.5) and tuple(result.translate) == (5.0, 7.0)
+    assert tuple(result.axis_labels) == ("y", "x")
+    history = result.metadata["history"]
+    assert history["iterations"] == [5, 10, 15, 20]
+    assert len(history["psnr"]) == 4 and all(p is not None for p in history["psnr"])
+    assert len(history["loss"]) == 20
+    assert history["config"]["network"]["scales"] == 2
+    assert result.metadata["task"] == "inpaint" and result.metadata["stopped"] is False
+
+    stack = viewer.layers["img DIP iterations"]
+    assert stack.data.shape == (4, 40, 48) and stack.data.dtype == np.uint16
+    assert stack.axis_labels[0] == "iteration" and tuple(stack.scale) == (1.0, 2.0, 0.5)
+    assert stack.metadata["iterations"] == [5, 10, 15, 20]
+    np.testing.assert_array_equal(stack.data[-1], result.data)  # no EMA: last frame = answer
+
+    curve = viewer.layers["img DIP PSNR curve"]
+    assert curve.rgb and curve.data.ndim == 3 and curve.data.dtype == np.uint8
+    assert curve.translate[1] > 7.0 + 48 * 0.5  # beside the image, not over it
+    assert "img DIP preview" not in viewer.layers  # the result took its place
+    assert_unchanged(viewer, before, new_layers_allowed=True)
+    assert widget.run_button.enabled and not widget.stop_button.enabled
+
+
+def test_run_in_thread_worker_rgb_with_2d_mask(viewer, qtbot, errors):
+    """The real thread_worker: the UI is released at once, events arrive as signals."""
+    rgb = (np.stack([smooth((32, 32), s) for s in range(3)], -1) * 255).astype(np.uint8)
+    image = viewer.add_image(rgb, name="photo", rgb=True)
+    labels = square_labels((32, 32))                       # a 2D mask on an RGB image
+    mask = viewer.add_labels(labels, name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=30)
+    widget.image.value, widget.mask.value = image, mask
+    before = snapshot(viewer)
+
+    with qtbot.waitSignal(widget.run_finished, timeout=90_000) as finished:
+        widget.run()
+        assert widget.worker is not None
+        assert not widget.run_button.enabled and widget.stop_button.enabled
+        assert "photo DIP preview" in viewer.layers
+        image.data = np.zeros_like(rgb)  # editing the input mid-run must not disturb the run
+        mask.data = np.zeros_like(labels)
+
+    result = finished.args[0]
+    assert errors == []
+    assert result.name == "photo DIP" and result.rgb
+    assert result.data.shape == (32, 32, 3) and result.data.dtype == np.uint8
+    assert result.data.any()  # restored from the captured photo, not the zeroed one
+    assert result.metadata["history"]["iterations"] == [5, 10, 15, 20, 25, 30]
+    assert widget.run_button.enabled and not widget.stop_button.enabled
+    assert widget.progress.value() == 1000
+    image.data, mask.data = rgb, labels
+    assert_unchanged(viewer, before, new_layers_allowed=True)
+
+
+def test_stop_keeps_partial_result(viewer, qtbot, errors):
+    image = viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=100_000, report_every=1,
+                         preview_every=2)
+    widget.mask.value = viewer.layers["hole"]
+    assert widget.image.value is image
+
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000) as finished:
+        widget.run()
+        qtbot.waitUntil(lambda: len(widget._outputs.frames) >= 2, timeout=30_000)
+        widget.stop_button.clicked.emit()   # the button's own signal
+        assert not widget.stop_button.enabled
+
+    result = finished.args[0]
+    assert errors == []
+    match = re.fullmatch(r"img DIP \(stopped at (\d+)\)", result.name)
+    assert match, result.name
+    stopped_at = int(match.group(1))
+    assert 4 <= stopped_at < 100_000
+    assert result.metadata["stopped"] is True
+    assert result.metadata["history"]["timings"]["iterations"] == stopped_at
+    assert result.data.shape == (32, 32) and result.data.dtype == np.float32
+    assert widget.run_button.enabled and not widget.is_running
+    assert "img DIP iterations" in viewer.layers
+
+
+def test_worker_error_becomes_notification(viewer, qtbot, errors, monkeypatch):
+    """Errors inside the worker (a RuntimeError such as CUDA out-of-memory) reach the user."""
+    import src_core
+
+    def broken(self, index=0):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, threaded=True)
+    widget.mask.value = viewer.layers["hole"]
+    monkeypatch.setattr(src_core.Problem, "run", broken)
+    with qtbot.waitSignal(widget.run_finished, timeout=30_000) as finished:
+        widget.run()
+    assert finished.args[0] is None
+    assert len(errors) == 1 and "ran out of memory" in errors[0]
+    assert widget.run_button.enabled
+    assert "img DIP" not in viewer.layers
+
+
+def test_stack_all_slices_and_current_slice(viewer, errors):
+    stack = np.stack([smooth((32, 32), s) for s in range(3)]).astype(np.float32)
+    image = viewer.add_image(stack, name="zs", scale=(3.0, 1.0, 1.0), axis_labels=("z", "y", "x"))
+    viewer.add_labels(square_labels((32, 32)), name="hole")   # one 2D mask for every slice
+    widget = make_widget(viewer, iterations=10, preview_every=5)
+    widget.mask.value = viewer.layers["hole"]
+    assert widget.slices.enabled
+
+    widget.slices.value = "all"
+    widget.run()
+    result = viewer.layers["zs DIP"]
+    assert result.data.shape == (3, 32, 32) and result.data.dtype == np.float32
+    assert len(result.metadata["histories"]) == 3
+    assert tuple(result.axis_labels) == ("z", "y", "x")
+    assert viewer.layers["zs DIP iterations"].metadata["slices"] == [0, 0, 1, 1, 2, 2]
+
+    widget.slices.value = "current"
+    viewer.dims.set_point(0, 6.0)            # world z of slice 2 (z scale 3)
+    widget.image.value = image
+    widget.run()
+    one = viewer.layers["zs DIP [1]"]
+    assert one.data.shape == (1, 32, 32)
+    assert one.metadata["slice_index"] == (2,)
+    assert tuple(one.translate) == (6.0, 0.0, 0.0) and tuple(one.scale) == (3.0, 1.0, 1.0)
+    assert errors == []
+
+
+def test_random_task_and_random_mask_button(viewer, errors):
+    viewer.add_image((smooth((32, 32)) * 255).astype(np.uint8), name="img")
+    widget = make_widget(viewer, iterations=10)
+    widget.task.value = "random"
+    assert not widget.mask.enabled
+    widget.run()
+    assert errors == []
+    assert "img DIP input (50% missing)" in viewer.layers
+    history = viewer.layers["img DIP"].metadata["history"]
+    assert history["psnr"][-1] is not None  # the clean input is the reference
+
+    layer = widget.make_random_mask()
+    assert layer.name == "img random mask" and layer.data.shape == (32, 32)
+    assert 0.4 < layer.data.mean() < 0.6
+    assert widget.mask.value is layer and widget.task.value == "inpaint"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def run_expecting_error(viewer, widget, errors, *needles):
+    before = snapshot(viewer)
+    widget.run()
+    assert len(errors) == 1, errors
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert widget.last_error and not widget.is_running and widget.run_button.enabled
+    assert_unchanged(viewer, before)
+
+
+def test_no_image_layer(viewer, errors):
+    widget = make_widget(viewer)
+    assert widget.image.value is None
+    assert "no image layer" in widget.check_label.text()
+    run_expecting_error(viewer, widget, errors, "no image layer")
+
+
+def test_mask_of_another_shape(viewer, errors):
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((30, 32)), name="hole")
+    widget = make_widget(viewer)
+    widget.mask.value = viewer.layers["hole"]
+    run_expecting_error(viewer, widget, errors, "mask 'hole' has shape (30, 32)", "(32, 32)")
+
+
+def test_empty_mask_for_inpainting(viewer, errors):
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="hole")
+    widget = make_widget(viewer)
+    widget.mask.value = viewer.layers["hole"]
+    run_expecting_error(viewer, widget, errors, "no painted pixels")
+
+
+def test_3d_mask_on_2d_image(viewer, errors):
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(np.ones((3, 32, 32), np.uint8), name="hole")
+    widget = make_widget(viewer)
+    widget.mask.value = viewer.layers["hole"]
+    run_expecting_error(viewer, widget, errors, "has shape (3, 32, 32)",
+                        "more dimensions than the image")
+
+
+def test_reference_of_another_shape(viewer, errors):
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    viewer.add_image(smooth((32, 40)), name="clean")
+    widget = make_widget(viewer)
+    widget.image.value = viewer.layers["img"]
+    widget.mask.value = viewer.layers["hole"]
+    widget.reference.value = viewer.layers["clean"]
+    run_expecting_error(viewer, widget, errors, "reference 'clean' has shape (32, 40)")
+
+
+def test_too_many_scales_flagged_before_running(viewer, errors):
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer)
+    widget.mask.value = viewer.layers["hole"]
+    assert not widget.check_label.isVisibleTo(widget)
+    widget.scales.value = 5
+    assert re.search(r"5 scales need at least \d+ px per side; the image is 32x32",
+                     widget.check_label.text())
+    assert "at most 4 scales" in widget.check_label.text()
+    # pressing Run anyway gives the engine's own message
+    run_expecting_error(viewer, widget, errors, "too small for a 5-scale network")
+
+
+# ----------------------------------------------------------------------------- presets
+
+def test_preset_fills_fields_and_keeps_hidden_settings(viewer):
+    from src_core import PRESETS
+
+    widget = make_widget(viewer)
+    for name in ("table1", "vase", "library"):
+        widget.preset.value = name
+        cfg = PRESETS[name]["config"]
+        assert widget.lr.value == pytest.approx(cfg.lr)
+        assert widget.iterations.value == cfg.iterations
+        assert widget.scales.value == cfg.network.scales
+        assert widget.input_kind.value == cfg.input_kind
+        built = widget.build_config()   # untouched fields keep the preset exactly
+        assert built.network == cfg.network and built.input_kind == cfg.input_kind
+        assert built.preset == name
+    assert isinstance(widget.build_config().network.down_channels, list)  # library's lists
+    widget.scales.value = 4   # per-scale lists follow the depth
+    built = widget.build_config()
+    assert built.network.down_channels == PRESETS["library"]["config"].network.down_channels[:4]
+    widget.channels.value = 24  # a changed field overrides the preset at every scale
+    assert widget.build_config().network.down_channels == 24
+
+
+# ----------------------------------------------------------------------------- samples, manifest
+
+def test_samples_load():
+    kate = _samples.kate_sample()
+    assert [(d.shape, t) for d, _, t in kate] == [
+        ((512, 512, 3), "image"), ((512, 512, 3), "image"), ((512, 512), "labels")]
+    corrupted, missing = kate[1][0], kate[2][0]
+    assert 0.02 < missing.mean() < 0.1 and not corrupted[missing.astype(bool)].any()
+    house = _samples.house_sample()
+    assert [d.shape for d, _, _ in house] == [(256, 256)] * 3
+    assert abs(house[2][0].mean() - 0.5) < 0.02
+    cells = _samples.cells_sample()
+    assert [(d.shape, d.dtype) for d, _, _ in cells] == [((256, 256), np.uint16)] * 2
+    noisy, clean = cells[1][0].astype(float), cells[0][0].astype(float)
+    assert 1.0 < np.std(noisy - clean) < 10.0   # visibly noisy
+    lapse = _samples.cells_timelapse_sample()
+    assert lapse[1][0].shape == (8, 128, 128)
+    data, kwargs, kind = _samples.random_mask(napari.layers.Image(np.zeros((4, 32, 32, 3)),
+                                                                  rgb=True, name="rgb"))
+    assert kind == "labels" and data.shape == (4, 32, 32) and kwargs["name"] == "rgb random mask"
+
+
+def test_sample_through_napari_picks_mask_and_reference(viewer):
+    viewer.open_sample("napari-dip", "house")
+    assert [layer.name for layer in viewer.layers] == [
+        "house clean (reference)", "house (50% missing)", "house missing pixels"]
+    widget = make_widget(viewer)
+    assert widget.image.value.name == "house (50% missing)"
+    assert widget.mask.value.name == "house missing pixels"
+    assert widget.reference.value.name == "house clean (reference)"
+    viewer.layers.clear()
+    assert widget.image.value is None and widget.mask.value is None
+    viewer.open_sample("napari-dip", "kate")       # opened while the widget is docked
+    assert widget.image.value.name == "kate (text-corrupted)"
+    assert widget.mask.value.name == "kate mask"
+    assert widget.reference.value.name == "kate clean (reference)"
+
+
+def test_manifest_validates():
+    from npe2 import PluginManifest
+
+    pm = PluginManifest.from_file(MANIFEST)
+    pm.validate_imports()
+    assert pm.name == "napari-dip"
+    assert {w.display_name for w in pm.contributions.widgets} == {"Deep Image Prior", "Random mask"}
+    assert {s.key for s in pm.contributions.sample_data} >= {"kate", "house", "cells"}
+    installed = PluginManifest.from_distribution("napari-dip")   # the entry point works
+    assert installed.name == pm.name
+
+
+def test_plugin_menu_widget_runs_through_public_proxy(make_napari_viewer, monkeypatch, errors):
+    """Docked the way the plugin menu does it (napari hands over a public-only proxy)."""
+    monkeypatch.setenv("NAPARI_DIP_NO_THREAD", "1")
+    viewer = make_napari_viewer()
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior")
+    assert isinstance(widget, DIPWidget) and not widget.threaded
+    for key, value in TINY.items():
+        getattr(widget, key).value = value
+    widget.mask.value = viewer.layers["hole"]
+    widget.run()
+    assert errors == [] and "img DIP" in viewer.layers
+
+
+# ----------------------------------------------------------------------------- scripting
+
+def test_restore_layer_from_console(viewer):
+    viewer.add_image((smooth() * 255).astype(np.uint8), name="img", scale=(2.0, 2.0))
+    viewer.add_labels(square_labels(), name="hole")
+    result = napari_dip.restore_layer(viewer, "img", "hole", preset="cpu", scales=2,
+                                      down_channels=8, up_channels=8, skip_channels=2,
+                                      iterations=12, report_every=4, snapshot_every=6,
+                                      device="cpu")
+    assert result is viewer.layers["img DIP"]
+    assert result.data.dtype == np.uint8 and tuple(result.scale) == (2.0, 2.0)
+    assert result.metadata["history"]["iterations"] == [4, 8, 12]
+    assert viewer.layers["img DIP iterations"].data.shape == (2, 40, 48)
+    assert "img DIP PSNR curve" in viewer.layers
+    with pytest.raises(DIPError, match="no image layer named 'nope'"):
+        napari_dip.restore_layer(viewer, "nope", "hole")
+    with pytest.raises(DIPError, match="no painted pixels"):
+        viewer.add_labels(np.zeros((40, 48), np.uint8), name="empty")
+        napari_dip.restore_layer(viewer, "img", "empty", preset="cpu")
