@@ -12,16 +12,17 @@ True
 from .api import Problem, RestoreResult, iterate, make_config, prepare, restore
 from .config import PRESETS, RunConfig, preset, preset_names
 from .devices import available_devices, resolve_device
-from .engine import DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
+from .engine import BatchFinished, DIPBatch, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
 from .errors import DIPError
 from .io import data_path, load_sample, read_image, write_image
 from .masks import bernoulli_mask, load_mask, mask_from_labels, text_mask
 from .network import NetworkConfig, SkipNet, build_network, count_parameters
+from . import speed
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
+    "BatchFinished", "DIPBatch", "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
     "Problem", "Progress", "Recovery", "RestoreResult", "RunConfig", "SkipNet",
     "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
     "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",

@@ -36,6 +36,9 @@ class RunConfig:
     new minimum and return the output at the minimum.
     ``ema``: exponential moving average of outputs (0 = off); when on, it is
     the answer (the paper's denoising setting uses 0.99).
+    ``precision`` / ``memory_format`` / ``compile``: the fast path; "auto"
+    picks what measured fastest at equal PSNR on the device
+    (docs/benchmarks.md); "float32"/"contiguous"/"off" is the original code's path.
     """
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -58,6 +61,9 @@ class RunConfig:
     snapshot_every: int = 0
     compute_ssim: bool = True
     device: str = "auto"
+    precision: str = "auto"
+    memory_format: str = "auto"
+    compile: str = "auto"
     preset: str = "custom"
 
     def validate(self) -> "RunConfig":
@@ -86,6 +92,12 @@ class RunConfig:
             raise DIPError(f"sigma_p must be >= 0 (got {self.sigma_p}).")
         if not (self.guard_drop_db > 0):
             raise DIPError(f"guard_drop_db must be > 0 (got {self.guard_drop_db}).")
+        from .speed import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS
+
+        for name, allowed in (("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
+                              ("compile", COMPILE_MODES)):
+            if getattr(self, name) not in allowed:
+                raise DIPError(f"{name} must be one of {allowed} (got {getattr(self, name)!r}).")
         if not (0 <= self.ema < 1):
             raise DIPError(f"ema must be in [0, 1) (got {self.ema}); use 0 to switch it off.")
         return self
@@ -184,10 +196,11 @@ PRESETS: dict[str, dict] = {
                          sigma_p=1 / 30, ema=0.99),
     ),
     "cpu": dict(
-        description="small and honest CPU setting (NOT the paper's): 4 scales x 32 channels, 800 steps",
+        description="small and honest CPU setting (NOT the paper's): the text-inpainting net "
+                    "shrunk to 4 scales x 32 channels, 800 steps",
         task="inpaint",
         config=RunConfig(network=_standard(scales=4, down_channels=32, up_channels=32,
-                                           skip_channels=4, upsample="bilinear"),
+                                           skip_channels=32, upsample="nearest"),
                          lr=0.01, iterations=800, sigma_p=0.03, report_every=25),
     ),
 }

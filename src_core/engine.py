@@ -1,26 +1,31 @@
 """The optimisation loop, as a generator of progress events.
 
 One loop serves the napari widget, the CLI and notebooks: each drives a
-:class:`DIPRun` and decides what to do with its events.  The hot loop never
-waits for the device: the loss of every iteration is written into a device
-tensor, and the host reads values only every ``report_every`` (metrics),
-``guard_every`` (destabilisation guard) and ``snapshot_every`` iterations.
+:class:`DIPRun` (one network) or a :class:`DIPBatch` (several independent
+networks optimised in one pass) and decides what to do with the events.
+
+The hot loop never waits for the device: the loss of every iteration is
+written into a device tensor, and the host reads values only every
+``report_every`` (metrics), ``guard_every`` (destabilisation guard) and
+``snapshot_every`` iterations.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import RunConfig
 from .devices import free_device_memory, resolve_device
 from .errors import DIPError
+from .imaging import pad_reflect
 from .network import SkipNet, build_network
+from . import speed
 
 
 # ----------------------------------------------------------------------------- events
@@ -33,6 +38,8 @@ class Progress:
     quantity a user without ground truth can see).  ``psnr``/``ssim`` compare
     with the clean reference when one was given (scikit-image, data_range 1,
     output clipped to [0, 1]).  ``output`` is (C, H, W) float32 in [0, 1].
+    In a :class:`DIPBatch` every metric is a list (one per member) and
+    ``output`` is (K, C, H, W).
     """
 
     iteration: int
@@ -57,6 +64,7 @@ class Recovery:
     iteration: int
     fit_psnr: float
     previous_fit_psnr: float
+    member: int = 0
     kind: str = "recovery"
 
 
@@ -82,6 +90,7 @@ class History:
     early_stop: dict | None = None
     timings: dict = field(default_factory=dict)
     device: str = ""
+    fast_path: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
@@ -100,6 +109,19 @@ class Finished:
     output: np.ndarray
     history: History
     completed: int
+    stopped: bool = False
+    kind: str = "finished"
+
+
+@dataclass
+class BatchFinished:
+    """Last event of a DIPBatch: one answer and history per member, and their average."""
+
+    outputs: np.ndarray              # (K, C, H, W)
+    histories: list
+    completed: int
+    average: np.ndarray | None       # (C, H, W) mean of the members' answers (restarts)
+    average_psnr: float | None
     stopped: bool = False
     kind: str = "finished"
 
@@ -140,41 +162,104 @@ def _psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
 
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the members
 
-class DIPRun:
-    """One Deep Image Prior optimisation, iterated as events.
+class _Members:
+    """K independent skip networks behind one call.
 
-    ``image``: (C, H, W) float in [0, 1], finite.  ``mask``: bool, True =
-    observed, of shape (H, W), (1, H, W) or (C, H, W).  ``reference``: clean
-    (C, H, W) image for true PSNR/SSIM, optional.
-
-    Iterate to run; ``close()`` (or leaving a ``for`` loop and dropping the
-    run) stops at once and frees device memory.  The network and optimiser
-    are built lazily, on the first ``next()``, so construction only checks.
-
-    >>> import numpy as np
-    >>> from src_core import DIPRun, preset, bernoulli_mask
-    >>> img = np.random.default_rng(0).random((1, 32, 32), dtype=np.float32)
-    >>> cfg = preset("cpu", scales=2, down_channels=8, up_channels=8, iterations=4, report_every=2)
-    >>> events = list(DIPRun(img, bernoulli_mask((32, 32), 0.5), cfg))
-    >>> [e.kind for e in events]
-    ['progress', 'progress', 'finished']
+    K = 1 is a plain module call.  K > 1 stacks the networks' weights
+    (torch.func.stack_module_state) and vmaps one functional call over them,
+    which runs as grouped convolutions: one pass, K independent fits.  Each
+    network is built with its own seed exactly as a single run would be, so
+    a batch reproduces sequential runs.
     """
 
-    def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,
-                 config: RunConfig | None = None, reference: np.ndarray | None = None):
+    def __init__(self, config: RunConfig, channels: int, seeds: list[int], device, memory_format):
+        nets = []
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                nets.append(build_network(config.network, output_channels=channels))
+        self.count = len(nets)
+        self.template = nets[0]
+        if self.count == 1:
+            self.module = nets[0].to(device=device, memory_format=memory_format)
+            self.params = list(self.module.parameters())
+            self.buffers = None
+        else:
+            from torch.func import stack_module_state
+
+            params, buffers = stack_module_state([n.to(device) for n in nets])
+            self.names = list(params)
+            self.params = [params[n] for n in self.names]
+            self.buffers = buffers
+            self.module = copy.deepcopy(nets[0]).to("meta")
+        self.forward = self._forward_single if self.count == 1 else self._forward_vmap
+
+    def _forward_single(self, z):
+        return self.module(z)
+
+    def _forward_vmap(self, z):
+        from torch.func import functional_call, vmap
+
+        def one(params, buffers, x):
+            return functional_call(self.module, (params, buffers), (x[None],))[0]
+
+        params = dict(zip(self.names, self.params))
+        return vmap(one)(params, self.buffers, z)
+
+    def member_params(self, k: int) -> list[torch.Tensor]:
+        return self.params if self.count == 1 else [p[k] for p in self.params]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class DIPBatch:
+    """K independent Deep Image Prior fits optimised together.
+
+    ``images``: (K, C, H, W) float in [0, 1] (several images of one size, or
+    the same image K times for restarts); ``masks``: bool, True = observed,
+    (K, C|1, H, W) or broadcastable; ``references``: optional clean images;
+    ``seeds``: one per member (default ``config.seed + k``).  Events carry
+    one value per member; the final event also holds the average of the
+    members' answers (the paper reports that averaging restarts raises PSNR).
+
+    Adam only; early stopping is per run (use DIPRun).
+    """
+
+    def __init__(self, images, masks=None, config: RunConfig | None = None, references=None,
+                 seeds: list[int] | None = None):
         self.config = (config or RunConfig()).validate()
         self.device = resolve_device(self.config.device)
-        self.image = _check_chw(image, "image")
-        c, h, w = self.image.shape
-        self.mask = _check_mask(mask, self.image.shape)
-        self.reference = None if reference is None else _check_chw(reference, "reference")
-        if self.reference is not None and self.reference.shape != self.image.shape:
-            raise DIPError(
-                f"reference shape {self.reference.shape} does not match image shape "
-                f"{self.image.shape}; give the clean version of the same image."
-            )
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise DIPError(f"a batch needs (K, C, H, W) images (got shape {images.shape}).")
+        k = images.shape[0]
+        self.images = [_check_chw(im, "image") for im in images]
+        if masks is None:
+            masks = [None] * k
+        else:
+            masks = np.asarray(masks)
+            masks = list(masks) if masks.ndim == 4 else [masks] * k
+        self.masks = [_check_mask(m, im.shape) for m, im in zip(masks, self.images)]
+        if references is None:
+            self.references = None
+        else:
+            refs = np.asarray(references)
+            refs = refs if refs.ndim == 4 else np.broadcast_to(refs, images.shape)
+            self.references = [_check_chw(r, "reference") for r in refs]
+            for r, im in zip(self.references, self.images):
+                if r.shape != im.shape:
+                    raise DIPError(f"reference shape {r.shape} does not match image shape {im.shape}; "
+                                   "give the clean version of the same image.")
+        self.seeds = list(seeds) if seeds is not None else [self.config.seed + i for i in range(k)]
+        if len(self.seeds) != k:
+            raise DIPError(f"{len(self.seeds)} seeds for {k} images; give one seed per image.")
+        if k > 1 and self.config.optimizer != "adam":
+            raise DIPError("batched runs use Adam; run L-BFGS one image at a time (DIPRun).")
+        if k > 1 and self.config.early_stop:
+            raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
+        c, h, w = self.images[0].shape
         need = self.config.network.min_size()
         if min(h, w) < need:
             raise DIPError(
@@ -182,7 +267,17 @@ class DIPRun:
                 f"network (it needs at least {need} pixels per side); use fewer scales "
                 f"(for example scales={max(1, int(math.log2(max(2, min(h, w)))) - 2)})."
             )
+        self.amp_dtype = speed.resolve_precision(self.config.precision, self.device)
+        self.memory_format = speed.resolve_memory_format(self.config.memory_format, self.device,
+                                                         self.amp_dtype)
+        if self.config.optimizer == "lbfgs":  # torch's L-BFGS flattens gradients with view()
+            self.memory_format = torch.contiguous_format
+        self.compile = speed.resolve_compile(self.config.compile, self.device) and k == 1
         self.multiple = 2 ** self.config.network.scales
+        hp, wp = h + (-h) % self.multiple, w + (-w) % self.multiple
+        extra = (1 if self.config.ema > 0 else 0) + (self.config.es_window + 1 if self.config.early_stop else 0)
+        self.memory_needed = speed.check_memory(
+            self.config.network, c, (hp, wp), self.amp_dtype, self.device, members=k, extra_images=extra)
         self.network: SkipNet | None = None
         self.completed = 0
         self._stop_requested = False
@@ -204,88 +299,115 @@ class DIPRun:
         Finished holding the partial answer.  Safe to call from another thread."""
         self._stop_requested = True
 
-    def run(self) -> "Finished":
+    def run(self):
         """Run to the end and return the final event."""
         last = None
         for event in self:
             last = event
         return last
 
+    @property
+    def fast_path(self) -> dict:
+        return {"precision": str(self.amp_dtype or torch.float32).replace("torch.", ""),
+                "memory_format": "channels_last" if self.memory_format == torch.channels_last else "contiguous",
+                "compile": self.compile, "members": len(self.images)}
+
     # the loop -----------------------------------------------------------------
     def _loop(self):
         cfg = self.config
         dev = self.device
         t_setup = time.perf_counter()
-        from .imaging import pad_reflect
+        k = len(self.images)
+        padded, crops = zip(*(pad_reflect(im, self.multiple) for im in self.images))
+        crop = crops[0]
+        c, hp, wp = padded[0].shape
+        mask_np = np.zeros((k, c, hp, wp), dtype=bool)
+        for i, m in enumerate(self.masks):
+            mask_np[i, :, crop[0], crop[1]] = np.broadcast_to(m, self.images[i].shape)
+        observed = mask_np.reshape(k, -1).mean(axis=1)
 
-        padded, crop = pad_reflect(self.image, self.multiple)
-        mask_full = np.broadcast_to(self.mask, self.image.shape)
-        mask_padded = np.zeros(padded.shape, dtype=bool)
-        mask_padded[:, crop[0], crop[1]] = mask_full
-        c, hp, wp = padded.shape
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            net = build_network(cfg.network, output_channels=c)
-        self.network = net = net.to(dev)
-        cpu_gen = torch.Generator().manual_seed(cfg.seed)
-        z = make_input(cfg.input_kind, cfg.network.input_channels, hp, wp, cfg.input_scale,
-                       cpu_gen).to(dev)
-        noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-        noise = torch.empty_like(z)
-
-        mask_t = torch.from_numpy(mask_padded.astype(np.float32))[None].to(dev)
-        target = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))[None].to(dev) * mask_t
-        observed_fraction = float(mask_padded.mean())
+        members = self._members = _Members(cfg, c, self.seeds, dev, self.memory_format)
+        if k == 1:
+            self.network = members.module
+        fmt = self.memory_format
+        z = torch.cat([make_input(cfg.input_kind, cfg.network.input_channels, hp, wp, cfg.input_scale,
+                                  torch.Generator().manual_seed(s)) for s in self.seeds])
+        z = z.to(dev)  # z and its noise stay in the default layout, so the draws do not
+        noise_gens = [torch.Generator(device=dev).manual_seed(s + 1) for s in self.seeds]
+        noise = torch.empty_like(z)  # depend on the memory format; the sum is converted
+        z_fmt = z.contiguous(memory_format=fmt)
+        mask_t = torch.from_numpy(mask_np.astype(np.float32)).to(dev).contiguous(memory_format=fmt)
+        target = (torch.from_numpy(np.stack(padded).astype(np.float32)).to(dev) * mask_t).contiguous(memory_format=fmt)
         total = cfg.iterations
-        loss_log = torch.zeros(total, device=dev)
+        loss_log = torch.zeros((total, k), device=dev)
         ema = torch.zeros_like(target) if cfg.ema > 0 else None
 
-        es_buffer = es_best = es_best_var = None
-        es_var_log = None
-        if cfg.early_stop:
-            es_buffer = torch.zeros((cfg.es_window, *target.shape[1:]), device=dev)
-            es_best = torch.zeros_like(target)
-            es_best_var = torch.full((), float("inf"), device=dev)
-            es_var_log = torch.full((total,), float("inf"), device=dev)
+        es = _WindowVariance(cfg, target, total) if cfg.early_stop else None
 
-        params = list(net.parameters())
-        optimizer = torch.optim.Adam(params, lr=cfg.lr if cfg.optimizer == "adam" else 0.001)
+        params = members.params
+        fused = dev.type == "cuda"
+        adam_lr = cfg.lr if cfg.optimizer == "adam" else 0.001
+        optimizer = torch.optim.Adam(params, lr=adam_lr, fused=fused or None)
+        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         use_lbfgs = cfg.optimizer == "lbfgs"
-        saved_weights = [p.detach().clone() for p in params] if cfg.guard else None
-        self._saved_weights = saved_weights
-        last_fit = None
-        history = History(device=str(dev), config=cfg.to_dict())
+        saved = [p.detach().clone() for p in params] if cfg.guard else None
+        self._saved_weights = saved
+        last_fit = [None] * k
+        histories = [History(device=str(dev), config={**cfg.to_dict(), "seed": s}, fast_path=self.fast_path)
+                     for s in self.seeds]
+        forward = members.forward
+        compiled = None
+        if self.compile:
+            try:
+                compiled = torch.compile(members.module)
+            except Exception as exc:  # torch.compile is unavailable here: stay eager
+                self._note_fallback(histories, exc)
+        autocast = torch.autocast(device_type=dev.type, dtype=self.amp_dtype or torch.float32,
+                                  enabled=self.amp_dtype is not None)
         current = {}
 
         def closure():
+            nonlocal compiled
             optimizer.zero_grad(set_to_none=True)
-            inp = z if cfg.sigma_p == 0 else z + noise.normal_(generator=noise_gen) * cfg.sigma_p
-            out = net(inp)
-            loss = F.mse_loss(out * mask_t, target)
-            loss.backward()
-            current["out"], current["loss"] = out, loss
+            if cfg.sigma_p == 0:
+                inp = z_fmt
+            else:
+                for i, g in enumerate(noise_gens):
+                    noise[i].normal_(generator=g)
+                inp = torch.add(z, noise, alpha=cfg.sigma_p).contiguous(memory_format=fmt)
+            with autocast:
+                if compiled is not None:
+                    try:
+                        out = compiled(inp)
+                    except Exception as exc:  # compilation failed on first use: fall back to eager
+                        compiled = None
+                        self._note_fallback(histories, exc)
+                        out = forward(inp)
+                else:
+                    out = forward(inp)
+            out = out.float()
+            per_member = ((out - target) * mask_t).square().mean(dim=(1, 2, 3))
+            loss = per_member.sum()
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            current["out"], current["loss"] = out, per_member
             return loss
 
         def estimate() -> torch.Tensor:
             return ema if ema is not None else current["out"].detach()
 
         def to_host(t: torch.Tensor) -> np.ndarray:
-            return t[0, :, crop[0], crop[1]].float().cpu().numpy()
+            return t[:, :, crop[0], crop[1]].float().cpu().numpy()
 
-        def fit_psnr(loss_value: float) -> float:
-            return _psnr_from_mse(loss_value / max(observed_fraction, 1e-12))
-
-        history.timings["setup_s"] = time.perf_counter() - t_setup
+        history0 = histories[0]
+        history0.timings["setup_s"] = time.perf_counter() - t_setup
         t0 = time.perf_counter()
         stop_reason = None
         try:
-            net.train()
             for it in range(1, total + 1):
                 if use_lbfgs and it == cfg.lbfgs_warmup + 1:
                     optimizer = torch.optim.LBFGS(params, lr=cfg.lr, max_iter=1, history_size=100,
                                                   tolerance_grad=-1, tolerance_change=-1)
-                skip_step = False
+                skip = []
                 if isinstance(optimizer, torch.optim.LBFGS):
                     optimizer.step(closure)
                 else:
@@ -294,90 +416,189 @@ class DIPRun:
                 loss_log[it - 1] = loss.detach()
 
                 if cfg.guard and it % cfg.guard_every == 0:
-                    fit = fit_psnr(loss.item())
-                    if last_fit is not None and (fit < last_fit - cfg.guard_drop_db or not math.isfinite(fit)):
-                        with torch.no_grad():
-                            for p, saved in zip(params, saved_weights):
-                                p.copy_(saved)
-                        skip_step = True
-                        history.recoveries.append({"iteration": it, "fit_psnr": fit,
-                                                   "previous_fit_psnr": last_fit})
-                        yield Recovery(it, fit, last_fit)
+                    fits = [_psnr_from_mse(v / max(o, 1e-12)) for v, o in zip(loss.tolist(), observed)]
+                    for i, fit in enumerate(fits):
+                        before = last_fit[i]
+                        if before is not None and (fit < before - cfg.guard_drop_db or not math.isfinite(fit)):
+                            skip.append(i)
+                        else:
+                            last_fit[i] = fit
+                    with torch.no_grad():
+                        for i in range(k):
+                            member_saved = saved if k == 1 else [w[i] for w in saved]
+                            for p, good in zip(members.member_params(i), member_saved):
+                                if i in skip:
+                                    p.copy_(good)      # back to the last good weights
+                                else:
+                                    good.copy_(p)      # these are the new last good weights
+                    for i in skip:
+                        record = {"iteration": it, "fit_psnr": fits[i], "previous_fit_psnr": last_fit[i]}
+                        histories[i].recoveries.append(record)
+                        yield Recovery(it, fits[i], last_fit[i], member=i)
+                if not isinstance(optimizer, torch.optim.LBFGS):
+                    if skip:  # a restored member takes a zero-gradient step, as in the original
+                        for p in params:
+                            if p.grad is not None:
+                                if k == 1:
+                                    p.grad.zero_()
+                                else:
+                                    p.grad[skip] = 0
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
                     else:
-                        with torch.no_grad():
-                            for p, saved in zip(params, saved_weights):
-                                saved.copy_(p)
-                        last_fit = fit
-                if not skip_step and not isinstance(optimizer, torch.optim.LBFGS):
-                    optimizer.step()
+                        optimizer.step()
 
                 out = current["out"].detach()
                 if ema is not None:
                     ema.mul_(cfg.ema).add_(out, alpha=1.0 - cfg.ema)
-                if es_buffer is not None:
-                    es_buffer[(it - 1) % cfg.es_window].copy_(out[0])
-                    if it >= cfg.es_window:
-                        var = es_buffer.var(dim=0, unbiased=False).mean()
-                        es_var_log[it - 1] = var
-                        better = var < es_best_var
-                        es_best_var = torch.where(better, var, es_best_var)
-                        es_best.copy_(torch.where(better, out, es_best))
+                if es is not None:
+                    es.push(it, out)
                 self.completed = it
 
                 report = it % cfg.report_every == 0 or it == total
-                if es_buffer is not None and report and it >= cfg.es_window:
-                    log = es_var_log[:it].cpu().numpy()
-                    best_it = int(np.argmin(log)) + 1
-                    if it - best_it >= cfg.es_patience:
+                if es is not None and report:
+                    best_it = es.best_iteration(it)
+                    if best_it is not None and it - best_it >= cfg.es_patience:
                         stop_reason = EarlyStop(it, best_it)
-                        history.early_stop = {"iteration": it, "best_iteration": best_it}
-                if report or stop_reason is not None:
-                    yield self._progress(it, total, loss, fit_psnr, estimate, to_host, t0, history,
-                                         force_snapshot=False)
-                elif cfg.snapshot_every and it % cfg.snapshot_every == 0:
-                    yield self._progress(it, total, loss, fit_psnr, estimate, to_host, t0, history,
-                                         force_snapshot=True)
+                        history0.early_stop = {"iteration": it, "best_iteration": best_it}
+                snapshot = bool(cfg.snapshot_every) and it % cfg.snapshot_every == 0
+                if report or stop_reason is not None or snapshot:
+                    yield self._progress(it, total, loss, observed, estimate, to_host, t0, histories,
+                                         snapshot, record=report or stop_reason is not None)
                 if stop_reason is not None:
                     yield stop_reason
                     break
-                if self._stop_requested:
+                if self._stop_requested:  # set by the consumer, possibly from another thread
                     if not report:
-                        yield self._progress(it, total, loss, fit_psnr, estimate, to_host, t0,
-                                             history, force_snapshot=False)
+                        yield self._progress(it, total, loss, observed, estimate, to_host, t0,
+                                             histories, snapshot, record=True)
                     break
 
             elapsed = time.perf_counter() - t0
-            final = es_best if stop_reason is not None else estimate()
-            history.loss = loss_log[:self.completed].cpu().tolist()
-            history.timings.update(optimise_s=elapsed, iterations=self.completed,
-                                   s_per_iteration=elapsed / max(self.completed, 1))
-            history.timings["stopped_by_user"] = self._stop_requested
-            yield Finished(np.clip(to_host(final), 0.0, 1.0), history, self.completed,
-                           stopped=self._stop_requested and self.completed < total)
+            final = es.best if stop_reason is not None else estimate()
+            logs = loss_log[:self.completed].cpu().numpy()
+            for i, h in enumerate(histories):
+                h.loss = logs[:, i].tolist()
+                h.timings.update(optimise_s=elapsed, iterations=self.completed,
+                                 s_per_iteration=elapsed / max(self.completed, 1),
+                                 stopped_by_user=self._stop_requested)
+            yield self._finished(np.clip(to_host(final), 0.0, 1.0), histories,
+                                 stopped=self._stop_requested and self.completed < total)
         finally:
             self.network = None
             current.clear()
-            del net, optimizer, z, noise, target, mask_t, loss_log, ema, es_buffer, es_best
+            del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, saved, compiled
+            self._saved_weights = self._members = None
             free_device_memory(dev)
 
-    def _progress(self, it, total, loss, fit_psnr, estimate, to_host, t0, history, force_snapshot):
+    def _note_fallback(self, histories, exc):
+        note = f"torch.compile unavailable ({type(exc).__name__}: {str(exc)[:200]}); ran eager"
+        for h in histories:
+            h.notes.append(note)
+            h.fast_path["compile"] = False
+
+    def _progress(self, it, total, loss, observed, estimate, to_host, t0, histories, snapshot, record):
         cfg = self.config
-        loss_value = float(loss.item())
-        fit = fit_psnr(loss_value)
-        snapshot = force_snapshot or (cfg.snapshot_every and it % cfg.snapshot_every == 0)
-        need_host = snapshot or self.reference is not None
+        losses = loss.tolist()
+        fits = [_psnr_from_mse(v / max(o, 1e-12)) for v, o in zip(losses, observed)]
+        need_host = snapshot or self.references is not None
         host = to_host(estimate()) if need_host else None
-        psnr = ssim = None
-        if self.reference is not None:
-            psnr, ssim = psnr_ssim(host, self.reference, cfg.compute_ssim)
+        psnrs, ssims = [None] * len(losses), [None] * len(losses)
+        if self.references is not None:
+            for i, ref in enumerate(self.references):
+                psnrs[i], ssims[i] = psnr_ssim(host[i], ref, cfg.compute_ssim)
         elapsed = time.perf_counter() - t0
-        if not force_snapshot:
-            history.iterations.append(it)
-            history.fit_psnr.append(fit)
-            history.psnr.append(psnr)
-            history.ssim.append(ssim)
-        return Progress(it, total, loss_value, fit, psnr, ssim, elapsed,
-                        np.clip(host, 0, 1) if snapshot else None)
+        if record:
+            for h, fit, p, s in zip(histories, fits, psnrs, ssims):
+                h.iterations.append(it)
+                h.fit_psnr.append(fit)
+                h.psnr.append(p)
+                h.ssim.append(s)
+        output = np.clip(host, 0, 1) if snapshot else None
+        return Progress(it, total, losses, fits, psnrs, ssims, elapsed, output)
+
+    def _finished(self, outputs, histories, stopped):
+        average = outputs.mean(axis=0) if len(outputs) > 1 else None
+        average_psnr = None
+        if average is not None and self.references is not None:
+            average_psnr, _ = psnr_ssim(average, self.references[0], with_ssim=False)
+        return BatchFinished(outputs, histories, self.completed, average, average_psnr, stopped)
+
+
+class DIPRun(DIPBatch):
+    """One Deep Image Prior optimisation, iterated as events.
+
+    ``image``: (C, H, W) float in [0, 1], finite.  ``mask``: bool, True =
+    observed, of shape (H, W), (1, H, W) or (C, H, W).  ``reference``: clean
+    (C, H, W) image for true PSNR/SSIM, optional.
+
+    Iterate to run; ``close()`` stops at once and frees device memory;
+    ``request_stop()`` finishes after the current step with the partial
+    answer.  The network is built lazily, on the first ``next()``, so
+    construction only checks the input (and the memory it will need).
+
+    >>> import numpy as np
+    >>> from src_core import DIPRun, preset, bernoulli_mask
+    >>> img = np.random.default_rng(0).random((1, 32, 32), dtype=np.float32)
+    >>> cfg = preset("cpu", scales=2, down_channels=8, up_channels=8, iterations=4, report_every=2)
+    >>> events = list(DIPRun(img, bernoulli_mask((32, 32), 0.5), cfg))
+    >>> [e.kind for e in events]
+    ['progress', 'progress', 'finished']
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,
+                 config: RunConfig | None = None, reference: np.ndarray | None = None):
+        image = _check_chw(image, "image")
+        mask = _check_mask(mask, image.shape)
+        if reference is not None:
+            reference = _check_chw(reference, "reference")
+            if reference.shape != image.shape:
+                raise DIPError(
+                    f"reference shape {reference.shape} does not match image shape "
+                    f"{image.shape}; give the clean version of the same image.")
+            reference = reference[None]
+        config = (config or RunConfig()).validate()
+        super().__init__(image[None], mask[None], config, reference, seeds=[config.seed])
+        self.image, self.mask = self.images[0], self.masks[0]
+        self.reference = None if reference is None else self.references[0]
+
+    def _progress(self, *args, **kwargs):
+        p = super()._progress(*args, **kwargs)
+        return Progress(p.iteration, p.total, p.loss[0], p.fit_psnr[0], p.psnr[0], p.ssim[0],
+                        p.elapsed, None if p.output is None else p.output[0])
+
+    def _finished(self, outputs, histories, stopped):
+        return Finished(outputs[0], histories[0], self.completed, stopped)
+
+
+class _WindowVariance:
+    """ES-WMV state on the device: the last W outputs, their variance, the best output.
+
+    The variance is computed every iteration on the device (no sync); the
+    host reads the variance log only at report iterations.
+    """
+
+    def __init__(self, cfg: RunConfig, target: torch.Tensor, total: int):
+        self.window = cfg.es_window
+        self.buffer = torch.zeros((self.window, *target.shape[1:]), device=target.device)
+        self.best = torch.zeros_like(target)
+        self.best_var = torch.full((), float("inf"), device=target.device)
+        self.log = torch.full((total,), float("inf"), device=target.device)
+
+    def push(self, it: int, out: torch.Tensor) -> None:
+        self.buffer[(it - 1) % self.window].copy_(out[0])
+        if it >= self.window:
+            var = self.buffer.var(dim=0, unbiased=False).mean()
+            self.log[it - 1] = var
+            better = var < self.best_var
+            self.best_var = torch.where(better, var, self.best_var)
+            self.best.copy_(torch.where(better, out, self.best))
+
+    def best_iteration(self, it: int) -> int | None:
+        if it < self.window:
+            return None
+        return int(np.argmin(self.log[:it].cpu().numpy())) + 1
 
 
 # ----------------------------------------------------------------------------- checks

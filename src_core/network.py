@@ -263,7 +263,14 @@ class SkipNet(nn.Module):
         self.sigmoid = cfg.sigmoid
 
     def forward(self, z):
-        y = self.head(self.body(z))
+        y = self.body(z)
+        if y.dtype != torch.float32:
+            # Mixed precision: the body ran in bf16/fp16; the 1x1 head, the sigmoid (and
+            # the loss) stay in float32 so the output is not quantised to 8 mantissa bits.
+            with torch.autocast(device_type=y.device.type, enabled=False):
+                y = self.head(y.float())
+        else:
+            y = self.head(y)
         return torch.sigmoid(y) if self.sigmoid else y
 
 

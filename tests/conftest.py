@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from src_core import preset
+
+# The tests use tiny networks, for which extra threads only add overhead, and
+# oversubscribed OpenMP threads slow to a crawl when the machine is busy.
+torch.set_num_threads(1)
 
 
 def tiny_config(**overrides):

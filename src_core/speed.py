@@ -1,0 +1,135 @@
+"""The fast path's decisions: precision, memory layout, compilation, memory needs.
+
+Each "auto" choice is the one measured faster at equal quality on that kind
+of device (docs/benchmarks.md); anything not measured stays on the safe side.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import DIPError
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+COMPILE_MODES = ("auto", "on", "off")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), not by emulation."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    if flags:
+        return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    try:  # not Linux: ask oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the network body, or None for plain float32."""
+    if requested not in PRECISIONS:
+        raise DIPError(f"precision must be one of {PRECISIONS} (got {requested!r}).")
+    if requested == "float32":
+        return None
+    if requested == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
+        return None  # MPS: not measured yet
+    dtype = torch.bfloat16 if requested == "bfloat16" else torch.float16
+    if dtype == torch.float16 and device.type == "cpu":
+        raise DIPError("float16 is not supported on the CPU; use precision='bfloat16' or 'float32'.")
+    return dtype
+
+
+def resolve_memory_format(requested: str, device: torch.device, amp_dtype) -> torch.memory_format:
+    if requested not in MEMORY_FORMATS:
+        raise DIPError(f"memory_format must be one of {MEMORY_FORMATS} (got {requested!r}).")
+    if requested == "auto":
+        # channels_last pays off with tensor cores and with oneDNN's bf16 kernels;
+        # for float32 on the CPU the default layout measured faster.
+        fast = device.type == "cuda" or (device.type == "cpu" and amp_dtype is not None)
+        return torch.channels_last if fast else torch.contiguous_format
+    return torch.channels_last if requested == "channels_last" else torch.contiguous_format
+
+
+def resolve_compile(requested: str, device: torch.device) -> bool:
+    if requested not in COMPILE_MODES:
+        raise DIPError(f"compile must be one of {COMPILE_MODES} (got {requested!r}).")
+    if requested == "auto":
+        # Measured on the CPU: compiling costs more than it saves for this conv-bound net.
+        return False
+    return requested == "on"
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for this run on the device, or None where it cannot be told."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def estimate_memory(network_config, channels: int, size, amp_dtype, members: int = 1,
+                    extra_images: int = 0) -> int:
+    """Bytes a training step needs, from a shape-only (meta device) forward pass.
+
+    Counts every module output (the activations autograd keeps), doubles it
+    for their gradients during backward, and adds weights, gradients and
+    Adam's two moments.  ``extra_images``: further image-sized float32
+    buffers (EMA, early-stopping window).
+    """
+    from .network import build_network
+
+    with torch.device("meta"):
+        meta_net = build_network(network_config, channels)
+    elements = 0
+
+    def count(_module, _inputs, output):
+        nonlocal elements
+        if isinstance(output, torch.Tensor):
+            elements += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in meta_net.modules() if not list(m.children())]
+    with torch.no_grad():
+        out = meta_net(torch.empty((1, network_config.input_channels, *size), device="meta"))
+    for h in hooks:
+        h.remove()
+    act_bytes = 2 if amp_dtype is not None else 4
+    params = sum(p.numel() for p in meta_net.parameters())
+    per_member = 2 * elements * act_bytes + 16 * params + 4 * out.numel() * (4 + extra_images)
+    return members * per_member
+
+
+def check_memory(network_config, channels, size, amp_dtype, device, members=1, extra_images=0) -> int:
+    """Refuse a run that cannot fit before it starts, saying how much it needs."""
+    need = estimate_memory(network_config, channels, size, amp_dtype, members, extra_images)
+    free = available_memory(device)
+    if free is not None and need > 0.9 * free and not os.environ.get("DIP_SKIP_MEMORY_CHECK"):
+        h, w = size
+        raise DIPError(
+            f"a {h}x{w} run needs about {need / 2**30:.1f} GiB but {device} has "
+            f"{free / 2**30:.1f} GiB free; use a smaller image or crop, fewer channels or "
+            f"scales, bfloat16 precision, or a device with more memory."
+        )
+    return need
