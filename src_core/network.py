@@ -261,6 +261,7 @@ class SkipNet(nn.Module):
         self.body = deeper
         self.head = nn.Conv2d(cfg.up_channels[0], output_channels, 1, bias=cfg.bias)
         self.sigmoid = cfg.sigmoid
+        self.head_as_gemm = False  # set for channels_last runs, see _head
 
     def forward(self, z):
         y = self.body(z)
@@ -268,10 +269,22 @@ class SkipNet(nn.Module):
             # Mixed precision: the body ran in bf16/fp16; the 1x1 head, the sigmoid (and
             # the loss) stay in float32 so the output is not quantised to 8 mantissa bits.
             with torch.autocast(device_type=y.device.type, enabled=False):
-                y = self.head(y.float())
+                y = self._head(y.float())
         else:
-            y = self.head(y)
+            y = self._head(y)
         return torch.sigmoid(y) if self.sigmoid else y
+
+    def _head(self, y):
+        """The 1x1 output conv; on channels_last data, as the GEMM over channels it is.
+
+        Same numbers, but a CPU 1x1 conv with few output channels on
+        channels_last input falls back to a slow im2col path (measured 7.0 vs
+        4.3 ms forward+backward at 128x128).
+        """
+        if not self.head_as_gemm:
+            return self.head(y)
+        weight = self.head.weight.flatten(1)
+        return F.linear(y.permute(0, 2, 3, 1), weight, self.head.bias).permute(0, 3, 1, 2)
 
 
 def build_network(config: NetworkConfig | None = None, output_channels: int = 1) -> SkipNet:

@@ -191,8 +191,8 @@ def test_fast_path_matches_float32_reference_on_a_tiny_problem(tiny, small_image
         return DIPRun(small_image[None], mask, cfg).run()
 
     ref = run(15, "float32", "contiguous")
-    assert ref.history.fast_path == {"precision": "float32", "memory_format": "contiguous",
-                                     "compile": False, "members": 1}
+    assert {k: ref.history.fast_path[k] for k in ("precision", "memory_format", "compile", "members")} \
+        == {"precision": "float32", "memory_format": "contiguous", "compile": False, "members": 1}
     # channels_last changes only the layout: same numbers up to summation order
     layout = run(15, "float32", "channels_last")
     assert np.abs(layout.output - ref.output).max() < 1e-3
@@ -280,3 +280,25 @@ def test_memory_need_is_checked_before_starting(tiny, monkeypatch):
     big = np.zeros((1, 2048, 2048), np.float32)
     with pytest.raises(DIPError, match=r"2048x2048 run needs about \d+\.\d GiB but cpu has 8\.0 GiB"):
         DIPRun(big, None, preset("table1", device="cpu", precision="float32"))
+
+
+def test_freed_memory_is_reused_during_a_run_and_defaults_return_after(tiny, small_image, monkeypatch):
+    from src_core import speed
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(speed, "_glibc", lambda: FakeLibc())
+    run = DIPRun(small_image[None], None, tiny(iterations=4, report_every=2))
+    next(run)
+    assert (speed._M_MMAP_MAX, 0) in calls and ("trim", 0) not in calls  # active while running
+    assert run.run().history.fast_path["reuse_freed_memory"] is True
+    assert calls[-1] == ("trim", 0) and (speed._M_MMAP_MAX, 65536) in calls  # defaults restored
