@@ -160,7 +160,10 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
 
     problem = prepare(image, mask, task=task, reference=reference, **kwargs)
     cfg = problem.config
-    bar = ProgressBar(cfg.iterations * problem.slices, f"DIP {task} ({cfg.preset}, {cfg.device})", quiet)
+    from .devices import resolve_device
+
+    label = f"DIP {task} ({cfg.preset}, {resolve_device(cfg.device)})"
+    bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
     def callback(event, index):
         if event.kind == "progress":
             event_copy = type(event)(**{**event.__dict__, "iteration": index * cfg.iterations + event.iteration})

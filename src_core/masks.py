@@ -18,7 +18,7 @@ def bernoulli_mask(shape: Sequence[int], missing_fraction: float = 0.5, seed: in
     """Random mask with ``missing_fraction`` of pixels missing (True = observed).
 
     >>> m = bernoulli_mask((64, 64), 0.5, seed=1)
-    >>> m.dtype, round(1 - m.mean(), 1)
+    >>> m.dtype, round(float(1 - m.mean()), 1)
     (dtype('bool'), 0.5)
     """
     if not (0 <= missing_fraction < 1):
