@@ -483,12 +483,8 @@ class DIPWidget(QWidget):
             self._draw_plot()
         elif update.kind == "slice" and update.count > 1:
             self.status.setText(f"slice {update.position + 1}/{update.count}...")
-        elif update.kind == "recovery":
-            self.status.setText(f"iteration {event.iteration}: the fit collapsed "
-                                f"({event.fit_psnr:.1f} dB), last good weights restored")
-        elif update.kind == "early_stop":
-            self.status.setText(f"early stop at {event.iteration}: answer from iteration "
-                                f"{event.best_iteration}")
+        elif update.kind in ("recovery", "early_stop"):
+            self.status.setText(event.message)
 
     def _on_outcome(self, outcome) -> None:
         outputs = self._outputs

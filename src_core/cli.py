@@ -132,12 +132,8 @@ class ProgressBar:
             if event.psnr is not None:
                 info["psnr"] = f"{event.psnr:.2f}dB"
             self.bar.set_postfix(info, refresh=False)
-        elif event.kind == "recovery":
-            self.bar.write(f"guard: fit PSNR fell {event.previous_fit_psnr:.2f} -> {event.fit_psnr:.2f} dB "
-                           f"at iteration {event.iteration}; restored the last good weights")
-        elif event.kind == "early_stop":
-            self.bar.write(f"early stop (ES-WMV) at iteration {event.iteration}; "
-                           f"answer from iteration {event.best_iteration}")
+        elif event.kind in ("recovery", "early_stop"):
+            self.bar.write(f"{'guard: ' if event.kind == 'recovery' else ''}{event.message}")
 
     def close(self):
         self.bar.close()

@@ -67,6 +67,11 @@ class Recovery:
     member: int = 0
     kind: str = "recovery"
 
+    @property
+    def message(self) -> str:
+        return (f"iteration {self.iteration}: fit PSNR fell {self.previous_fit_psnr:.2f} -> "
+                f"{self.fit_psnr:.2f} dB; restored the last good weights")
+
 
 @dataclass
 class EarlyStop:
@@ -75,6 +80,11 @@ class EarlyStop:
     iteration: int
     best_iteration: int
     kind: str = "early_stop"
+
+    @property
+    def message(self) -> str:
+        return (f"early stop (ES-WMV) at iteration {self.iteration}; "
+                f"answer from iteration {self.best_iteration}")
 
 
 @dataclass

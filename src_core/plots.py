@@ -39,6 +39,11 @@ def plot_psnr_curves(curves: dict, path, title: str = "", ylabel: str = "PSNR (d
         ax.set_title(title, fontsize=10)
     if len(curves) > 1:
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    plt = _pyplot()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +85,4 @@ def plot_panel(images: Sequence[np.ndarray], titles: Sequence[str], path, column
         ax.set_title(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
