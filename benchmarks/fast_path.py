@@ -176,7 +176,7 @@ def quality_rows(size, cfg, device, iterations, seeds):
     return rows
 
 
-def batch_row(size, cfg, members, iterations):
+def batch_row(size, cfg, members, iterations, strategy="auto"):
     clean, mask = problem(size)
     c = cfg.replace(iterations=iterations, report_every=iterations)
     t0 = time.perf_counter()
@@ -184,12 +184,13 @@ def batch_row(size, cfg, members, iterations):
         DIPRun(clean, mask, c.replace(seed=c.seed + k)).run()
     sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
-    DIPBatch(np.repeat(clean[None], members, 0), mask, c).run()
+    batch = DIPBatch(np.repeat(clean[None], members, 0), mask, c, strategy=strategy)
+    batch.run()
     batched = time.perf_counter() - t0
     work = members * iterations
-    row = {"size": size, "members": members, "iterations": iterations,
+    row = {"size": size, "members": members, "iterations": iterations, "strategy": batch.strategy,
            "sequential_img_it_per_s": work / sequential, "batched_img_it_per_s": work / batched}
-    print(f"  {members} x {size}x{size}: sequential {work / sequential:.2f}, batched "
+    print(f"  {members} x {size}x{size} ({batch.strategy}): sequential {work / sequential:.2f}, batched "
           f"{work / batched:.2f} image-iterations/s", flush=True)
     return row
 
@@ -232,11 +233,13 @@ def markdown(report) -> str:
              "sigma_p 0.03, guard every 50), House resized, 50% of pixels missing. "
              "`reference` = loop like the original code (float32, NCHW, eager, BatchNorm running "
              "stats, host copy and PSNR every iteration); `engine` = `DIPRun` defaults "
-             f"({report['speed'][0]['fast_path']}).", "",
-             "| size | reference s/it | engine s/it | speed-up |" + (
-                 " GFLOP/it | TFLOP/s ref | TFLOP/s engine | peak GiB ref | peak GiB engine |"
-                 if dev == "cuda" else ""),
-             "|---|---|---|---|" + ("---|---|---|---|---|" if dev == "cuda" else "")]
+             f"({report['speed'][0]['fast_path'] if report['speed'] else 'see above'}).", "",
+             ]
+    if report["speed"]:
+        lines += ["| size | reference s/it | engine s/it | speed-up |" + (
+                      " GFLOP/it | TFLOP/s ref | TFLOP/s engine | peak GiB ref | peak GiB engine |"
+                      if dev == "cuda" else ""),
+                  "|---|---|---|---|" + ("---|---|---|---|---|" if dev == "cuda" else "")]
     for r in report["speed"]:
         line = f"| {r['size']}x{r['size']} | {r['reference_s']:.4f} | {r['engine_s']:.4f} | x{r['ratio']:.2f} |"
         if dev == "cuda":
@@ -255,6 +258,7 @@ def markdown(report) -> str:
     b = report.get("batch")
     if b:
         lines += ["", f"Batched restarts ({b['members']} networks, {b['size']}x{b['size']}, "
+                  f"strategy {b.get('strategy', 'vmap')}, "
                   f"{b['iterations']} iterations each): sequential {b['sequential_img_it_per_s']:.2f}, "
                   f"batched {b['batched_img_it_per_s']:.2f} image-iterations/s "
                   f"(x{b['batched_img_it_per_s'] / b['sequential_img_it_per_s']:.2f})."]
@@ -275,6 +279,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch", type=int, default=4, help="networks in the batched-run test (0: skip)")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--batch-strategy", default="auto", choices=["auto", "vmap", "loop"])
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md",
                         help="Markdown file to append this report to ('-': do not write)")
@@ -293,7 +299,7 @@ def main(argv=None):
               "command": "python benchmarks/fast_path.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     print(report["machine"], flush=True)
     print("speed:", flush=True)
-    report["speed"] = speed_rows(sizes, cfg, device, iterations, warmup)
+    report["speed"] = [] if args.skip_speed else speed_rows(sizes, cfg, device, iterations, warmup)
     q_size = args.quality_size or (512 if gpu else 128)
     q_its = args.quality_iterations or (3000 if gpu else 1000)
     rows = []
@@ -309,7 +315,7 @@ def main(argv=None):
     report["quality"] = quality
     if args.batch:
         print("batched:", flush=True)
-        report["batch"] = batch_row(sizes[0], cfg, args.batch, max(iterations, 5))
+        report["batch"] = batch_row(sizes[0], cfg, args.batch, max(iterations, 5), args.batch_strategy)
     report["big"] = big_image_row(cfg)
     print("2048x2048:", report["big"]["outcome"], flush=True)
     text = markdown(report)

@@ -227,13 +227,15 @@ def test_compile_failing_on_first_call_falls_back_too(tiny, small_image, monkeyp
     assert fin.completed == 4 and "inductor failed" in " ".join(fin.history.notes)
 
 
-def test_batched_run_equals_sequential_runs_with_the_same_seeds(tiny, small_image):
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_batched_run_equals_sequential_runs_with_the_same_seeds(tiny, small_image, strategy):
     from src_core import DIPBatch
 
     images = np.stack([small_image[None], small_image.T[::-1][None].copy()])
     masks = np.stack([bernoulli_mask((32, 32), 0.5, s)[None] for s in (0, 1)])
     cfg = tiny(iterations=4, precision="float32", memory_format="contiguous", guard_every=2)
-    batch = DIPBatch(images, masks, cfg, references=images, seeds=[3, 9]).run()
+    batch = DIPBatch(images, masks, cfg, references=images, seeds=[3, 9], strategy=strategy).run()
+    assert batch.histories[0].fast_path["batch_strategy"] == strategy
     for i, seed in enumerate([3, 9]):
         single = DIPRun(images[i], masks[i], cfg.replace(seed=seed), reference=images[i]).run()
         np.testing.assert_allclose(batch.outputs[i], single.output, atol=1e-4)  # float drift only
