@@ -282,6 +282,8 @@ def main(argv=None):
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--batch-strategy", default="auto", choices=["auto", "vmap", "loop"])
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an engine setting, e.g. --engine-set compile=on")
     parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md",
                         help="Markdown file to append this report to ('-': do not write)")
     args = parser.parse_args(argv)
@@ -293,7 +295,10 @@ def main(argv=None):
     sizes = args.sizes or ([256, 512] if gpu else [128, 256])
     iterations = args.iterations or (200 if gpu else 10)
     warmup = args.warmup or (50 if gpu else 3)
-    cfg = preset("table1", device=str(device))
+    from src_core.cli import _parse_value
+
+    engine_overrides = dict(item.split("=", 1) for item in args.engine_set)
+    cfg = preset("table1", device=str(device), **{k: _parse_value(v) for k, v in engine_overrides.items()})
     report = {"device": device.type, "machine": machine_line(device),
               "date": datetime.date.today().isoformat(),
               "command": "python benchmarks/fast_path.py " + " ".join(argv if argv is not None else sys.argv[1:])}
