@@ -1,0 +1,661 @@
+"""Shared machinery of the reproduction commands.
+
+* a results folder that remembers the configuration it was written with
+  (``fingerprint.json``) and refuses to mix in results of another one;
+* one JSON file (plus arrays where a figure needs them) per finished unit of
+  work, written atomically, so an interrupted command picks up where it
+  stopped and never redoes a finished unit;
+* the run environment (device, library versions, git commit) for table
+  headers;
+* loading, cropping and downscaling the images with errors that name the file;
+* one DIP run with a progress bar, PSNR helpers, Markdown tables and labels
+  that say whether a result was produced with the paper's setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DIPError
+
+# ----------------------------------------------------------------------------- the paper's numbers
+
+#: Table 1 of Ulyanov et al. (CVPR 2018), 50% of pixels missing, PSNR in dB (REFERENCE.md section 1).
+TABLE1_IMAGES = ("barbara", "boat", "house", "lena", "peppers", "cameraman", "couple", "fingerprint",
+                 "hill", "man", "montage")
+PAPER_DIP = {"barbara": 32.22, "boat": 33.06, "house": 39.16, "lena": 36.16, "peppers": 33.05,
+             "cameraman": 29.8, "couple": 32.52, "fingerprint": 32.84, "hill": 32.77, "man": 32.20,
+             "montage": 34.54}
+PAPYAN = {"barbara": 28.14, "boat": 31.44, "house": 34.58, "lena": 35.04, "peppers": 31.11,
+          "cameraman": 27.90, "couple": 31.18, "fingerprint": 31.34, "hill": 32.35, "man": 31.92,
+          "montage": 28.05}
+PAPER_MEAN = {"dip": 33.48, "papyan": 31.19}
+
+PRESET_NAMES = ("paper", "quick", "tiny")
+NOT_PAPER = "NOT the paper's setting"
+
+
+# ----------------------------------------------------------------------------- labels
+
+def setting_label(preset: str, overrides: dict, details: str) -> tuple[str, bool]:
+    """A one-line label for every output, and whether it is the paper's setting.
+
+    ``details`` describes what the preset changes (for quick and tiny).
+    """
+    if preset == "paper" and not overrides:
+        return "paper preset: the paper's settings (full-size images, REFERENCE.md section 2)", True
+    if preset == "paper":
+        return (f"paper preset with overrides {_fmt_overrides(overrides)}: {NOT_PAPER} "
+                "(exactly)"), False
+    extra = f"; overrides {_fmt_overrides(overrides)}" if overrides else ""
+    if preset == "quick":
+        return f"quick preset, {NOT_PAPER}: CPU-sized ({details}){extra}", False
+    if preset == "tiny":
+        return f"tiny test preset, {NOT_PAPER}: for tests only, numbers are meaningless{extra}", False
+    raise DIPError(f"unknown reproduction preset {preset!r}; choose one of {PRESET_NAMES}.")
+
+
+def _fmt_overrides(overrides: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items()))
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESET_NAMES:
+        raise DIPError(f"unknown reproduction preset {preset!r}; choose one of {PRESET_NAMES}.")
+
+
+# ----------------------------------------------------------------------------- JSON helpers
+
+def clean_json(value, digits: int = 7):
+    """Round floats to ``digits`` significant digits, map NaN/inf to None, numpy to Python."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v, digits) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return clean_json(value.tolist(), digits)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, data) -> Path:
+    return write_text_atomic(path, json.dumps(clean_json(data), indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DIPError(f"could not read {path}: {exc}") from None
+
+
+def fingerprint(settings: dict) -> str:
+    """A short hash of everything that decides the results (canonical JSON)."""
+    text = json.dumps(clean_json(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _flatten(data, prefix=""):
+    out = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix[:-1]] = data
+    return out
+
+
+def settings_diff(old: dict, new: dict, limit: int = 6) -> str:
+    a, b = _flatten(clean_json(old)), _flatten(clean_json(new))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    parts = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return "; ".join(parts) or "no setting differs, but the fingerprint does"
+
+
+# ----------------------------------------------------------------------------- results folder
+
+class ResultsFolder:
+    """A folder of finished units for one command and one configuration.
+
+    ``fingerprint.json`` holds the command, the settings and their hash.  A
+    folder written with other settings is refused (never silently mixed);
+    so is a non-empty folder that is not a results folder at all.  Each unit
+    is ``units/<id>.json`` (written last, atomically: it marks the unit as
+    done) and optionally ``units/<id>.npz``.
+    """
+
+    def __init__(self, root, command: str, settings: dict):
+        self.root = Path(root)
+        self.command = command
+        self.settings = clean_json(settings)
+        self.fingerprint = fingerprint(self.settings)
+        self.units_dir = self.root / "units"
+        self.created_env: dict = {}
+
+    @property
+    def marker(self) -> Path:
+        return self.root / "fingerprint.json"
+
+    def open(self, environment: dict | None = None) -> "ResultsFolder":
+        if self.root.exists() and not self.root.is_dir():
+            raise DIPError(f"output path {self.root} exists and is not a folder.")
+        if self.marker.exists():
+            data = read_json(self.marker)
+            if data.get("command") != self.command:
+                raise DIPError(
+                    f"results folder {self.root} holds results of 'dip reproduce {data.get('command')}', "
+                    f"not '{self.command}'; choose another --output-dir.")
+            self.created_env = data.get("environment") or {}
+            if data.get("fingerprint") != self.fingerprint:
+                raise DIPError(
+                    f"results folder {self.root} was written with a different configuration "
+                    f"({settings_diff(data.get('settings', {}), self.settings)}); its results would be "
+                    "mixed with this run's. Use another --output-dir, or delete the folder to start over.")
+            return self
+        if self.root.exists() and any(self.root.iterdir()):
+            raise DIPError(
+                f"{self.root} is not empty and is not a 'dip reproduce' results folder (it has no "
+                "fingerprint.json); choose a new or empty --output-dir.")
+        self.units_dir.mkdir(parents=True, exist_ok=True)
+        self.created_env = environment or {}
+        write_json(self.marker, {"command": self.command, "fingerprint": self.fingerprint,
+                                 "settings": self.settings,
+                                 "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                                 "environment": environment or {}})
+        return self
+
+    def unit_path(self, uid: str) -> Path:
+        return self.units_dir / f"{uid}.json"
+
+    def has(self, uid: str) -> bool:
+        path = self.unit_path(uid)
+        if not path.exists():
+            return False
+        record = read_json(path)
+        if record.get("fingerprint") != self.fingerprint:
+            raise DIPError(f"{path} was written with another configuration (fingerprint "
+                           f"{record.get('fingerprint')}, this folder's is {self.fingerprint}); "
+                           "refusing to mix it into this table.")
+        return True
+
+    def load(self, uid: str) -> dict:
+        return read_json(self.unit_path(uid))
+
+    def load_arrays(self, uid: str) -> dict:
+        path = self.units_dir / f"{uid}.npz"
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise DIPError(f"could not read {path}: {exc}") from None
+
+    def save(self, uid: str, record: dict, arrays: dict | None = None) -> Path:
+        self.units_dir.mkdir(parents=True, exist_ok=True)
+        if arrays:
+            path = self.units_dir / f"{uid}.npz"
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        record = dict(record, unit=uid, fingerprint=self.fingerprint,
+                      finished=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+        return write_json(self.unit_path(uid), record)
+
+
+# ----------------------------------------------------------------------------- environment
+
+def _git(*args, cwd) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """The commit of the source tree this package runs from, and whether it has local changes."""
+    here = Path(__file__).resolve().parent
+    commit = _git("rev-parse", "HEAD", cwd=here)
+    if not commit:
+        return {"commit": "unknown (not a git checkout)", "dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=here)
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    import matplotlib
+    import skimage
+    import torch
+
+    from .. import __version__
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+        "matplotlib": matplotlib.__version__,
+        "napari-dip": __version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    env.update({"git_" + k: v for k, v in git_state().items()})
+    return env
+
+
+RUN_ENV_KEYS = ("python", "torch", "numpy", "scikit-image", "napari-dip", "cpu", "torch_threads", "gpu",
+                "git_commit", "git_dirty")
+
+
+def run_env(env: dict) -> dict:
+    """The part of the environment each unit records about the run that made it."""
+    return {k: env.get(k) for k in RUN_ENV_KEYS}
+
+
+def describe_environment(env: dict, devices: list[str], records=()) -> list[str]:
+    """Header lines: device, libraries, commit, from the runs themselves.
+
+    ``env``: the environment recorded when the results folder was created
+    (used for units that do not carry their own); ``records``: the units.
+    """
+    envs = [r.get("environment") or env for r in records] or [env]
+
+    def distinct(fn):
+        values = []
+        for e in envs:
+            v = fn(e)
+            if v not in values:
+                values.append(v)
+        return "; ".join(str(v) for v in values)
+
+    def hardware(e):
+        if e.get("gpu"):
+            return e["gpu"]
+        n = e.get("torch_threads")
+        return f"{e.get('cpu')}, {n} torch thread{'' if n == 1 else 's'}"
+
+    def commit(e):
+        c = e.get("git_commit") or "unknown"
+        return f"{c} (with uncommitted local changes)" if e.get("git_dirty") else c
+
+    device = (f"Device: {', '.join(sorted(set(devices)))} ({distinct(hardware)})" if devices else
+              f"Device: no DIP run yet; the baselines ran on {distinct(hardware)}")
+    return [
+        device,
+        "Libraries: " + distinct(lambda e: f"python {e.get('python')}, torch {e.get('torch')}, numpy "
+                                           f"{e.get('numpy')}, scikit-image {e.get('scikit-image')}, "
+                                           f"napari-dip {e.get('napari-dip')}"),
+        f"Commit of the runs: {distinct(commit)}",
+    ]
+
+
+# ----------------------------------------------------------------------------- images
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_image(name: str, data_dir, shipped_folder: str) -> Path:
+    """``data_dir/<name>.png`` if a data folder is given, else the shipped copy."""
+    from ..io import data_path
+
+    if data_dir is not None:
+        path = Path(data_dir) / (name if Path(name).suffix else f"{name}.png")
+        if not path.is_file():
+            raise DIPError(f"image file not found: {path}")
+        return path
+    return data_path(f"{shipped_folder}/{name}" + ("" if Path(name).suffix else ".png"))
+
+
+def display_path(path) -> str:
+    """A path relative to the checkout (or the installed package's parent) when possible."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path(__file__).resolve().parents[2]))
+    except ValueError:
+        return str(path)
+
+
+def load_unit_image(path: Path) -> np.ndarray:
+    """Read an image as (C, H, W) float32 in [0, 1]; the error names the file."""
+    from ..io import read_image
+
+    data = read_image(path)
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        data = data[..., :3]
+    elif data.ndim != 2:
+        raise DIPError(f"image {path} has shape {data.shape}; expected a 2D grayscale or RGB image.")
+    if data.dtype.kind in "iu":
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+    elif data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            raise DIPError(f"image {path} has non-finite values; a ground-truth image must be clean.")
+        lo, hi = float(data.min()), float(data.max())
+        data = ((data - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32) if (lo < 0 or hi > 1) else data
+    else:
+        raise DIPError(f"image {path} has unsupported dtype {data.dtype}.")
+    data = np.asarray(data, dtype=np.float32)
+    return data[None] if data.ndim == 2 else np.ascontiguousarray(np.moveaxis(data, -1, 0))
+
+
+def load_mask_file(path: Path) -> np.ndarray:
+    from ..masks import load_mask
+
+    return load_mask(path)
+
+
+def prepare_image(chw: np.ndarray, prep: dict) -> np.ndarray:
+    """Apply a preparation step: ``full``, centre ``crop`` of ``size`` or box ``downscale`` by ``factor``."""
+    mode = prep.get("mode", "full")
+    if mode == "full":
+        return chw
+    if mode == "crop":
+        return centre_crop(chw, int(prep["size"]))
+    if mode == "downscale":
+        return downscale(chw, int(prep["factor"]))
+    raise DIPError(f"unknown image preparation {prep!r}.")
+
+
+def prepare_mask(mask: np.ndarray, prep: dict) -> np.ndarray:
+    """The same step on an observed-pixel mask: a downscaled pixel is observed only if all of
+    its block was (a pixel touched by the text stays missing)."""
+    mode = prep.get("mode", "full")
+    if mode == "full":
+        return mask
+    if mode == "crop":
+        return centre_crop(mask[None], int(prep["size"]))[0]
+    f = int(prep["factor"])
+    h, w = mask.shape
+    blocks = mask[: h // f * f, : w // f * f].reshape(h // f, f, w // f, f)
+    return blocks.all(axis=(1, 3))
+
+
+def centre_crop(chw: np.ndarray, size: int) -> np.ndarray:
+    h, w = chw.shape[-2:]
+    sh, sw = min(size, h), min(size, w)
+    top, left = (h - sh) // 2, (w - sw) // 2
+    return np.ascontiguousarray(chw[..., top:top + sh, left:left + sw])
+
+
+def downscale(chw: np.ndarray, factor: int) -> np.ndarray:
+    """Box average over ``factor`` x ``factor`` blocks, then rounded to 8-bit levels (the
+    ground truth stays an 8-bit image, like the originals)."""
+    c, h, w = chw.shape
+    blocks = chw[:, : h // factor * factor, : w // factor * factor].astype(np.float64)
+    out = blocks.reshape(c, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+    return (np.round(out * 255.0) / 255.0).astype(np.float32)
+
+
+def describe_prep(prep: dict) -> str:
+    mode = prep.get("mode", "full")
+    if mode == "full":
+        return "full-size images"
+    if mode == "crop":
+        return f"{prep['size']}x{prep['size']} centre crops at the original resolution"
+    return f"images downscaled {prep['factor']}x (box average)"
+
+
+def to_user(chw: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W) or (H, W, C), the engine API's layouts."""
+    return chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)
+
+
+def from_user(array: np.ndarray) -> np.ndarray:
+    a = np.asarray(array, dtype=np.float32)
+    return a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def psnr(estimate_chw: np.ndarray, reference_chw: np.ndarray) -> float:
+    """PSNR in dB (data range 1, estimate clipped to [0, 1], whole image), as the engine."""
+    from ..engine import psnr_ssim
+
+    return psnr_ssim(np.asarray(estimate_chw, np.float32), reference_chw, with_ssim=False)[0]
+
+
+def ssim(estimate_chw: np.ndarray, reference_chw: np.ndarray) -> float | None:
+    from ..engine import psnr_ssim
+
+    return psnr_ssim(np.asarray(estimate_chw, np.float32), reference_chw, with_ssim=True)[1]
+
+
+def psnr_holes(estimate_chw: np.ndarray, reference_chw: np.ndarray, mask_hw: np.ndarray) -> float | None:
+    """PSNR over the missing pixels only (all channels): how well the holes were filled."""
+    missing = ~np.asarray(mask_hw, dtype=bool)
+    if not missing.any():
+        return None
+    err = (np.clip(np.asarray(estimate_chw, np.float64), 0, 1) - reference_chw)[:, missing]
+    mse = float(np.mean(err ** 2))
+    return None if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def observed_kept(estimate_chw: np.ndarray, reference_chw: np.ndarray, mask_hw: np.ndarray) -> np.ndarray:
+    """The estimate with the observed pixels pasted back (a post-processing step that needs no
+    ground truth: the observed pixels are the input)."""
+    return np.where(np.asarray(mask_hw, dtype=bool)[None], reference_chw, np.clip(estimate_chw, 0, 1))
+
+
+def mean_std(values) -> tuple[float | None, float | None, int]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None, 0
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    return float(np.mean(vals)), std, len(vals)
+
+
+def fmt_ms(mean, std, digits: int = 2) -> str:
+    if mean is None:
+        return "n/a"
+    if std is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def history_at(history: dict, iteration: int) -> float | None:
+    """The PSNR recorded at the last report at or before ``iteration``."""
+    best = None
+    for it, value in zip(history.get("iterations", []), history.get("psnr", [])):
+        if it <= iteration:
+            best = value
+    return best
+
+
+def oracle(history: dict) -> tuple[float | None, int | None]:
+    """Best PSNR over the reports and its iteration: chosen with the ground truth (an oracle)."""
+    pairs = [(v, it) for it, v in zip(history.get("iterations", []), history.get("psnr", []))
+             if v is not None]
+    if not pairs:
+        return None, None
+    value, it = max(pairs, key=lambda p: (p[0], -p[1]))
+    return value, it
+
+
+def destabilisation_events(loss, drop_db: float = 5.0, window: int = 100) -> list[dict]:
+    """Sudden falls of the fit: iterations where the fitting loss, in dB, is more than
+    ``drop_db`` worse than its best over the previous ``window`` iterations.
+
+    Counted from the loss of every iteration (no ground truth needed); one
+    event per onset, with the depth of the fall over the next ``window``
+    iterations; onsets less than ``window`` iterations after the previous
+    event belong to it (:func:`merge_events`).  The same rule is applied
+    with and without the guard.
+
+    >>> loss = [1e-3] * 300; loss[150:160] = [1e-1] * 10
+    >>> [(e["iteration"], round(e["drop_db"])) for e in destabilisation_events(loss)]
+    [(151, 20)]
+    """
+    x = np.asarray([np.nan if v is None else v for v in loss], dtype=np.float64)
+    if x.size < 2:
+        return []
+    db = -10.0 * np.log10(np.maximum(x, 1e-30))
+    db[~np.isfinite(x)] = -np.inf
+    events = []
+    previous = False
+    for t in range(1, db.size):
+        ref = np.max(db[max(0, t - window):t])
+        now = db[t] < ref - drop_db
+        if now and not previous:
+            low = np.min(db[t:t + window])
+            events.append({"iteration": t + 1, "drop_db": float(ref - low)})
+        previous = now
+    return merge_events(events, window)
+
+
+def merge_events(events, window: int = 100) -> list[dict]:
+    """One event per fall: onsets within ``window`` iterations of the last event join it."""
+    kept: list[dict] = []
+    for event in events:
+        if kept and event["iteration"] - kept[-1]["iteration"] < window:
+            kept[-1]["drop_db"] = max(kept[-1]["drop_db"], event["drop_db"])
+            continue
+        kept.append(dict(event))
+    return kept
+
+
+# ----------------------------------------------------------------------------- one DIP run
+
+@dataclass
+class DIPOutcome:
+    output: np.ndarray       # (C, H, W) float32 in [0, 1]
+    history: dict
+    wall_s: float
+    device: str
+
+
+def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray, reference_chw: np.ndarray, config,
+            progress=None) -> DIPOutcome:
+    """One DIP inpainting run through the public API (``src_core.restore``).
+
+    Every reproduction command goes through here (tests count the calls).
+    """
+    from ..api import restore
+
+    callback = None if progress is None else progress.callback
+    t0 = time.perf_counter()
+    result = restore(to_user(image_chw), mask_hw, task="inpaint", reference=to_user(reference_chw),
+                     config=config, callback=callback)
+    wall = time.perf_counter() - t0
+    history = result.history.to_dict()
+    history.pop("config", None)  # the unit record holds the configuration once
+    return DIPOutcome(from_user(result.image), history, wall, result.history.device)
+
+
+class Progress:
+    """One tqdm bar over all iterations of a command; units already done count as done."""
+
+    def __init__(self, total: int, done: int, desc: str, quiet: bool = False):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=max(total, 1), initial=min(done, total), desc=desc, unit="it",
+                        disable=quiet, dynamic_ncols=True)
+        self.unit_done = 0
+        self.quiet = quiet
+
+    def start(self, name: str) -> None:
+        self.unit_done = 0
+        self.bar.set_description(name, refresh=False)
+
+    def callback(self, event, index=0) -> None:
+        if event.kind == "progress":
+            self.bar.update(event.iteration - self.unit_done)
+            self.unit_done = event.iteration
+            post = {"fit": f"{event.fit_psnr:.1f}dB"}
+            if event.psnr is not None:
+                post["psnr"] = f"{event.psnr:.2f}dB"
+            self.bar.set_postfix(post, refresh=False)
+
+    def finish(self, iterations: int) -> None:
+        """Count the rest of a unit that stopped early (ES-WMV) as done."""
+        if iterations > self.unit_done:
+            self.bar.update(iterations - self.unit_done)
+        self.unit_done = 0
+
+    def write(self, text: str) -> None:
+        if not self.quiet:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def python_command(function: str, **kwargs) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
+    return f"python: src_core.reproduce.{function}({args})"
+
+
+def write_csv(path: Path, headers: list[str], rows: list[list]) -> Path:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    for row in rows:
+        writer.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for v in row])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def config_block(config: dict) -> str:
+    return "```json\n" + json.dumps(clean_json(config), indent=1, sort_keys=False) + "\n```"
