@@ -57,7 +57,7 @@ def test_table1_outputs_resume_and_refusals(tmp_path, dip_calls, monkeypatch):
     for words in ("ORACLE", NOT_PAPER, "Papyan et al. (paper)", "DIP (paper)", "Biharmonic (same masks)",
                   "Ours, observed pixels kept",
                   "TV (same masks)", "**mean**", "Command: `python: src_core.reproduce.run_table1(",
-                  "Mask seeds: 0, 1", "Device: cpu", "torch ", "Commit of the runs: ", "Time per image", '"lr": 0.001'):
+                  "Mask seeds: 0, 1", "Device: cpu", "torch ", "Commit of the runs", "Time per image", '"lr": 0.001'):
         assert words in md, words
     assert "Ours − paper DIP" not in md  # only the paper preset compares with the paper directly
 

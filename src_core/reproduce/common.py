@@ -329,7 +329,7 @@ def describe_environment(env: dict, devices: list[str], records=()) -> list[str]
         "Libraries: " + distinct(lambda e: f"python {e.get('python')}, torch {e.get('torch')}, numpy "
                                            f"{e.get('numpy')}, scikit-image {e.get('scikit-image')}, "
                                            f"napari-dip {e.get('napari-dip')}"),
-        f"Commit of the runs: {distinct(commit)}",
+        f"Commit of the runs (git HEAD recorded with each run): {distinct(commit)}",
     ]
 
 

@@ -315,7 +315,8 @@ def _write_outputs(folder, settings, only, rows, records, problems, label, is_pa
            "*Recoveries*: the guard restored the last good weights.", ""]
     csv_rows = []
     summary = {"setting": label, "paper_setting": is_paper, "not_the_paper_setting": not is_paper,
-               "command": command, "fingerprint": folder.fingerprint, "settings": settings, "environment": env,
+               "command": command, "fingerprint": folder.fingerprint, "settings": settings,
+               "environment_at_folder_creation": folder.created_env, "environment_of_each_run": "units/<unit>.json",
                "experiments": {}}
 
     def rec(uid):
@@ -345,12 +346,14 @@ def _write_outputs(folder, settings, only, rows, records, problems, label, is_pa
             if r:
                 xs.append(w), finals.append(r["psnr_final"]), bests.append(r["psnr_best_oracle"])
         md += [f"## Width: channels per layer at depth {base_k['network']['scales']} (report 2, experiment 2)", "",
-               f"{kate_desc}; n_d = n_u = n_s = width at all {base_k['network']['scales']} scales, {base_k['network']['upsample']} "
+               f"{kate_desc}; n_d = n_u = n_s = width at all {base_k['network']['scales']} scales, "
+               f"{base_k['network']['upsample']} "
                f"upsampling, Adam lr {base_k['lr']}, {base_k['iterations']} iterations.", "",
                C.md_table(["width", "parameters", "final PSNR", "ORACLE best PSNR (iteration)", "destabilisations",
                            "s/iteration", "time (s)"], table), "", "![width](width.png)", ""]
         plot_xy({"final": (xs, finals), "ORACLE best iteration": (xs, bests)}, root / "width.png",
-                f"Width sweep (depth {base_k['network']['scales']}): PSNR against channels per layer", "channels per layer", label,
+                f"Width sweep (depth {base_k['network']['scales']}): PSNR against channels per layer",
+                "channels per layer", label,
                 logx=True, xticks=xs)
         plot_curves({f"width {w}": (rec(u)["history"]["iterations"], rec(u)["history"]["psnr"])
                      for w, u, _ in rows["width"] if u}, root / "width_curves.png",
@@ -397,7 +400,8 @@ def _write_outputs(folder, settings, only, rows, records, problems, label, is_pa
             table.append([lr, _final(r) if r else reason, _best(r), C.fmt(r and _fall_after_best(r)),
                           r and len(_events(r)), r and len(r["guard_recoveries"])])
         md += ["## Learning rate: Adam at 0.1, 0.01, 0.001 (report 2, experiment 3)", "",
-               f"{kate_desc}; base network, guard {'on' if base_k['guard'] else 'off'}, {base_k['iterations']} iterations.", "",
+               f"{kate_desc}; base network, guard {'on' if base_k['guard'] else 'off'}, "
+               f"{base_k['iterations']} iterations.", "",
                C.md_table(["lr", "final PSNR", "ORACLE best (iteration)", "lowest PSNR after the best, below it (dB)",
                            "destabilisations", "guard recoveries"], table), "", "![lr](lr_curves.png)", ""]
         plot_curves({f"Adam lr {lr}": (rec(u)["history"]["iterations"], rec(u)["history"]["psnr"])

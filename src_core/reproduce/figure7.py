@@ -284,7 +284,8 @@ def _write_outputs(folder, problems, records, arrays, settings, label, is_paper,
            "`figure7_curves.png`, `figure7.json`, `units/`.", ""]
     C.write_text_atomic(root / "figure7.md", "\n".join(md))
     summary = {"figure": "Figure 7", "setting": label, "paper_setting": is_paper, "not_the_paper_setting": not is_paper,
-               "command": command, "fingerprint": folder.fingerprint, "settings": settings, "environment": env,
+               "command": command, "fingerprint": folder.fingerprint, "settings": settings,
+               "environment_at_folder_creation": folder.created_env, "environment_of_each_run": "units/<unit>.json",
                "devices": devices,
                "panels": {n: {"psnr": records[n]["psnr"], "best_iteration_oracle": records[n]["best_iteration_oracle"],
                               "observed_fraction": records[n]["observed_fraction"], "shape": records[n]["shape"],

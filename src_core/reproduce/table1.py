@@ -141,12 +141,12 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
             if unit in partial:
                 base_record = folder.load(buid[unit])
             else:
-                base_record = _baselines(name, seed, data[name], settings, command)
+                base_record = _baselines(name, seed, data[name], settings, command, env)
             if baselines_only:
                 folder.save(buid[unit], base_record)
                 progress.bar.update(1)
                 continue
-            record, arrays = _dip(name, seed, data[name], settings, config, progress, command)
+            record, arrays = _dip(name, seed, data[name], settings, config, progress, command, env)
             base_record = {k: v for k, v in base_record.items() if k not in ("unit", "fingerprint", "finished")}
             merged = dict(base_record, **record)
             for key in ("psnr", "ssim", "timings"):
@@ -177,7 +177,7 @@ def _without_dip(record: dict) -> dict:
     return record
 
 
-def _baselines(name, seed, item, settings, command):
+def _baselines(name, seed, item, settings, command, env):
     from ..masks import bernoulli_mask
 
     ref = item["reference"]
@@ -196,12 +196,12 @@ def _baselines(name, seed, item, settings, command):
                  "biharmonic_holes": C.psnr_holes(bih, ref, mask), "tv_holes": C.psnr_holes(tv, ref, mask)},
         "ssim": {"biharmonic": C.ssim(bih, ref) if with_ssim else None, "tv": C.ssim(tv, ref) if with_ssim else None},
         "timings": {"biharmonic_s": t_bih, "tv_s": tv_info.get("seconds"), "tv_iterations": tv_info.get("iterations")},
-        "baselines_command": command, "baselines_environment": C.run_env(C.environment()),
+        "baselines_command": command, "baselines_environment": C.run_env(env),
     }
     return record
 
 
-def _dip(name, seed, item, settings, config, progress, command):
+def _dip(name, seed, item, settings, config, progress, command, env):
     from ..masks import bernoulli_mask
 
     ref = item["reference"]
@@ -221,7 +221,7 @@ def _dip(name, seed, item, settings, config, progress, command):
         "destabilisation_events": events, "guard_recoveries": len(history["recoveries"]),
         "timings": {"dip_s": outcome.wall_s, "dip_s_per_iteration": history["timings"].get("s_per_iteration")},
         "device": outcome.device, "config": dict(cfg.to_dict(), device=outcome.device),
-        "history": history, "command": command, "dip_done": True, "environment": C.run_env(C.environment()),
+        "history": history, "command": command, "dip_done": True, "environment": C.run_env(env),
         "arrays": "units/<unit>.npz: the DIP output as 8-bit (for viewing; PSNRs use the float output) and the "
                   "mask as packed bits (np.unpackbits(...)[:H*W]); the baselines are recomputed in seconds",
     }
@@ -282,7 +282,8 @@ def write_outputs(folder, records, images, seeds, settings, label, is_paper, com
         if is_paper:
             row.append("not run" if s["dip_final"][0] is None else
                        C.fmt(s["dip_final"][0] - C.PAPER_DIP[name]) if name in C.PAPER_DIP else "n/a")
-        row += [dip_cell(s["dip_kept"]), C.fmt_ms(*s["biharmonic"][:2]), C.fmt_ms(*s["tv"][:2]), C.fmt(s["corrupted"][0]),
+        row += [dip_cell(s["dip_kept"]), C.fmt_ms(*s["biharmonic"][:2]), C.fmt_ms(*s["tv"][:2]),
+                C.fmt(s["corrupted"][0]),
                 dip_cell(s["dip_best_oracle"]), C.fmt(p["dip_s"], 0)]
         rows.append(row)
     mean_paper_dip = np.mean([C.PAPER_DIP[n] for n in images]) if in_paper else None
@@ -291,7 +292,8 @@ def write_outputs(folder, records, images, seeds, settings, label, is_paper, com
     if is_paper:
         row.append("not run" if mean_row["dip_final"][0] is None else
                    C.fmt(mean_row["dip_final"][0] - mean_paper_dip) if in_paper else "n/a")
-    row += [dip_cell(mean_row["dip_kept"]), C.fmt_ms(*mean_row["biharmonic"][:2]), C.fmt_ms(*mean_row["tv"][:2]), C.fmt(mean_row["corrupted"][0]),
+    row += [dip_cell(mean_row["dip_kept"]), C.fmt_ms(*mean_row["biharmonic"][:2]), C.fmt_ms(*mean_row["tv"][:2]),
+            C.fmt(mean_row["corrupted"][0]),
             dip_cell(mean_row["dip_best_oracle"]), C.fmt(C.mean_std([per_image[n]["dip_s"] for n in images])[0], 0)]
     rows.append(row)
 
@@ -403,7 +405,8 @@ def write_outputs(folder, records, images, seeds, settings, label, is_paper, com
     summary = {
         "table": "Table 1 (50% missing), PSNR dB", "setting": label, "paper_setting": is_paper,
         "not_the_paper_setting": not is_paper, "command": command, "fingerprint": folder.fingerprint,
-        "settings": settings, "environment": env, "devices": devices, "seeds": seeds,
+        "settings": settings, "environment_at_folder_creation": folder.created_env,
+        "environment_of_each_run": "units/<unit>.json", "devices": devices, "seeds": seeds,
         "dip_runs_done": dip_done, "units": len(records),
         "columns": {"dip_final": "ours: DIP PSNR at the final iteration",
                     "dip_kept": "ours with the observed pixels pasted back (no ground truth needed)",
