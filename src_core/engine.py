@@ -96,6 +96,8 @@ class History:
     psnr: list = field(default_factory=list)
     ssim: list = field(default_factory=list)
     loss: list = field(default_factory=list)
+    val_psnr: list = field(default_factory=list)
+    answer_iteration: int | None = None
     recoveries: list = field(default_factory=list)
     early_stop: dict | None = None
     timings: dict = field(default_factory=dict)
@@ -103,12 +105,16 @@ class History:
     fast_path: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)   # the final answer against the alternatives (api)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @property
     def final_psnr(self) -> float | None:
+        """PSNR of the answer returned (the last report's when the API made no summary)."""
+        if self.summary.get("psnr_answer") is not None:
+            return self.summary["psnr_answer"]
         return self.psnr[-1] if self.psnr and self.psnr[-1] is not None else None
 
 
@@ -253,10 +259,20 @@ class DIPBatch:
     members' answers (the paper reports that averaging restarts raises PSNR).
 
     Adam only; early stopping is per run (use DIPRun).
+
+    ``validation``: observed pixels held out of the loss (True = held out,
+    shaped like ``masks``, disjoint from them).  Their PSNR, recorded at
+    every report, estimates the answer's quality without ground truth; the
+    answer is the estimate at the best validation report, and
+    ``config.early_stop`` stops when it has not improved for
+    ``es_patience`` iterations (instead of ES-WMV).  ``keep_observed``: the
+    answer equals the image wherever it was observed (mask or validation),
+    so only the missing pixels come from the network.
     """
 
     def __init__(self, images, masks=None, config: RunConfig | None = None, references=None,
-                 seeds: list[int] | None = None, strategy: str = "auto"):
+                 seeds: list[int] | None = None, strategy: str = "auto", validation=None,
+                 keep_observed: bool = False):
         self.config = (config or RunConfig()).validate()
         self.device = resolve_device(self.config.device)
         images = np.asarray(images)
@@ -270,6 +286,15 @@ class DIPBatch:
             masks = np.asarray(masks)
             masks = list(masks) if masks.ndim == 4 else [masks] * k
         self.masks = [_check_mask(m, im.shape) for m, im in zip(masks, self.images)]
+        self.validation = None
+        if validation is not None:
+            validation = np.asarray(validation)
+            validation = list(validation) if validation.ndim == 4 else [validation] * k
+            self.validation = [_check_mask(v, im.shape, "validation mask") for v, im in
+                               zip(validation, self.images)]
+            if any((v & m).any() for v, m in zip(self.validation, self.masks)):
+                raise DIPError("validation pixels must be held out of the mask (disjoint from it).")
+        self.keep_observed = bool(keep_observed)
         if references is None:
             self.references = None
         else:
@@ -306,7 +331,9 @@ class DIPBatch:
         self.compile = speed.resolve_compile(self.config.compile, self.device) and k == 1
         self.multiple = 2 ** self.config.network.scales
         hp, wp = h + (-h) % self.multiple, w + (-w) % self.multiple
-        extra = (1 if self.config.ema > 0 else 0) + (self.config.es_window + 1 if self.config.early_stop else 0)
+        wmv = self.config.early_stop and self.validation is None
+        extra = ((1 if self.config.ema > 0 else 0) + (self.config.es_window + 1 if wmv else 0)
+                 + (3 if self.validation is not None or self.keep_observed else 0))
         self.memory_needed = speed.check_memory(
             self.config.network, c, (hp, wp), self.amp_dtype, self.device, members=k, extra_images=extra)
         self.network: SkipNet | None = None
@@ -353,9 +380,7 @@ class DIPBatch:
         padded, crops = zip(*(pad_reflect(im, self.multiple) for im in self.images))
         crop = crops[0]
         c, hp, wp = padded[0].shape
-        mask_np = np.zeros((k, c, hp, wp), dtype=bool)
-        for i, m in enumerate(self.masks):
-            mask_np[i, :, crop[0], crop[1]] = np.broadcast_to(m, self.images[i].shape)
+        mask_np = self._padded_masks(self.masks, (k, c, hp, wp), crop)
         observed = mask_np.reshape(k, -1).mean(axis=1)
 
         members = self._members = _Members(cfg, c, self.seeds, dev, self.memory_format, self.strategy)
@@ -369,12 +394,21 @@ class DIPBatch:
         noise = torch.empty_like(z)  # depend on the memory format; the sum is converted
         z_fmt = z.contiguous(memory_format=fmt)
         mask_t = torch.from_numpy(mask_np.astype(np.float32)).to(dev).contiguous(memory_format=fmt)
-        target = (torch.from_numpy(np.stack(padded).astype(np.float32)).to(dev) * mask_t).contiguous(memory_format=fmt)
+        image_t = torch.from_numpy(np.stack(padded).astype(np.float32)).to(dev)
+        target = (image_t * mask_t).contiguous(memory_format=fmt)
+        held = None
+        if self.validation is not None:
+            held = _HeldOut(image_t, self._padded_masks(self.validation, mask_np.shape, crop), cfg)
+        kept = None
+        if self.keep_observed:  # the loss pixels only: held-out ones stay the network's guess
+            kept = (torch.from_numpy(mask_np).to(dev), image_t)
+        del image_t
         total = cfg.iterations
         loss_log = torch.zeros((total, k), device=dev)
         ema = torch.zeros_like(target) if cfg.ema > 0 else None
 
-        es = _WindowVariance(cfg, target, total) if cfg.early_stop else None
+        es = _WindowVariance(cfg, target, total) if cfg.early_stop and held is None else None
+        self._held = held
 
         params = members.params
         adam_lr = cfg.lr if cfg.optimizer == "adam" else 0.001
@@ -429,6 +463,8 @@ class DIPBatch:
             return ema if ema is not None else current["out"].detach()
 
         def to_host(t: torch.Tensor) -> np.ndarray:
+            if kept is not None:
+                t = torch.where(kept[0], kept[1], t.float())
             return t[:, :, crop[0], crop[1]].float().cpu().numpy()
 
         history0 = histories[0]
@@ -487,8 +523,8 @@ class DIPBatch:
                         optimizer.step()
 
                 out = current["out"].detach()
-                if ema is not None:
-                    ema.mul_(cfg.ema).add_(out, alpha=1.0 - cfg.ema)
+                if ema is not None:  # starts at the first output, as in the original notebooks
+                    ema.copy_(out) if it == 1 else ema.mul_(cfg.ema).add_(out, alpha=1.0 - cfg.ema)
                 if es is not None:
                     es.push(it, out)
                 self.completed = it
@@ -503,6 +539,12 @@ class DIPBatch:
                 if report or stop_reason is not None or snapshot:
                     yield self._progress(it, total, loss, observed, estimate, to_host, t0, histories,
                                          snapshot, record=report or stop_reason is not None)
+                if held is not None and cfg.early_stop and report and stop_reason is None:
+                    best_it = held.best_iteration
+                    if best_it is not None and it - best_it >= cfg.es_patience:
+                        stop_reason = EarlyStop(it, best_it)
+                        history0.early_stop = {"iteration": it, "best_iteration": best_it,
+                                               "rule": "validation PSNR"}
                 if stop_reason is not None:
                     yield stop_reason
                     break
@@ -513,10 +555,17 @@ class DIPBatch:
                     break
 
             elapsed = time.perf_counter() - t0
-            final = es.best if stop_reason is not None else estimate()
+            if held is not None and held.best is not None:
+                final = held.answer(histories)
+            elif es is not None and stop_reason is not None:
+                final = es.best
+            else:
+                final = estimate()
             logs = loss_log[:self.completed].cpu().numpy()
             for i, h in enumerate(histories):
                 h.loss = logs[:, i].tolist()
+                if h.answer_iteration is None:
+                    h.answer_iteration = stop_reason.best_iteration if stop_reason else self.completed
                 h.timings.update(optimise_s=elapsed, iterations=self.completed,
                                  s_per_iteration=elapsed / max(self.completed, 1),
                                  stopped_by_user=self._stop_requested)
@@ -526,9 +575,18 @@ class DIPBatch:
             self.network = None
             current.clear()
             del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, saved, compiled
-            self._saved_weights = self._members = None
+            del held, kept
+            self._saved_weights = self._members = self._held = None
             free_device_memory(dev)
             allocator.__exit__(None, None, None)  # after the tensors are gone, so the trim frees them
+
+    @staticmethod
+    def _padded_masks(masks, shape, crop) -> np.ndarray:
+        """Per-member masks on the padded grid (the padding is neither observed nor held out)."""
+        out = np.zeros(shape, dtype=bool)
+        for i, m in enumerate(masks):
+            out[i, :, crop[0], crop[1]] = np.broadcast_to(m, (shape[1], *m.shape[-2:]))
+        return out
 
     def _note_fallback(self, histories, exc):
         note = f"torch.compile unavailable ({type(exc).__name__}: {str(exc)[:200]}); ran eager"
@@ -546,13 +604,17 @@ class DIPBatch:
         if self.references is not None:
             for i, ref in enumerate(self.references):
                 psnrs[i], ssims[i] = psnr_ssim(host[i], ref, cfg.compute_ssim)
+        held = self._held
+        vals = held.check(it, estimate()) if held is not None and record else None
         elapsed = time.perf_counter() - t0
         if record:
-            for h, fit, p, s in zip(histories, fits, psnrs, ssims):
+            for i, (h, fit, p, s) in enumerate(zip(histories, fits, psnrs, ssims)):
                 h.iterations.append(it)
                 h.fit_psnr.append(fit)
                 h.psnr.append(p)
                 h.ssim.append(s)
+                if vals is not None:
+                    h.val_psnr.append(vals[i])
         output = np.clip(host, 0, 1) if snapshot else None
         return Progress(it, total, losses, fits, psnrs, ssims, elapsed, output)
 
@@ -586,7 +648,8 @@ class DIPRun(DIPBatch):
     """
 
     def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,
-                 config: RunConfig | None = None, reference: np.ndarray | None = None):
+                 config: RunConfig | None = None, reference: np.ndarray | None = None,
+                 validation: np.ndarray | None = None, keep_observed: bool = False):
         image = _check_chw(image, "image")
         mask = _check_mask(mask, image.shape)
         if reference is not None:
@@ -597,7 +660,9 @@ class DIPRun(DIPBatch):
                     f"{image.shape}; give the clean version of the same image.")
             reference = reference[None]
         config = (config or RunConfig()).validate()
-        super().__init__(image[None], mask[None], config, reference, seeds=[config.seed])
+        super().__init__(image[None], mask[None], config, reference, seeds=[config.seed],
+                         validation=None if validation is None else np.asarray(validation)[None],
+                         keep_observed=keep_observed)
         self.image, self.mask = self.images[0], self.masks[0]
         self.reference = None if reference is None else self.references[0]
 
@@ -608,6 +673,46 @@ class DIPRun(DIPBatch):
 
     def _finished(self, outputs, histories, stopped):
         return Finished(outputs[0], histories[0], self.completed, stopped)
+
+
+class _HeldOut:
+    """Held-out observed pixels: a no-reference estimate of quality, and the best answer so far.
+
+    The squared error on the held-out pixels is computed on the device at
+    report iterations only (one read per report, no extra sync).  Each
+    member keeps a device copy of its estimate at its best validation PSNR.
+    """
+
+    def __init__(self, image: torch.Tensor, mask_np: np.ndarray, cfg: RunConfig):
+        self.mask_np = mask_np
+        self.mask = torch.from_numpy(mask_np.astype(np.float32)).to(image.device)
+        self.target = image * self.mask
+        self.count = self.mask.sum(dim=(1, 2, 3)).clamp(min=1)
+        self.best = None
+        self.best_psnr = [-math.inf] * mask_np.shape[0]
+        self.best_its = [None] * mask_np.shape[0]
+
+    def check(self, it: int, estimate: torch.Tensor) -> list[float]:
+        est = estimate.detach().float().clamp(0, 1)
+        mse = ((est - self.target) * self.mask).square().sum(dim=(1, 2, 3)) / self.count
+        psnrs = [_psnr_from_mse(v) for v in mse.tolist()]
+        if self.best is None:
+            self.best = est.clone()
+        for i, value in enumerate(psnrs):
+            if value > self.best_psnr[i]:  # NaN never counts as better
+                self.best_psnr[i], self.best_its[i] = value, it
+                self.best[i].copy_(est[i])
+        return psnrs
+
+    @property
+    def best_iteration(self) -> int | None:
+        its = [i for i in self.best_its if i is not None]
+        return max(its) if its else None
+
+    def answer(self, histories) -> torch.Tensor:
+        for h, it in zip(histories, self.best_its):
+            h.answer_iteration = it
+        return self.best
 
 
 class _WindowVariance:
@@ -655,7 +760,7 @@ def _check_chw(array, name: str) -> np.ndarray:
     return a
 
 
-def _check_mask(mask, shape) -> np.ndarray:
+def _check_mask(mask, shape, name: str = "mask") -> np.ndarray:
     c, h, w = shape
     if mask is None:
         return np.ones((1, h, w), dtype=bool)
@@ -663,9 +768,11 @@ def _check_mask(mask, shape) -> np.ndarray:
     if m.ndim == 2:
         m = m[None]
     if m.ndim != 3 or m.shape[-2:] != (h, w) or m.shape[0] not in (1, c):
-        raise DIPError(f"mask shape {np.shape(mask)} does not match image shape {shape}; "
-                       f"give a mask of shape {(h, w)} (True = observed).")
+        raise DIPError(f"{name} shape {np.shape(mask)} does not match image shape {shape}; "
+                       f"give a {name} of shape {(h, w)} (True = observed).")
     m = m.astype(bool)
+    if name != "mask":
+        return m
     if not m.any():
         raise DIPError("the mask has no observed pixel (True = observed, False = missing); "
                        "nothing to fit. Check that the mask is not inverted.")
