@@ -11,35 +11,57 @@ Tasks (mask convention: True / 1 = observed, False / 0 = missing):
 
 Non-finite pixels (NaN, inf) in the image are treated as missing, with a
 warning, and recorded in the history's notes.
+
+The answer is worth having at every budget (docs/results/quality): with no
+preset, the preset fits the device (the paper's GPU-sized settings would
+take hours on a CPU); observed pixels are kept; a few observed pixels are
+held out of the fit to measure quality without ground truth, which picks the
+best iterate and, for inpainting, blends DIP with the instant classical fill
+(biharmonic) by the weight that fits the held-out pixels best.  ``validate=0,
+classical=None, keep_observed=False`` is the paper's raw protocol.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import TASKS, RunConfig, preset
+from .classical import CLASSICAL, METHODS, classical_answer
+from .config import TASKS, RunConfig, default_preset, preset
 from .devices import resolve_device
-from .engine import DIPRun, Finished, History
+from .engine import DIPRun, Finished, History, psnr_ssim
 from .errors import DIPError
 from .imaging import Layout, Scaling
 from .masks import bernoulli_mask
+from . import speed
 
-DEFAULT_PRESET = {"inpaint": "text", "random": "table1", "denoise": "denoise"}
+#: observed pixels held out of the fit by default, to measure quality without ground truth
+DEFAULT_VALIDATE = 0.05
+#: fewer held-out pixels than this measure nothing reliably: validation is switched off
+MIN_HELD_OUT = 64
 
 
 def make_config(task: str = "inpaint", preset_name: str | None = None,
                 config: RunConfig | None = None, **overrides) -> RunConfig:
-    """A validated RunConfig from a preset (or a given config) plus overrides."""
+    """A validated RunConfig from a preset (or a given config) plus overrides.
+
+    With neither a preset nor a config, the preset fits the device the run
+    will use (:func:`src_core.config.default_preset`).
+    """
     if task not in TASKS:
         raise DIPError(f"task must be one of {TASKS} (got {task!r}).")
     if config is not None and preset_name is not None:
         raise DIPError("give either a preset or a config, not both.")
     if config is not None:
         return config.replace(**overrides).validate()
-    return preset(preset_name or DEFAULT_PRESET[task], **overrides)
+    if preset_name is None:
+        device = resolve_device(overrides.get("device", "auto"))
+        preset_name, task_settings = default_preset(task, device.type)
+        overrides = {**task_settings, **overrides}
+    return preset(preset_name, **overrides)
 
 
 @dataclass
@@ -58,17 +80,99 @@ class Problem:
     masks: np.ndarray                # (N, C, H, W) bool, True = observed
     references: np.ndarray | None    # (N, C, H, W) float32 or None
     notes: list = field(default_factory=list)
+    keep_observed: bool = False
+    held_out: np.ndarray | None = None   # (N, C, H, W) bool: observed, but not fitted
+    classical: str | None = None         # the classical method compared (and blended) with
+    validate: float = 0.0                # the fraction of observed pixels held out
+    _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def slices(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def blends(self) -> bool:
+        """Inpainting with held-out pixels: DIP is blended with the classical fill."""
+        return (self.held_out is not None and self.classical in ("biharmonic", "tv")
+                and self.task != "denoise")
+
+    def fitted_mask(self, index: int) -> np.ndarray:
+        mask = self.masks[index]
+        return mask if self.held_out is None else mask & ~self.held_out[index]
+
     def run(self, index: int = 0) -> DIPRun:
         ref = None if self.references is None else self.references[index]
-        mask = self.masks[index]
+        mask = self.fitted_mask(index)
         if not mask.any():
             raise DIPError(f"slice {index} has no observed pixel; nothing to fit there.")
-        return DIPRun(self.images[index], mask, self.config, ref)
+        held = None if self.held_out is None else self.held_out[index]
+        return DIPRun(self.images[index], mask, self.config, ref, validation=held,
+                      keep_observed=self.keep_observed)
+
+    def estimate(self) -> dict:
+        """Time the whole run will take here, from the network's cost (before any work)."""
+        return speed.estimate_time(self.config, self.layout.channels, self.layout.spatial_shape,
+                                   slices=self.slices)
+
+    def classical_answer(self, index: int, fitted_only: bool = False) -> tuple[np.ndarray, float]:
+        """The classical method's answer for one slice, and the seconds it took.
+
+        ``fitted_only``: from the fitted pixels alone (the held-out ones are
+        then holes for it too, so both methods are judged on them alike).
+        """
+        key = (index, fitted_only)
+        if key not in self._classical_cache:
+            mask = self.fitted_mask(index) if fitted_only else self.masks[index]
+            t0 = time.perf_counter()
+            answer = classical_answer(self.classical, self.images[index], mask)
+            self._classical_cache[key] = (answer, time.perf_counter() - t0)
+        return self._classical_cache[key]
+
+    def answer(self, index: int, finished: Finished) -> np.ndarray:
+        """The final (C, H, W) answer of a slice from its run's last event.
+
+        Blends with the classical fill where that was asked for, puts the
+        observed pixels back, and writes ``history.summary``: the answer's,
+        DIP's, the classical method's and the corrupted input's PSNR (with a
+        reference) and their validation PSNR on the held-out pixels.
+        """
+        history = finished.history
+        dip = np.asarray(finished.output, dtype=np.float32)
+        observed = self.masks[index]
+        summary = {"keep_observed": self.keep_observed, "classical_method": self.classical,
+                   "answer_iteration": history.answer_iteration, "blend_alpha": None}
+        answer = dip
+        if self.classical is not None:
+            classical, seconds = self.classical_answer(index)
+            summary["classical_seconds"] = seconds
+        if self.held_out is not None:
+            held = self.held_out[index]
+            truth = self.images[index][held]
+            summary["held_out_pixels"] = int(held.sum())
+            summary["val_psnr_dip"] = _psnr(dip[held], truth)
+            if self.blends:
+                fitted_only, _ = self.classical_answer(index, fitted_only=True)
+                alpha = blend_weight(dip[held], fitted_only[held], truth)
+                summary["blend_alpha"] = alpha
+                summary["val_psnr_classical"] = _psnr(fitted_only[held], truth)
+                summary["val_psnr_answer"] = _psnr(alpha * dip[held] + (1 - alpha) * fitted_only[held], truth)
+                answer = alpha * dip + (1 - alpha) * classical
+        if self.keep_observed:
+            answer = np.where(observed, self.images[index], answer)
+        answer = np.clip(answer, 0.0, 1.0).astype(np.float32)
+        if self.references is not None:
+            ref = self.references[index]
+            summary["psnr_answer"] = psnr_ssim(answer, ref, with_ssim=False)[0]
+            summary["psnr_dip"] = psnr_ssim(dip if not self.keep_observed else
+                                            np.where(observed, self.images[index], dip), ref,
+                                            with_ssim=False)[0]
+            summary["psnr_corrupted"] = psnr_ssim(self.images[index] * observed, ref,
+                                                  with_ssim=False)[0]
+            if self.classical is not None:
+                summary["psnr_classical"] = psnr_ssim(classical, ref, with_ssim=False)[0]
+                summary["iterations_to_classical"] = _first_reaching(history, summary["psnr_classical"])
+        history.summary = summary
+        return answer
 
     def corrupted(self) -> np.ndarray:
         """The observed image (missing pixels at the low end), in the user's form."""
@@ -85,11 +189,44 @@ class Problem:
         return np.moveaxis(chw, 0, -1)
 
 
+def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> float:
+    """The weight a in [0, 1] minimising ||a dip + (1 - a) classical - truth||^2 (closed form)."""
+    diff = (dip - classical).astype(np.float64).ravel()
+    denom = float(diff @ diff)
+    if denom <= 1e-12:
+        return 1.0
+    return float(np.clip(((truth - classical).astype(np.float64).ravel() @ diff) / denom, 0.0, 1.0))
+
+
+def _psnr(estimate: np.ndarray, truth: np.ndarray) -> float | None:
+    if estimate.size == 0:
+        return None
+    mse = float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2))
+    return float("inf") if mse <= 0 else -10.0 * float(np.log10(mse))
+
+
+def _first_reaching(history: History, level: float) -> int | None:
+    for it, value in zip(history.iterations, history.psnr):
+        if value is not None and value >= level:
+            return it
+    return None
+
+
 def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
             missing_fraction: float = 0.5, mask_seed: int = 0, channel_axis="auto",
             preset: str | None = None, config: RunConfig | None = None,
-            **overrides) -> Problem:
-    """Check everything and convert to engine form; no network is built yet."""
+            keep_observed: bool | None = None, validate: float | None = None,
+            classical: str | None = "auto", **overrides) -> Problem:
+    """Check everything and convert to engine form; no network is built yet.
+
+    ``keep_observed`` (default: on, except for denoising): the answer equals
+    the input wherever it was observed.  ``validate`` (default 0.05): the
+    fraction of observed pixels held out of the fit to measure quality
+    without ground truth (0 = off).  ``classical`` ("auto": biharmonic for
+    inpainting, non-local means for denoising; or "tv", "tv-denoise", None):
+    the instant classical answer, reported beside DIP's and, for inpainting
+    with held-out pixels, blended with it.
+    """
     cfg = make_config(task, preset, config, **overrides)
     resolve_device(cfg.device)
     image = np.asarray(image)
@@ -152,7 +289,34 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
             f"image of {h}x{w} pixels is too small for a {cfg.network.scales}-scale network "
             f"(it needs at least {need} pixels per side); use fewer scales."
         )
-    return Problem(task, cfg, layout, scaling, images, masks, references, notes)
+    if keep_observed is None:
+        keep_observed = task != "denoise"
+    if classical == "auto":
+        classical = CLASSICAL[task]
+    if classical is not None and classical not in METHODS:
+        raise DIPError(f"classical must be 'auto', None or one of {METHODS} (got {classical!r}).")
+    validate = DEFAULT_VALIDATE if validate is None else validate
+    if isinstance(validate, bool) or not isinstance(validate, (int, float)) or not 0 <= validate < 0.5:
+        raise DIPError(f"validate is the fraction of observed pixels held out, in [0, 0.5) "
+                       f"(got {validate!r}); 0 switches it off.")
+    held_out = None
+    if validate > 0:
+        rng = np.random.default_rng([cfg.seed, 20181])
+        held_out = masks & (rng.random((masks.shape[0], 1, h, w)) < validate)
+        if held_out.reshape(len(held_out), -1).sum(axis=1).min() < MIN_HELD_OUT:
+            held_out = None
+            notes.append(f"too few observed pixels to hold {validate:.0%} out for validation; "
+                         "validation is off")
+        else:
+            notes.append(f"validation: {validate:.0%} of observed pixels held out of the fit "
+                         f"(seed {cfg.seed}); the answer is the best-validated iterate")
+    problem = Problem(task, cfg, layout, scaling, images, masks, references, notes,
+                      keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
+                      validate=float(validate) if held_out is not None else 0.0)
+    if problem.blends:
+        notes.append(f"blend: DIP and the {classical} fill mixed by the weight that best fits the "
+                     "held-out pixels")
+    return problem
 
 
 def _as_bool_mask(mask) -> np.ndarray:
@@ -206,6 +370,9 @@ class RestoreResult:
     config: RunConfig
     task: str
     notes: list
+    classical: np.ndarray | None = None   # the classical method's answer, in the user's form
+    keep_observed: bool = False
+    validate: float = 0.0
 
     @property
     def history(self) -> History:
@@ -214,20 +381,25 @@ class RestoreResult:
 
     def to_dict(self) -> dict:
         return {"task": self.task, "config": self.config.to_dict(), "notes": self.notes,
+                "answer": {"keep_observed": self.keep_observed, "validate": self.validate,
+                           "classical": self.histories[0].summary.get("classical_method")},
                 "slices": [h.to_dict() for h in self.histories]}
 
 
 def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_fraction: float = 0.5,
             mask_seed: int = 0, channel_axis="auto", preset: str | None = None,
-            config: RunConfig | None = None, callback=None, **overrides) -> RestoreResult:
+            config: RunConfig | None = None, keep_observed: bool | None = None,
+            validate: float | None = None, classical: str | None = "auto", callback=None,
+            **overrides) -> RestoreResult:
     """Restore an image with Deep Image Prior; returns the result and its history.
 
     ``image``: (Y, X), (Y, X, C) or a stack (Z/T, Y, X[, C]); uint8, uint16 or
     float.  The result has the input's shape, dtype and value range.  ``mask``:
     True/1 = observed.  ``preset``: one of ``src_core.preset_names()``
-    (default: the paper's setting for the task); any RunConfig or
-    NetworkConfig field can be overridden by keyword.  ``callback(event,
-    slice_index)`` sees every event.
+    (default: one that fits the device: ``cpu`` on a CPU, the paper's setting
+    for the task on a GPU); any RunConfig or NetworkConfig field can be
+    overridden by keyword.  ``keep_observed``, ``validate`` and ``classical``:
+    see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
 
     >>> import numpy as np, src_core
     >>> img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
@@ -237,19 +409,28 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     """
     problem = prepare(image, mask, task=task, reference=reference, missing_fraction=missing_fraction,
                       mask_seed=mask_seed, channel_axis=channel_axis, preset=preset, config=config,
+                      keep_observed=keep_observed, validate=validate, classical=classical,
                       **overrides)
     outputs = np.empty_like(problem.images)
     histories = []
     for index in range(problem.slices):
         run = problem.run(index)
         finished = None
-        for event in run:
-            if callback is not None:
-                callback(event, index)
-            if isinstance(event, Finished):
-                finished = event
-        outputs[index] = finished.output
+        try:
+            for event in run:
+                if callback is not None:
+                    callback(event, index)
+                if isinstance(event, Finished):
+                    finished = event
+        finally:
+            run.close()
+        outputs[index] = problem.answer(index, finished)
         finished.history.notes.extend(problem.notes)
         histories.append(finished.history)
+    classical_images = None
+    if problem.classical is not None:
+        classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
+                                                     for i in range(problem.slices)]))
     return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, histories,
-                         problem.config, task, problem.notes)
+                         problem.config, task, problem.notes, classical_images, problem.keep_observed,
+                         problem.validate)

@@ -197,13 +197,33 @@ PRESETS: dict[str, dict] = {
     ),
     "cpu": dict(
         description="small and honest CPU setting (NOT the paper's): the text-inpainting net "
-                    "shrunk to 4 scales x 32 channels, 800 steps",
+                    "shrunk to 4 scales x 32 channels, 800 steps, early-stop patience 200",
         task="inpaint",
         config=RunConfig(network=_standard(scales=4, down_channels=32, up_channels=32,
                                            skip_channels=32, upsample="nearest"),
-                         lr=0.01, iterations=800, sigma_p=0.03, report_every=25),
+                         lr=0.01, iterations=800, sigma_p=0.03, report_every=25,
+                         es_patience=200),
     ),
 }
+
+
+#: the paper's setting for each task: what a GPU runs when no preset is given
+PAPER_DEFAULT = {"inpaint": "text", "random": "table1", "denoise": "denoise"}
+
+
+def default_preset(task: str, device_type: str) -> tuple[str, dict]:
+    """The preset (and task settings) to use when the user names none.
+
+    The paper's presets are GPU-sized: on a CPU the ``text`` preset takes
+    about 9 s an iteration at 128x128 for 6001 iterations, so anything but
+    CUDA gets the small ``cpu`` preset (denoising adds the paper's EMA,
+    sigma_p and a working early stop).
+    """
+    if device_type == "cuda":
+        return PAPER_DEFAULT[task], {}
+    if task == "denoise":
+        return "cpu", {"ema": 0.99, "sigma_p": 1 / 30, "early_stop": True}
+    return "cpu", {}
 
 
 def preset_names() -> list[str]:

@@ -94,15 +94,13 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def estimate_memory(network_config, channels: int, size, amp_dtype, members: int = 1,
-                    extra_images: int = 0) -> int:
-    """Bytes a training step needs, from a shape-only (meta device) forward pass.
+def network_cost(network_config, channels: int, size) -> dict:
+    """A shape-only (meta device) forward pass: FLOPs, activation elements, parameters, output size.
 
-    Counts every module output (the activations autograd keeps), doubles it
-    for their gradients during backward, and adds weights, gradients and
-    Adam's two moments.  ``extra_images``: further image-sized float32
-    buffers (EMA, early-stopping window).
+    Nothing is allocated and nothing is computed, so it is instant at any size.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
     from .network import build_network
 
     with torch.device("meta"):
@@ -115,14 +113,77 @@ def estimate_memory(network_config, channels: int, size, amp_dtype, members: int
             elements += output.numel()
 
     hooks = [m.register_forward_hook(count) for m in meta_net.modules() if not list(m.children())]
-    with torch.no_grad():
+    flops = FlopCounterMode(display=False)
+    with torch.no_grad(), flops:
         out = meta_net(torch.empty((1, network_config.input_channels, *size), device="meta"))
     for h in hooks:
         h.remove()
+    return {"forward_flops": int(flops.get_total_flops()), "activation_elements": elements,
+            "parameters": sum(p.numel() for p in meta_net.parameters()), "output_elements": out.numel()}
+
+
+def estimate_memory(network_config, channels: int, size, amp_dtype, members: int = 1,
+                    extra_images: int = 0) -> int:
+    """Bytes a training step needs, from a shape-only (meta device) forward pass.
+
+    Counts every module output (the activations autograd keeps), doubles it
+    for their gradients during backward, and adds weights, gradients and
+    Adam's two moments.  ``extra_images``: further image-sized float32
+    buffers (EMA, early-stopping window).
+    """
+    cost = network_cost(network_config, channels, size)
     act_bytes = 2 if amp_dtype is not None else 4
-    params = sum(p.numel() for p in meta_net.parameters())
-    per_member = 2 * elements * act_bytes + 16 * params + 4 * out.numel() * (4 + extra_images)
+    per_member = (2 * cost["activation_elements"] * act_bytes + 16 * cost["parameters"]
+                  + 4 * cost["output_elements"] * (4 + extra_images))
     return members * per_member
+
+
+# Sustained rates of a float32 training step, fitted to s/iteration measured on a 2-core AMD
+# EPYC with AVX2 (cpu preset at 128 and 256, the standard net at 128; docs/benchmarks.md):
+# convolution FLOPs per second per thread, and activation elements per second per thread
+# (the elementwise layers: BatchNorm, activations, joins, which dominate narrow networks).
+CPU_FLOPS_PER_THREAD = 67e9
+CPU_ELEMENTS_PER_THREAD = 1.3e9
+CUDA_FLOPS = 150e12  # not measured yet: a quarter of an H100's dense bf16 peak
+
+
+def estimate_time(config, channels: int, size, slices: int = 1) -> dict:
+    """About how long a run takes here, before any work: s/iteration and the total.
+
+    From the network's FLOPs and activation count at the padded size and the
+    rates above; the real rate shows in the progress bar once the run starts.
+    """
+    from .devices import resolve_device
+
+    device = resolve_device(config.device)
+    multiple = 2 ** config.network.scales
+    padded = tuple(s + (-s) % multiple for s in size)
+    cost = network_cost(config.network, channels, padded)
+    flops = 3 * cost["forward_flops"]  # forward + backward
+    if device.type == "cuda":
+        per_it, threads = flops / CUDA_FLOPS + 2e-3, None
+    else:
+        threads = torch.get_num_threads()
+        scale = threads ** 0.75  # two threads measured 1.6-1.8x one
+        per_it = (flops / CPU_FLOPS_PER_THREAD + 3 * cost["activation_elements"]
+                  / CPU_ELEMENTS_PER_THREAD) / scale
+    iterations = config.iterations * slices
+    return {"s_per_iteration": per_it, "iterations": iterations, "total_s": per_it * iterations,
+            "device": str(device), "threads": threads, "gflop_per_iteration": flops / 1e9}
+
+
+def describe_estimate(estimate: dict) -> str:
+    """'about 2.1 min (0.16 s/it x 800 it on cpu, 2 threads)'."""
+    total = estimate["total_s"]
+    when = (f"{total:.0f} s" if total < 120 else f"{total / 60:.1f} min" if total < 7200
+            else f"{total / 3600:.1f} h")
+    threads = f", {estimate['threads']} threads" if estimate.get("threads") else ""
+    return (f"about {when} ({estimate['s_per_iteration']:.3g} s/it x {estimate['iterations']} it "
+            f"on {estimate['device']}{threads})")
+
+
+#: a run estimated longer than this on a CPU is announced with a warning
+LONG_RUN_S = 15 * 60
 
 
 def check_memory(network_config, channels, size, amp_dtype, device, members=1, extra_images=0) -> int:

@@ -19,7 +19,7 @@ in the results folder and skipped when the command runs again; a folder
 written with another configuration is refused.
 """
 
-from .baselines import biharmonic, total_variation, tv_inpaint
+from ..classical import biharmonic, total_variation, tv_inpaint
 from .cli import add_reproduce_parser
 from .common import PAPER_DIP, PAPYAN, TABLE1_IMAGES, destabilisation_events
 from .experiments import EXPERIMENTS, experiments_settings, run_experiments

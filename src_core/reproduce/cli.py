@@ -73,15 +73,6 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _set_threads(args) -> None:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise DIPError(f"--threads must be >= 1 (got {args.threads}).")
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 def _overrides(args) -> dict:
     from ..cli import _parse_value
 
@@ -125,7 +116,6 @@ def _done(result) -> int:
 def cmd_table1(args) -> int:
     from .table1 import run_table1
 
-    _set_threads(args)
     extra = (["--images", *args.images] if args.images else []) + \
             (["--seeds", *map(str, args.seeds)] if args.seeds else []) + \
             (["--baselines-only"] if args.baselines_only else [])
@@ -138,7 +128,6 @@ def cmd_table1(args) -> int:
 def cmd_figure7(args) -> int:
     from .figure7 import run_figure7
 
-    _set_threads(args)
     return _done(run_figure7(_output_dir(args), preset=args.preset, overrides=_overrides(args),
                              device=args.device, data_dir=args.data_dir, quiet=args.quiet,
                              command=_command(args, [])))
@@ -147,7 +136,6 @@ def cmd_figure7(args) -> int:
 def cmd_experiments(args) -> int:
     from .experiments import run_experiments
 
-    _set_threads(args)
     extra = (["--only", *args.only] if args.only else []) + (["--image", args.image] if args.image != "barbara" else [])
     return _done(run_experiments(_output_dir(args), preset=args.preset, only=args.only, table1_image=args.image,
                                  overrides=_overrides(args), device=args.device, data_dir=args.data_dir,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DIPError
 from . import common as C
-from .baselines import biharmonic, tv_inpaint
+from ..classical import biharmonic, tv_inpaint
 from .figures import plot_curve_grid, plot_image_rows
 from .table1 import TV_PARAMS
 

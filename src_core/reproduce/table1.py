@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DIPError
 from . import common as C
-from .baselines import biharmonic, tv_inpaint
+from ..classical import biharmonic, tv_inpaint
 from .figures import plot_curve_grid, plot_curves
 
 COMMAND = "table1"
@@ -327,7 +327,7 @@ def write_outputs(folder, records, images, seeds, settings, label, is_paper, com
         "only, for every method, is in `table1_per_seed.csv` and `table1.json`.",
         "- **Biharmonic** and **TV**: classical inpainting computed here on exactly the same masks (mean ± std "
         "over the same seeds): scikit-image's `inpaint_biharmonic`, and total-variation inpainting with the "
-        "observed pixels kept exactly (Chambolle-Pock primal-dual, `src_core/reproduce/baselines.py`).",
+        "observed pixels kept exactly (Chambolle-Pock primal-dual, `src_core/classical.py`).",
         "- **Corrupted input**: the observed image with the missing pixels set to 0.",
         "- **mean** row: the mean of the per-image means; its ± is the standard deviation over seeds of the "
         "average over the images (so it is smaller than the per-image spreads).",
