@@ -333,7 +333,7 @@ class Driver:
                 yield Update("slice", position, count)
                 for event in run:
                     if isinstance(event, Finished):
-                        output[position] = event.output
+                        output[position] = problem.answer(position, event)
                         event.history.notes.extend(problem.notes)
                         histories.append(event.history)
                         if event.stopped:

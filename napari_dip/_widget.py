@@ -77,6 +77,7 @@ class DIPWidget(QWidget):
         self._outputs: OutputLayers | None = None
         self._filling = False
         self._filled: dict = {}
+        self._estimates: dict = {}
         self._plot_drawn_at = -math.inf
         self._pending_result = None
         self._image_auto = True
@@ -373,12 +374,29 @@ class DIPWidget(QWidget):
                 warning = str(exc)
             if warning:
                 problems.append(warning)
-        text = "\n".join(f"\u26a0 {p}" for p in problems)
+        estimate = self._estimate(config, image) if not problems else ""
+        text = "\n".join([f"\u26a0 {p}" for p in problems] + ([estimate] if estimate else []))
         self.check_label.setText(text)
-        self.check_label.setVisible(bool(problems))
+        self.check_label.setVisible(bool(text))
         self.run_button.tooltip = text or "Start restoring"
         self.problems = problems
         return problems
+
+    def _estimate(self, config, image) -> str:
+        """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long."""
+        plane = image_plane(image)
+        channels = 3 if getattr(image, "rgb", False) else 1
+        key = (config.to_json(), plane, channels)
+        if key not in self._estimates:
+            try:
+                self._estimates[key] = src_core.speed.estimate_time(config, channels, plane)
+            except DIPError:
+                return ""
+        estimate = self._estimates[key]
+        text = f"Estimate: {src_core.speed.describe_estimate(estimate)}"
+        if estimate["total_s"] > src_core.speed.LONG_RUN_S and not estimate["device"].startswith("cuda"):
+            text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
+        return text
 
     # ------------------------------------------------------------------ running
     @property
@@ -507,6 +525,9 @@ class DIPWidget(QWidget):
             history = outcome.histories[-1] if outcome.histories else None
             psnr = history.final_psnr if history is not None else None
             extra = f", PSNR {psnr:.2f} dB" if psnr is not None else ""
+            summary = history.summary if history is not None else {}
+            if summary.get("psnr_classical") is not None:
+                extra += f" ({summary['classical_method']}: {summary['psnr_classical']:.2f} dB)"
             self.status.setText(f"Done in {describe_time(seconds)}{extra}: '{layer.name}'.")
             self.progress.setValue(1000)
         self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")

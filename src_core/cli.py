@@ -6,8 +6,11 @@
     dip denoise noisy.tif --reference clean.tif
     dip presets                                # the paper's settings by name
 
-Every run writes ``<name>_restored``, ``<name>_corrupted``, ``<name>_history.json``
-(metrics, timings and the full configuration) and, with a reference, ``<name>_psnr.png``.
+Every run writes ``<name>_restored``, ``<name>_corrupted``, ``<name>_classical`` (the
+instant classical answer, for comparison), ``<name>_history.json`` (metrics, timings and
+the full configuration) and, with a reference, ``<name>_psnr.png``.  With no ``--preset``
+the preset fits the device (``cpu`` on a CPU), and the time a run will take is printed
+before it starts.
 """
 
 from __future__ import annotations
@@ -54,8 +57,26 @@ def _overrides(args) -> dict:
     return out
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for torch (default: torch's choice); 1 is fastest on a CPU shared "
+                        "with other jobs")
+
+
+def set_threads(args) -> None:
+    """--threads, for every command that has it."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise DIPError(f"--threads must be >= 1 (got {threads}).")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=list(PRESETS), help="the paper's settings by name (default: the task's)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="settings by name (default: 'cpu' on a CPU, the paper's for the task on a GPU)")
     p.add_argument("--config", type=Path, help="a JSON configuration (e.g. from a history file)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any setting, e.g. --set scales=4 --set up_channels=[64,64,64,64]")
@@ -68,6 +89,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-every", dest="report_every", type=int)
     p.add_argument("--early-stop", action="store_true", help="ES-WMV early stopping (no ground truth)")
     p.add_argument("--no-guard", action="store_true", help="switch off the destabilisation guard")
+    p.add_argument("--no-keep-observed", dest="keep_observed", action="store_false", default=None,
+                   help="return the network's output everywhere (default: observed pixels are kept, "
+                        "except when denoising)")
+    p.add_argument("--validate", type=float,
+                   help="fraction of observed pixels held out of the fit to measure quality without "
+                        "ground truth (default 0.05; 0 = off, the paper's protocol)")
+    p.add_argument("--classical", default="auto",
+                   choices=["auto", "none", "biharmonic", "tv", "nlm", "tv-denoise"],
+                   help="the instant classical answer written beside DIP's and, for inpainting, "
+                        "blended with it (default auto: biharmonic, or nlm for denoising)")
+    _add_threads(p)
     p.add_argument("--reference", type=Path, help="clean image for true PSNR/SSIM and a PSNR plot")
     p.add_argument("--channel-axis", default="auto",
                    help="'auto', 'none' or an axis number (default auto: last axis of size 3 or 4)")
@@ -86,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--full-size", action="store_true", help="512x512 instead of 256x256 (for a GPU)")
     p.add_argument("--quiet", action="store_true")
+    _add_threads(p)
 
     p = sub.add_parser("inpaint", help="fill the missing pixels given by a mask file")
     p.add_argument("image", type=Path)
@@ -104,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", type=Path)
     _add_common(p)
 
-    sub.add_parser("presets", help="list the presets and their settings")
+    _add_threads(sub.add_parser("presets", help="list the presets and their settings"))
 
     try:
         from .reproduce import add_reproduce_parser
@@ -154,11 +187,17 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     from .io import write_image
     from .plots import history_curves, history_marks, plot_psnr_curves
 
+    from .speed import LONG_RUN_S, describe_estimate
+
     problem = prepare(image, mask, task=task, reference=reference, **kwargs)
     cfg = problem.config
-    from .devices import resolve_device
-
-    label = f"DIP {task} ({cfg.preset}, {resolve_device(cfg.device)})"
+    output_dir = check_output_dir(output_dir)
+    estimate = problem.estimate()
+    print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
+    if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):
+        print(f"dip: warning: this is a long run on {estimate['device']}; '--preset cpu' (the default "
+              "on a CPU) or fewer --iterations take minutes", file=sys.stderr, flush=True)
+    label = f"DIP {task} ({cfg.preset}, {estimate['device']})"
     bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
     def callback(event, index):
         if event.kind == "progress":
@@ -174,11 +213,12 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         bar.close()
     wall = time.perf_counter() - t0
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "restored": write_image(output_dir / f"{name}_restored{suffix}", result.image),
         "corrupted": write_image(output_dir / f"{name}_corrupted{suffix}", result.corrupted),
     }
+    if result.classical is not None:
+        written["classical"] = write_image(output_dir / f"{name}_classical{suffix}", result.classical)
     record = result.to_dict()
     record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
     record["wall_s"] = wall
@@ -190,12 +230,53 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         written["psnr_curve"] = plot_psnr_curves(
             history_curves(h), output_dir / f"{name}_psnr.png",
             title=f"{name}: DIP {task}, preset {cfg.preset}", marks=history_marks(h))
-    final = result.history.final_psnr
     print(f"done in {wall:.1f} s ({result.history.timings['s_per_iteration']:.3f} s/iteration on "
-          f"{result.history.device})" + (f"; final PSNR {final:.2f} dB" if final is not None else ""))
+          f"{result.history.device})")
+    for line in summary_lines(result):
+        print(f"  {line}")
     for kind, path in written.items():
         print(f"  {kind:10s} {path}")
     return result, written
+
+
+def summary_lines(result) -> list[str]:
+    """How the answer compares with the corrupted input and the classical method, per slice."""
+    lines = []
+    for index, h in enumerate(result.histories):
+        s = h.summary
+        where = f"slice {index}: " if len(result.histories) > 1 else ""
+        method = s.get("classical_method")
+        if s.get("psnr_answer") is not None:
+            parts = [f"PSNR: corrupted {s['psnr_corrupted']:.2f} dB", f"DIP {s['psnr_dip']:.2f} dB"]
+            if method:
+                parts.append(f"{method} {s['psnr_classical']:.2f} dB ({s['classical_seconds']:.2f} s)")
+            parts.append(f"answer {s['psnr_answer']:.2f} dB")
+            lines.append(where + ", ".join(parts))
+        elif s.get("val_psnr_dip") is not None:
+            parts = [f"held-out pixels ({s['held_out_pixels']}): DIP {s['val_psnr_dip']:.2f} dB"]
+            if s.get("val_psnr_classical") is not None:
+                parts.append(f"{method} {s['val_psnr_classical']:.2f} dB")
+            lines.append(where + ", ".join(parts) + " (no reference given)")
+        if s.get("blend_alpha") is not None:
+            lines.append(where + f"answer = {s['blend_alpha']:.2f} x DIP + {1 - s['blend_alpha']:.2f} x "
+                         f"{method} in the holes (weights fitted on the held-out pixels)")
+        if s.get("keep_observed"):
+            lines.append(where + "observed pixels kept as they were (--no-keep-observed to change)")
+    return lines
+
+
+def check_output_dir(path: Path) -> Path:
+    """Create the output folder and check it is writable before any heavy work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DIPError(f"cannot create the output folder {path}: {exc.strerror}; choose another "
+                       "with -o.") from None
+    import os
+
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DIPError(f"the output folder {path} is not writable; choose another with -o.")
+    return path
 
 
 def _json_default(obj):
@@ -224,20 +305,16 @@ def cmd_demo(args) -> int:
     result, written = run_task("inpaint", image, mask=mask, reference=image, output_dir=args.output_dir,
                                name=name, quiet=args.quiet, preset="text" if args.full_size else "cpu",
                                report_every=25, **overrides)
-    h = result.history
+    s = result.history.summary
     panel = plot_panel(
-        [result.corrupted, result.image, image],
-        [f"corrupted ({_psnr(result.corrupted, image):.2f} dB)",
-         f"DIP, {h.iterations[-1]} it ({h.final_psnr:.2f} dB)", "original"],
+        [result.corrupted, result.classical, result.image, image],
+        [f"corrupted ({s['psnr_corrupted']:.2f} dB)",
+         f"biharmonic, {s['classical_seconds']:.1f} s ({s['psnr_classical']:.2f} dB)",
+         f"napari-dip, {result.history.timings['iterations']} it ({s['psnr_answer']:.2f} dB)",
+         "original"],
         args.output_dir / f"{name}_panel.png")
     print(f"  {'panel':10s} {panel}")
     return 0
-
-
-def _psnr(a, b) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(b, a, data_range=255 if b.dtype == np.uint8 else 1.0))
 
 
 def _sample_path(name):
@@ -263,7 +340,9 @@ def cmd_task(args) -> int:
     image = read_image(args.image)
     mask = load_mask(args.mask, args.mask_observed) if args.command == "inpaint" else None
     reference = read_image(args.reference) if args.reference else None
-    kwargs = dict(channel_axis=_channel_axis(args.channel_axis), **_overrides(args))
+    kwargs = dict(channel_axis=_channel_axis(args.channel_axis), keep_observed=args.keep_observed,
+                  validate=args.validate, classical=None if args.classical == "none" else args.classical,
+                  **_overrides(args))
     if args.config:
         if args.preset:
             raise DIPError("give either --preset or --config, not both.")
@@ -298,6 +377,7 @@ def main(argv=None) -> int:
     handlers = {"demo": cmd_demo, "inpaint": cmd_task, "random": cmd_task, "denoise": cmd_task,
                 "presets": cmd_presets}
     try:
+        set_threads(args)
         handler = handlers.get(args.command) or args.handler
         return handler(args)
     except DIPError as exc:

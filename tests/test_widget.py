@@ -120,7 +120,12 @@ def test_run_through_widget_adds_layers(viewer, errors):
     assert stack.data.shape == (4, 40, 48) and stack.data.dtype == np.uint16
     assert stack.axis_labels[0] == "iteration" and tuple(stack.scale) == (1.0, 2.0, 0.5)
     assert stack.metadata["iterations"] == [5, 10, 15, 20]
-    np.testing.assert_array_equal(stack.data[-1], result.data)  # no EMA: last frame = answer
+    observed = square_labels() == 0
+    np.testing.assert_array_equal(result.data[observed], clean[observed])  # observed pixels kept
+    assert result.data[~observed].mean() > 0.5 * clean[~observed].mean()  # the hole was filled
+    summary = history["summary"]
+    assert summary["classical_method"] == "biharmonic" and summary["psnr_classical"] is not None
+    assert widget.status.text().endswith(f"(biharmonic: {summary['psnr_classical']:.2f} dB): 'img DIP'.")
 
     curve = viewer.layers["img DIP PSNR curve"]
     assert curve.rgb and curve.data.ndim == 3 and curve.data.dtype == np.uint8
@@ -311,7 +316,8 @@ def test_too_many_scales_flagged_before_running(viewer, errors):
     viewer.add_labels(square_labels((32, 32)), name="hole")
     widget = make_widget(viewer)
     widget.mask.value = viewer.layers["hole"]
-    assert not widget.check_label.isVisibleTo(widget)
+    assert "\u26a0" not in widget.check_label.text()  # nothing wrong: only the time estimate
+    assert re.match(r"Estimate: about \d+ s \(.* s/it x \d+ it on cpu", widget.check_label.text())
     widget.scales.value = 5
     assert re.search(r"5 scales need at least \d+ px per side; the image is 32x32",
                      widget.check_label.text())

@@ -1,0 +1,133 @@
+"""The answer a user gets: observed pixels kept, the classical answer beside, a preset that fits
+the device, validation on held-out pixels (best iterate, blend, early stop)."""
+
+import numpy as np
+import pytest
+
+import src_core
+from src_core import DIPError, bernoulli_mask, make_config, restore
+from src_core.api import blend_weight
+from src_core.cli import main
+
+TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2,
+            report_every=5, device="cpu")
+
+
+def _photo(size=64):
+    return src_core.load_sample("table1/house.png")[64:192:128 // size, 64:192:128 // size]
+
+
+def test_observed_pixels_are_kept_by_default_and_the_option_turns_it_off():
+    img = _photo()
+    mask = bernoulli_mask(img.shape, 0.5, 3)
+    kept = restore(img, mask, iterations=10, **TINY)
+    assert np.array_equal(kept.image[mask], img[mask])
+    assert not np.array_equal(kept.image[~mask], img[~mask])  # the holes were filled
+    raw = restore(img, mask, iterations=10, keep_observed=False, validate=0, classical=None, **TINY)
+    assert not np.array_equal(raw.image[mask], img[mask])
+    assert raw.to_dict()["answer"] == {"keep_observed": False, "validate": 0.0, "classical": None}
+
+
+def test_denoising_does_not_keep_the_noisy_pixels():
+    noisy = np.clip(_photo() / 255 + np.random.default_rng(0).normal(0, 0.1, (64, 64)), 0, 1)
+    result = restore(noisy, task="denoise", iterations=10, **TINY)
+    assert result.keep_observed is False
+    assert np.abs(result.image - noisy).mean() > 0.01
+
+
+def test_no_preset_on_a_cpu_picks_the_cpu_preset_and_denoising_gets_its_settings():
+    assert make_config("inpaint", device="cpu").preset == "cpu"
+    assert make_config("random", device="cpu").preset == "cpu"
+    denoise = make_config("denoise", device="cpu")
+    assert (denoise.preset, denoise.ema, denoise.early_stop) == ("cpu", 0.99, True)
+    assert make_config("inpaint", "text", device="cpu").preset == "text"  # asked for: kept
+    assert make_config("denoise", device="cpu", ema=0.9).ema == 0.9       # overrides win
+
+
+def test_estimate_grows_with_size_and_iterations():
+    from src_core import speed
+
+    small = speed.estimate_time(src_core.preset("cpu", device="cpu"), 1, (128, 128))
+    big = speed.estimate_time(src_core.preset("cpu", device="cpu"), 1, (256, 256))
+    paper = speed.estimate_time(src_core.preset("text", device="cpu"), 1, (256, 256))
+    assert 0 < small["s_per_iteration"] < big["s_per_iteration"] < paper["s_per_iteration"]
+    assert paper["total_s"] > speed.LONG_RUN_S  # the paper's preset on a CPU is a long run
+    assert "s/it x 800 it on cpu" in speed.describe_estimate(big)
+
+
+def test_cli_prints_the_estimate_and_warns_on_a_long_run(tmp_path, capsys, monkeypatch):
+    from src_core import io, speed
+
+    monkeypatch.setattr(speed, "LONG_RUN_S", 0.0)
+    image = tmp_path / "in.png"
+    io.write_image(image, _photo())
+    code = main(["random", str(image), "--preset", "cpu", "--set", "scales=2", "--set", "down_channels=8",
+                 "--set", "up_channels=8", "--iterations", "6", "--device", "cpu", "--quiet",
+                 "--threads", "1", "-o", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "with preset 'cpu': about" in out and "s/it x 6 it on cpu" in out
+    assert "long run" in err
+    # the honest comparison: corrupted, DIP, classical and the answer, and the classical image
+    assert "PSNR: corrupted" in out and "biharmonic" in out and "answer" in out
+    assert (tmp_path / "out" / "in_classical.png").is_file()
+
+
+def test_threads_must_be_positive(capsys):
+    assert main(["presets", "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_blend_weight_is_the_least_squares_mix():
+    rng = np.random.default_rng(0)
+    truth = rng.random(1000)
+    dip, classical = truth + rng.normal(0, 0.1, 1000), truth + rng.normal(0, 0.1, 1000)
+    assert 0.35 < blend_weight(dip, classical, truth) < 0.65   # equal errors: about half each
+    assert blend_weight(truth, classical, truth) == pytest.approx(1.0)
+    assert blend_weight(dip, truth, truth) == pytest.approx(0.0, abs=1e-9)
+    assert blend_weight(truth, truth, truth) == 1.0              # identical: no division by zero
+
+
+def test_a_short_run_is_never_far_below_the_classical_answer():
+    """After 3 steps the network is still noise; the held-out pixels say so and the answer
+    leans on the classical fill instead of returning noise."""
+    img = _photo()
+    result = restore(img, task="random", iterations=3, **TINY)
+    s = result.history.summary
+    assert s["blend_alpha"] < 0.5
+    assert s["psnr_answer"] > s["psnr_dip"] + 3
+    assert s["psnr_answer"] >= s["psnr_classical"] - 0.5
+    assert s["psnr_corrupted"] < s["psnr_classical"]
+    assert result.history.final_psnr == s["psnr_answer"]
+    assert result.classical.shape == img.shape and result.classical.dtype == img.dtype
+
+
+def test_validation_early_stop_fires_on_a_tiny_denoising_run():
+    rng = np.random.default_rng(1)
+    clean = _photo() / 255.0
+    noisy = np.clip(clean + rng.normal(0, 0.15, clean.shape), 0, 1)
+    result = restore(noisy, task="denoise", reference=clean, iterations=600, es_patience=40,
+                     lr=0.05, early_stop=True, **TINY)
+    h = result.history
+    assert h.early_stop is not None and h.early_stop["rule"] == "validation PSNR"
+    assert h.timings["iterations"] < 600
+    assert h.answer_iteration == h.early_stop["best_iteration"]
+    best = h.iterations.index(h.answer_iteration)
+    assert h.val_psnr[best] == max(h.val_psnr)            # the answer is the best-validated iterate
+    assert h.summary["psnr_answer"] > h.summary["psnr_corrupted"] + 3
+
+
+@pytest.mark.parametrize("bad,words", [(dict(validate=0.7), "validate is the fraction"),
+                                       (dict(validate="yes"), "validate is the fraction"),
+                                       (dict(classical="median"), "classical must be")])
+def test_bad_answer_options(bad, words):
+    with pytest.raises(DIPError, match=words):
+        restore(_photo(), task="random", iterations=2, **TINY, **bad)
+
+
+def test_too_few_observed_pixels_switch_validation_off_with_a_note():
+    img = _photo()
+    mask = np.zeros(img.shape, bool)
+    mask[:4, :4] = True
+    result = restore(img, mask, iterations=2, **TINY)
+    assert result.validate == 0.0 and any("validation is off" in n for n in result.notes)
