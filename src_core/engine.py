@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -248,6 +249,13 @@ class _Members:
 
 # ----------------------------------------------------------------------------- the loop
 
+def _hand_over(event, allocator):
+    """Yield an event with the allocator setting off while the consumer holds control."""
+    allocator.off()
+    yield event
+    allocator.on()
+
+
 class DIPBatch:
     """K independent Deep Image Prior fits optimised together.
 
@@ -272,25 +280,32 @@ class DIPBatch:
 
     def __init__(self, images, masks=None, config: RunConfig | None = None, references=None,
                  seeds: list[int] | None = None, strategy: str = "auto", validation=None,
-                 keep_observed: bool = False):
+                 keep_observed: bool = False, stop: threading.Event | None = None):
         self.config = (config or RunConfig()).validate()
         self.device = resolve_device(self.config.device)
         images = np.asarray(images)
         if images.ndim != 4:
             raise DIPError(f"a batch needs (K, C, H, W) images (got shape {images.shape}).")
         k = images.shape[0]
+        if k == 0:
+            raise DIPError("a batch needs at least one image (got K=0).")
         self.images = [_check_chw(im, "image") for im in images]
         if masks is None:
             masks = [None] * k
         else:
             masks = np.asarray(masks)
+            if masks.ndim == 4 and len(masks) != k:
+                raise DIPError(f"{len(masks)} masks for {k} images; give one mask per image, or one "
+                               "(H, W) mask for all.")
             masks = list(masks) if masks.ndim == 4 else [masks] * k
         self.masks = [_check_mask(m, im.shape) for m, im in zip(masks, self.images)]
         self.validation = None
         if validation is not None:
             validation = np.asarray(validation)
+            if validation.ndim == 4 and len(validation) != k:
+                raise DIPError(f"{len(validation)} validation masks for {k} images; give one per image.")
             validation = list(validation) if validation.ndim == 4 else [validation] * k
-            self.validation = [_check_mask(v, im.shape, "validation mask") for v, im in
+            self.validation = [_check_mask(v, im.shape, "validation mask", may_be_empty=True) for v, im in
                                zip(validation, self.images)]
             if any((v & m).any() for v, m in zip(self.validation, self.masks)):
                 raise DIPError("validation pixels must be held out of the mask (disjoint from it).")
@@ -299,7 +314,11 @@ class DIPBatch:
             self.references = None
         else:
             refs = np.asarray(references)
-            refs = refs if refs.ndim == 4 else np.broadcast_to(refs, images.shape)
+            if refs.ndim == 3:
+                refs = np.stack([refs] * k)
+            if refs.ndim != 4 or len(refs) != k:
+                raise DIPError(f"references of shape {refs.shape} for {k} images of shape "
+                               f"{images.shape[1:]}; give one clean image per image.")
             self.references = [_check_chw(r, "reference") for r in refs]
             for r, im in zip(self.references, self.images):
                 if r.shape != im.shape:
@@ -316,13 +335,7 @@ class DIPBatch:
         if k > 1 and self.config.early_stop:
             raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
         c, h, w = self.images[0].shape
-        need = self.config.network.min_size()
-        if min(h, w) < need:
-            raise DIPError(
-                f"image of {h}x{w} pixels is too small for a {self.config.network.scales}-scale "
-                f"network (it needs at least {need} pixels per side); use fewer scales "
-                f"(for example scales={max(1, int(math.log2(max(2, min(h, w)))) - 2)})."
-            )
+        self.config.network.check_fits(h, w)
         self.amp_dtype = speed.resolve_precision(self.config.precision, self.device)
         self.memory_format = speed.resolve_memory_format(self.config.memory_format, self.device,
                                                          self.amp_dtype)
@@ -333,12 +346,13 @@ class DIPBatch:
         hp, wp = h + (-h) % self.multiple, w + (-w) % self.multiple
         wmv = self.config.early_stop and self.validation is None
         extra = ((1 if self.config.ema > 0 else 0) + (self.config.es_window + 1 if wmv else 0)
+                 + (1 if self.config.guard else 0)
                  + (3 if self.validation is not None or self.keep_observed else 0))
         self.memory_needed = speed.check_memory(
             self.config.network, c, (hp, wp), self.amp_dtype, self.device, members=k, extra_images=extra)
         self.network: SkipNet | None = None
         self.completed = 0
-        self._stop_requested = False
+        self._stop = stop if stop is not None else threading.Event()
         self._events = self._loop()
 
     # generator protocol -------------------------------------------------------
@@ -349,13 +363,21 @@ class DIPBatch:
         return next(self._events)
 
     def close(self) -> None:
-        """Stop now and free device memory, discarding the result; safe to call twice."""
-        self._events.close()
+        """Stop now and free device memory, discarding the result; safe to call twice.
+
+        From another thread while the run is computing, it asks the run to
+        stop instead (a running generator cannot be closed from outside); the
+        run then frees its memory when it ends.
+        """
+        try:
+            self._events.close()
+        except ValueError:  # "generator already executing": it runs in another thread
+            self._stop.set()
 
     def request_stop(self) -> None:
         """Finish after the current iteration: the next events are a last Progress and a
         Finished holding the partial answer.  Safe to call from another thread."""
-        self._stop_requested = True
+        self._stop.set()
 
     def run(self):
         """Run to the end and return the final event."""
@@ -417,9 +439,8 @@ class DIPBatch:
         optimizer = torch.optim.Adam(params, lr=adam_lr, fused=fused)
         scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         use_lbfgs = cfg.optimizer == "lbfgs"
-        saved = [p.detach().clone() for p in params] if cfg.guard else None
-        self._saved_weights = saved
-        last_fit = [None] * k
+        guard = _Guard(cfg, members, observed) if cfg.guard else None
+        self._saved_weights = guard.weights if guard else None
         histories = [History(device=str(dev), config={**cfg.to_dict(), "seed": s}, fast_path=self.fast_path)
                      for s in self.seeds]
         forward = members.forward
@@ -471,10 +492,11 @@ class DIPBatch:
         history0.timings["setup_s"] = time.perf_counter() - t_setup
         t0 = time.perf_counter()
         stop_reason = None
-        allocator = speed.reuse_freed_memory(dev)
-        reusing = allocator.__enter__()
+        stalled = False
+        allocator = speed.FreedMemoryReuse(dev)
+        allocator.on()
         for h in histories:
-            h.fast_path["reuse_freed_memory"] = reusing
+            h.fast_path["reuse_freed_memory"] = allocator.available
         try:
             for it in range(1, total + 1):
                 if use_lbfgs and it == cfg.lbfgs_warmup + 1:
@@ -488,26 +510,17 @@ class DIPBatch:
                 loss = current["loss"]
                 loss_log[it - 1] = loss.detach()
 
-                if cfg.guard and it % cfg.guard_every == 0:
-                    fits = [_psnr_from_mse(v / max(o, 1e-12)) for v, o in zip(loss.tolist(), observed)]
-                    for i, fit in enumerate(fits):
-                        before = last_fit[i]
-                        if before is not None and (fit < before - cfg.guard_drop_db or not math.isfinite(fit)):
-                            skip.append(i)
-                        else:
-                            last_fit[i] = fit
-                    with torch.no_grad():
-                        for i in range(k):
-                            member_saved = saved if k == 1 else [w[i] for w in saved]
-                            for p, good in zip(members.member_params(i), member_saved):
-                                if i in skip:
-                                    p.copy_(good)      # back to the last good weights
-                                else:
-                                    good.copy_(p)      # these are the new last good weights
-                    for i in skip:
-                        record = {"iteration": it, "fit_psnr": fits[i], "previous_fit_psnr": last_fit[i]}
-                        histories[i].recoveries.append(record)
-                        yield Recovery(it, fits[i], last_fit[i], member=i)
+                if guard is not None and it == 1:
+                    guard.start(current["out"])
+                if guard is not None and it % cfg.guard_every == 0:
+                    for i, fit, best in guard.check(it, loss, optimizer, ema, estimate, loss_log,
+                                                    current["out"]):
+                        skip.append(i)
+                        histories[i].recoveries.append({"iteration": it, "fit_psnr": fit,
+                                                        "previous_fit_psnr": best})
+                        yield from _hand_over(Recovery(it, fit, best, member=i), allocator)
+                    if guard.stalled:
+                        stalled = True
                 if not isinstance(optimizer, torch.optim.LBFGS):
                     if skip:  # a restored member takes a zero-gradient step, as in the original
                         for p in params:
@@ -537,8 +550,9 @@ class DIPBatch:
                         history0.early_stop = {"iteration": it, "best_iteration": best_it}
                 snapshot = bool(cfg.snapshot_every) and it % cfg.snapshot_every == 0
                 if report or stop_reason is not None or snapshot:
-                    yield self._progress(it, total, loss, observed, estimate, to_host, t0, histories,
-                                         snapshot, record=report or stop_reason is not None)
+                    yield from _hand_over(self._progress(it, total, loss, observed, estimate, to_host, t0,
+                                                         histories, snapshot,
+                                                         record=report or stop_reason is not None), allocator)
                 if held is not None and cfg.early_stop and report and stop_reason is None:
                     best_it = held.best_iteration
                     if best_it is not None and it - best_it >= cfg.es_patience:
@@ -546,39 +560,57 @@ class DIPBatch:
                         history0.early_stop = {"iteration": it, "best_iteration": best_it,
                                                "rule": "validation PSNR"}
                 if stop_reason is not None:
-                    yield stop_reason
+                    yield from _hand_over(stop_reason, allocator)
                     break
-                if self._stop_requested:  # set by the consumer, possibly from another thread
+                if stalled:
+                    if not any(guard.good_iteration):
+                        raise DIPError(
+                            f"the fit diverged at {guard.MAX_FALLS} checks in a row from the starting "
+                            f"weights: lr={cfg.lr:g} is too high for this network ({cfg.optimizer}); "
+                            "try lr=0.01 or lower.")
+                    for h in histories:
+                        h.notes.append(f"stopped at iteration {it}: the fit diverged at "
+                                       f"{guard.MAX_FALLS} checks in a row from the last good weights "
+                                       f"(lr={cfg.lr:g} may be too high)")
+                    break
+                if self._stop.is_set():  # set by the consumer, possibly from another thread
                     if not report:
-                        yield self._progress(it, total, loss, observed, estimate, to_host, t0,
-                                             histories, snapshot, record=True)
+                        yield from _hand_over(self._progress(it, total, loss, observed, estimate, to_host,
+                                                             t0, histories, snapshot, record=True), allocator)
                     break
 
             elapsed = time.perf_counter() - t0
+            logs = loss_log[:self.completed].cpu().numpy()
             if held is not None and held.best is not None:
                 final = held.answer(histories)
             elif es is not None and stop_reason is not None:
                 final = es.best
+            elif guard is not None:
+                final = guard.final(estimate(), logs[-1].tolist(), histories)
             else:
                 final = estimate()
-            logs = loss_log[:self.completed].cpu().numpy()
+            if not bool(torch.isfinite(final).all()):  # one check at the end, not in the loop
+                raise DIPError(
+                    "the run diverged: its output is not finite (NaN or inf). Lower lr (now "
+                    f"{cfg.lr:g}){'' if cfg.guard else ' or turn the guard on'}.")
             for i, h in enumerate(histories):
                 h.loss = logs[:, i].tolist()
                 if h.answer_iteration is None:
                     h.answer_iteration = stop_reason.best_iteration if stop_reason else self.completed
                 h.timings.update(optimise_s=elapsed, iterations=self.completed,
                                  s_per_iteration=elapsed / max(self.completed, 1),
-                                 stopped_by_user=self._stop_requested)
+                                 stopped_by_user=self._stop.is_set())
+            allocator.off()
             yield self._finished(np.clip(to_host(final), 0.0, 1.0), histories,
-                                 stopped=self._stop_requested and self.completed < total)
+                                 stopped=self._stop.is_set() and self.completed < total)
         finally:
             self.network = None
             current.clear()
-            del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, saved, compiled
+            del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, guard, compiled
             del held, kept
             self._saved_weights = self._members = self._held = None
             free_device_memory(dev)
-            allocator.__exit__(None, None, None)  # after the tensors are gone, so the trim frees them
+            allocator.off()  # after the tensors are gone, so the trim frees them
 
     @staticmethod
     def _padded_masks(masks, shape, crop) -> np.ndarray:
@@ -649,7 +681,8 @@ class DIPRun(DIPBatch):
 
     def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,
                  config: RunConfig | None = None, reference: np.ndarray | None = None,
-                 validation: np.ndarray | None = None, keep_observed: bool = False):
+                 validation: np.ndarray | None = None, keep_observed: bool = False,
+                 stop: threading.Event | None = None):
         image = _check_chw(image, "image")
         mask = _check_mask(mask, image.shape)
         if reference is not None:
@@ -662,7 +695,7 @@ class DIPRun(DIPBatch):
         config = (config or RunConfig()).validate()
         super().__init__(image[None], mask[None], config, reference, seeds=[config.seed],
                          validation=None if validation is None else np.asarray(validation)[None],
-                         keep_observed=keep_observed)
+                         keep_observed=keep_observed, stop=stop)
         self.image, self.mask = self.images[0], self.masks[0]
         self.reference = None if reference is None else self.references[0]
 
@@ -673,6 +706,129 @@ class DIPRun(DIPBatch):
 
     def _finished(self, outputs, histories, stopped):
         return Finished(outputs[0], histories[0], self.completed, stopped)
+
+
+class _Guard:
+    """The destabilisation guard, made safe: nothing it returns is worse than its last good check.
+
+    The original code compared the fit PSNR with the previous check only and
+    restored the weights but not Adam's moments.  Here every member is
+    compared with its *best* accepted fit (the fit at iteration 1 before any
+    check), so a fall spread over two checks is caught; a non-finite loss is
+    a fall at once; the optimiser state and the running average are put back
+    with the weights; and the answer falls back to the estimate of the last
+    good check when the run ends in a fall.  The fit is read at guard
+    iterations only (the one sync the original had too).
+    """
+
+    MAX_FALLS = 3  # falls in a row from the same weights: the run cannot progress
+
+    def __init__(self, cfg: RunConfig, members: "_Members", observed):
+        self.cfg = cfg
+        self.members = members
+        self.k = members.count
+        self.observed = observed
+        self.weights = [p.detach().clone() for p in members.params]
+        self.moments = None          # optimiser state at the last good check; None: a fresh one
+        self.best = [None] * self.k  # best accepted fit PSNR per member
+        self.good_iteration = [0] * self.k
+        self.falls = [0] * self.k
+        self.good_estimate = None
+
+    def fits(self, losses) -> list[float]:
+        return [_psnr_from_mse(v / max(o, 1e-12)) for v, o in zip(losses, self.observed)]
+
+    def start(self, estimate: torch.Tensor) -> None:
+        """After iteration 1: the starting estimate is the fallback until a check passes."""
+        self.good_estimate = estimate.detach().clone()
+
+    def check(self, it: int, loss: torch.Tensor, optimizer, ema, estimate, loss_log, out) -> list[tuple]:
+        """Compare, then save or put back each member; return (member, fit, best) of those put back.
+
+        A member put back also has this iteration's output replaced by its
+        last good estimate, so the average, previews and the answer never
+        take in the fallen output.
+        """
+        fits = self.fits(loss.tolist())
+        fallen = []
+        for i, fit in enumerate(fits):
+            if self.best[i] is None:  # a blow-up before the first check must not become the baseline
+                self.best[i] = self.fits(loss_log[0].tolist())[i]
+            if not math.isfinite(fit) or fit < self.best[i] - self.cfg.guard_drop_db:
+                fallen.append((i, fit, self.best[i]))
+        bad = {i for i, _, _ in fallen}
+        with torch.no_grad():
+            for i in range(self.k):
+                if i in bad:
+                    self._put_back(i, optimizer, ema)
+                    out.detach()[i].copy_(self.good_estimate[i])
+                    self.falls[i] += 1
+                else:
+                    self._save(i, optimizer, estimate)
+                    self.best[i] = max(self.best[i], fits[i])
+                    self.good_iteration[i], self.falls[i] = it, 0
+        return fallen
+
+    @property
+    def stalled(self) -> bool:
+        return all(f >= self.MAX_FALLS for f in self.falls)
+
+    def final(self, estimate: torch.Tensor, last_loss: list[float], histories) -> torch.Tensor:
+        """The estimate to return: a member whose last iterate fell gets its last good one."""
+        fits = self.fits(last_loss)
+        out = estimate
+        for i, fit in enumerate(fits):
+            best = self.best[i] if self.best[i] is not None else -math.inf
+            if not math.isfinite(fit) or fit < best - self.cfg.guard_drop_db:
+                if out is estimate:
+                    out = estimate.clone()
+                out[i].copy_(self.good_estimate[i])
+                histories[i].answer_iteration = self.good_iteration[i] or 1
+                histories[i].notes.append(
+                    f"the fit fell at the end of the run ({fit:.2f} dB against the best {best:.2f}); "
+                    f"the answer is the estimate of the last good check (iteration "
+                    f"{self.good_iteration[i] or 1})")
+        return out
+
+    def _rows(self, tensors, i):
+        return tensors if self.k == 1 else [t[i] for t in tensors]
+
+    def _save(self, i, optimizer, estimate) -> None:
+        for good, p in zip(self._rows(self.weights, i), self.members.member_params(i)):
+            good.copy_(p)
+        self.good_estimate[i].copy_(estimate()[i])
+        if not isinstance(optimizer, torch.optim.Adam):
+            self.moments = None
+            return
+        state = [optimizer.state.get(p, {}) for p in self.members.params]
+        if self.moments is None or self.moments[0] is not optimizer:
+            self.moments = (optimizer, [{key: v.detach().clone() for key, v in st.items()
+                                         if torch.is_tensor(v)} for st in state])
+            return
+        for saved, st in zip(self.moments[1], state):
+            for key, value in st.items():
+                if key in saved and (value.dim() > 0 or self.k == 1):
+                    (saved[key] if self.k == 1 else saved[key][i]).copy_(value if self.k == 1 else value[i])
+
+    def _put_back(self, i, optimizer, ema) -> None:
+        for p, good in zip(self.members.member_params(i), self._rows(self.weights, i)):
+            p.copy_(good)
+        if ema is not None:
+            ema[i].copy_(self.good_estimate[i])
+        if not isinstance(optimizer, torch.optim.Adam) or self.moments is None or self.moments[0] is not optimizer:
+            if self.k == 1 or not isinstance(optimizer, torch.optim.Adam):
+                optimizer.state.clear()  # a fresh optimiser from the good weights
+            else:
+                for p in self.members.params:
+                    for key, value in optimizer.state.get(p, {}).items():
+                        if torch.is_tensor(value) and value.dim() > 0:
+                            value[i].zero_()
+            return
+        for p, saved in zip(self.members.params, self.moments[1]):
+            st = optimizer.state.get(p, {})
+            for key, value in saved.items():
+                if key in st and (value.dim() > 0 or self.k == 1):
+                    (st[key] if self.k == 1 else st[key][i]).copy_(value if self.k == 1 else value[i])
 
 
 class _HeldOut:
@@ -754,13 +910,18 @@ def _check_chw(array, name: str) -> np.ndarray:
     if a.dtype.kind not in "fiub":
         raise DIPError(f"{name} has unsupported dtype {a.dtype}.")
     a = a.astype(np.float32)  # always a copy: the caller's array is never touched
+    if a.size == 0:
+        raise DIPError(f"{name} is empty (shape {a.shape}).")
     if not np.isfinite(a).all():
         raise DIPError(f"{name} has non-finite values (NaN or inf); src_core.restore() treats "
                        "them as missing pixels, or replace them before calling DIPRun.")
+    if a.min() < 0 or a.max() > 1:
+        raise DIPError(f"{name} values run from {a.min():g} to {a.max():g}; the engine takes [0, 1] "
+                       "(divide 8-bit data by 255), or use src_core.restore(), which scales any range.")
     return a
 
 
-def _check_mask(mask, shape, name: str = "mask") -> np.ndarray:
+def _check_mask(mask, shape, name: str = "mask", may_be_empty: bool = False) -> np.ndarray:
     c, h, w = shape
     if mask is None:
         return np.ones((1, h, w), dtype=bool)
@@ -770,8 +931,12 @@ def _check_mask(mask, shape, name: str = "mask") -> np.ndarray:
     if m.ndim != 3 or m.shape[-2:] != (h, w) or m.shape[0] not in (1, c):
         raise DIPError(f"{name} shape {np.shape(mask)} does not match image shape {shape}; "
                        f"give a {name} of shape {(h, w)} (True = observed).")
+    if m.dtype != bool:
+        if m.dtype.kind not in "iuf" or not np.isin(m, (0, 1)).all():
+            raise DIPError(f"{name} values must be True/False or 0/1 (True = observed); threshold "
+                           "a grey mask first, e.g. mask > 0.5.")
     m = m.astype(bool)
-    if name != "mask":
+    if may_be_empty:
         return m
     if not m.any():
         raise DIPError("the mask has no observed pixel (True = observed, False = missing); "

@@ -32,6 +32,22 @@ ACTIVATIONS = ("leaky_relu", "swish", "elu", "none")
 PADDINGS = ("reflection", "zero")
 
 
+#: bounds far beyond any useful network, so that a typo fails here and not in torch
+MAX_SCALES = 12
+MAX_CHANNELS = 4096
+MAX_KERNEL = 31
+
+
+def _not_whole(value) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+def _whole_in(name, value, low, high, shown=None) -> None:
+    if _not_whole(value) or not low <= value <= high:
+        raise DIPError(f"{name} must be whole numbers from {low} to {high} "
+                       f"(got {value if shown is None else shown!r}).")
+
+
 def _per_scale(value, scales: int, name: str) -> list:
     """Expand a scalar to one value per scale; check a list has one per scale."""
     if isinstance(value, (list, tuple)):
@@ -70,33 +86,33 @@ class NetworkConfig:
 
     def validate(self) -> "NetworkConfig":
         """Return a copy with every per-scale field expanded to a list, or raise."""
-        if not isinstance(self.scales, int) or self.scales < 1:
-            raise DIPError(f"scales must be a whole number >= 1 (got {self.scales!r}).")
-        if not isinstance(self.input_channels, int) or self.input_channels < 1:
-            raise DIPError(f"input_channels must be >= 1 (got {self.input_channels!r}).")
+        _whole_in("scales", self.scales, 1, MAX_SCALES)
+        _whole_in("input_channels", self.input_channels, 1, MAX_CHANNELS)
         s = self.scales
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("down_channels", "up_channels", "skip_channels",
                      "down_kernel", "up_kernel", "skip_kernel", "upsample", "downsample"):
             out[name] = _per_scale(out[name], s, name)
         for name in ("down_channels", "up_channels"):
-            if any((not isinstance(c, int)) or c < 1 for c in out[name]):
-                raise DIPError(f"{name} must be whole numbers >= 1 (got {out[name]}).")
-        if any((not isinstance(c, int)) or c < 0 for c in out["skip_channels"]):
-            raise DIPError(f"skip_channels must be whole numbers >= 0 (got {out['skip_channels']}).")
+            for c in out[name]:
+                _whole_in(name, c, 1, MAX_CHANNELS, out[name])
+        for c in out["skip_channels"]:
+            _whole_in("skip_channels", c, 0, MAX_CHANNELS, out["skip_channels"])
         for name in ("down_kernel", "up_kernel", "skip_kernel"):
-            if any((not isinstance(k, int)) or k < 1 or k % 2 == 0 for k in out[name]):
-                raise DIPError(f"{name} must be odd whole numbers >= 1 (got {out[name]}).")
-        for value in out["upsample"]:
-            if value not in UPSAMPLE_MODES:
-                raise DIPError(f"upsample must be one of {UPSAMPLE_MODES} (got {value!r}).")
-        for value in out["downsample"]:
-            if value not in DOWNSAMPLE_MODES:
-                raise DIPError(f"downsample must be one of {DOWNSAMPLE_MODES} (got {value!r}).")
-        if self.activation not in ACTIVATIONS:
-            raise DIPError(f"activation must be one of {ACTIVATIONS} (got {self.activation!r}).")
-        if self.padding not in PADDINGS:
-            raise DIPError(f"padding must be one of {PADDINGS} (got {self.padding!r}).")
+            if any(_not_whole(k) or not 1 <= k <= MAX_KERNEL or k % 2 == 0 for k in out[name]):
+                raise DIPError(f"{name} must be odd whole numbers from 1 to {MAX_KERNEL} "
+                               f"(got {out[name]!r}).")
+        for name, allowed in (("upsample", UPSAMPLE_MODES), ("downsample", DOWNSAMPLE_MODES)):
+            for value in out[name]:
+                if not isinstance(value, str) or value not in allowed:
+                    raise DIPError(f"{name} must be one of {allowed} (got {value!r}).")
+        for name, allowed in (("activation", ACTIVATIONS), ("padding", PADDINGS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise DIPError(f"{name} must be one of {allowed} (got {value!r}).")
+        for name in ("conv_after_join", "sigmoid", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
         return NetworkConfig(**out)
 
     def min_size(self) -> int:
@@ -112,6 +128,23 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why an image of this size cannot go through the network (None if it can), with advice."""
+        need = self.min_size()
+        if min(height, width) >= need:
+            return None
+        fits = [s for s in range(self.scales - 1, 0, -1)
+                if min(height, width) >= (2 ** s) * (need // 2 ** self.scales)]
+        advice = (f"use at most {fits[0]} scales (scales={fits[0]})" if fits else
+                  "it is too small for any network of this kind; give a larger image")
+        return (f"an image of {height}x{width} pixels is too small for a {self.scales}-scale network "
+                f"(it needs at least {need} pixels per side): {advice}.")
+
+    def check_fits(self, height: int, width: int) -> None:
+        problem = self.size_problem(height, width)
+        if problem:
+            raise DIPError(problem)
 
 
 class Swish(nn.Module):

@@ -217,36 +217,49 @@ def _glibc():
         return None
 
 
-@contextlib.contextmanager
-def reuse_freed_memory(device: torch.device):
-    """Keep freed CPU memory in the process while a run lasts.
+class FreedMemoryReuse:
+    """Keep freed CPU memory in the process while a run computes.
 
     Each DIP step allocates and frees the same large activation buffers.
     glibc serves large blocks with mmap and returns them to the system on
     free, so every step page-faults its activations in again: measured here,
     that made elementwise layers 3-9x slower and a whole float32 step 30%
-    slower at 256x256.  While any run is active, large blocks come from the
-    heap and freed memory stays for reuse; the defaults come back (and the
-    heap is trimmed) when the last run ends.  Linux/glibc only; elsewhere a
-    no-op.
+    slower at 256x256.  While any run is computing (:meth:`on`), large blocks
+    come from the heap and freed memory stays for reuse; the defaults come
+    back, and the heap is trimmed, when the last run goes :meth:`off`.  A run
+    goes off at every event it hands out, so a run left suspended (a loop
+    broken out of, a GUI waiting) never holds the process in this mode.
+    Linux/glibc only; elsewhere a no-op.
     """
-    global _allocator_users
-    libc = _glibc() if device.type == "cpu" else None
-    if libc is None:
-        yield False
-        return
-    with _allocator_lock:
-        if _allocator_users == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)
-            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-            libc.mallopt(_M_TOP_PAD, 64 * 2**20)
-        _allocator_users += 1
-    try:
-        yield True
-    finally:
+
+    def __init__(self, device: torch.device):
+        self.libc = _glibc() if device.type == "cpu" else None
+        self.active = False
+
+    @property
+    def available(self) -> bool:
+        return self.libc is not None
+
+    def on(self) -> None:
+        global _allocator_users
+        if self.libc is None or self.active:
+            return
+        with _allocator_lock:
+            if _allocator_users == 0:
+                self.libc.mallopt(_M_MMAP_MAX, 0)
+                self.libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+                self.libc.mallopt(_M_TOP_PAD, 64 * 2**20)
+            _allocator_users += 1
+            self.active = True
+
+    def off(self) -> None:
+        global _allocator_users
+        if not self.active:
+            return
         with _allocator_lock:
             _allocator_users -= 1
+            self.active = False
             if _allocator_users == 0:
                 for param, value in _DEFAULTS.items():
-                    libc.mallopt(param, value)
-                libc.malloc_trim(0)
+                    self.libc.mallopt(param, value)
+                self.libc.malloc_trim(0)

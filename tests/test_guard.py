@@ -1,0 +1,140 @@
+"""The destabilisation guard never hands back something worse than its last good check.
+
+Issue 9, item 1: before, restoring the weights left Adam's moments NaN (the next
+step poisoned them again), a blow-up before the first check became the baseline, a
+fall split over two checks was missed, and a fall at the very end was the answer.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from src_core import DIPError, DIPRun, Finished, Progress, Recovery
+from src_core.engine import _Guard, _Members, _psnr_from_mse
+
+
+def _run(run, at=None, wreck=None):
+    """Run to the end, calling ``wreck(network)`` at the progress event of iteration ``at``."""
+    events = []
+    for event in run:
+        events.append(event)
+        if at is not None and isinstance(event, Progress) and event.iteration == at:
+            with torch.no_grad():
+                wreck(run.network)
+    return events
+
+
+def _nan(network):
+    for p in network.parameters():
+        p.fill_(float("nan"))
+
+
+def _blow_up(network):
+    for p in network.parameters():
+        p.mul_(-40.0).add_(torch.randn_like(p) * 10)
+
+
+def _fits(events):
+    return {e.iteration: e.fit_psnr[0] if isinstance(e.fit_psnr, list) else e.fit_psnr
+            for e in events if isinstance(e, Progress) and e.fit_psnr is not None}
+
+
+def test_nan_weights_are_recovered_with_the_optimiser_state(tiny, small_image):
+    run = DIPRun(small_image[None], None, tiny(iterations=40, guard_every=5, report_every=5, sigma_p=0.0))
+    events = _run(run, at=20, wreck=_nan)
+    recoveries = [e for e in events if isinstance(e, Recovery)]
+    assert [r.iteration for r in recoveries] == [25]          # one fall, not a fall at every check after
+    assert math.isnan(recoveries[0].fit_psnr) or not math.isfinite(recoveries[0].fit_psnr)
+    fits = _fits(events)
+    assert all(math.isfinite(fits[it]) for it in (30, 35, 40))  # Adam's moments were put back too
+    assert fits[40] > fits[20] - 1.0
+    final = events[-1]
+    assert isinstance(final, Finished) and np.isfinite(final.output).all()
+
+
+def test_nan_before_the_first_check_goes_back_to_the_start(tiny, small_image):
+    run = DIPRun(small_image[None], None, tiny(iterations=30, guard_every=10, report_every=1, sigma_p=0.0))
+    events = _run(run, at=2, wreck=_nan)
+    assert [e.iteration for e in events if isinstance(e, Recovery)] == [10]
+    assert np.isfinite(events[-1].output).all()
+    assert math.isfinite(_fits(events)[30])
+
+
+def test_a_fall_spread_over_two_checks_is_caught():
+    """39.7 -> 36.1 -> 32.5 dB: each step is under the 5 dB drop, the sum is not."""
+    from conftest import tiny_config
+
+    cfg = tiny_config(guard_drop_db=5.0)
+    members = _Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
+    guard = _Guard(cfg, members, [1.0])
+    optimizer = torch.optim.Adam(members.params, lr=0.01)
+    out = torch.rand(1, 1, 8, 8)
+    guard.start(out)
+    loss_log = torch.tensor([[10 ** (-1.0)]])  # 10 dB at iteration 1
+
+    def check(it, fit_db):
+        loss = torch.tensor([10 ** (-fit_db / 10)])
+        return guard.check(it, loss, optimizer, None, lambda: out, loss_log, out.clone())
+
+    assert check(50, 39.7) == []
+    assert check(100, 36.1) == []      # 3.6 dB below: within the drop
+    fallen = check(150, 32.5)          # 7.2 dB below the best
+    assert [(i, round(best, 1)) for i, _, best in fallen] == [(0, 39.7)]
+
+
+def test_a_blow_up_before_the_first_check_is_not_the_baseline():
+    from conftest import tiny_config
+
+    cfg = tiny_config()
+    members = _Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
+    guard = _Guard(cfg, members, [1.0])
+    optimizer = torch.optim.Adam(members.params, lr=0.01)
+    out = torch.rand(1, 1, 8, 8)
+    guard.start(out)
+    loss_log = torch.tensor([[10 ** (-1.2)]])  # 12 dB at iteration 1
+    fallen = guard.check(50, torch.tensor([10 ** (-0.3)]), optimizer, None, lambda: out, loss_log, out.clone())
+    assert [i for i, _, _ in fallen] == [0]   # 3 dB at the first check: a 9 dB fall from the start
+
+
+def test_a_blow_up_after_the_last_check_is_not_the_answer(tiny, small_image):
+    run = DIPRun(small_image[None], None, tiny(iterations=23, guard_every=5, report_every=1,
+                                               snapshot_every=5, sigma_p=0.0))
+    events = _run(run, at=21, wreck=_blow_up)
+    final = events[-1]
+    good = next(e for e in events if isinstance(e, Progress) and e.iteration == 20)
+    assert final.history.answer_iteration == 20
+    assert any("fell at the end" in n for n in final.history.notes)
+    fits = _fits(events)
+    assert fits[23] < fits[20] - 5                          # the last iterate did fall
+    # the answer is the output of the last good check, not the wrecked last iterate
+    np.testing.assert_allclose(final.output, good.output, atol=1e-6)
+
+
+def test_a_recovery_at_the_last_iteration_returns_the_good_estimate(tiny, small_image):
+    cfg = tiny(iterations=25, guard_every=5, report_every=5, snapshot_every=5, sigma_p=0.0)
+    run = DIPRun(small_image[None], None, cfg)
+    events = _run(run, at=20, wreck=_blow_up)
+    assert [e.iteration for e in events if isinstance(e, Recovery)] == [25]
+    at20 = next(e for e in events if isinstance(e, Progress) and e.iteration == 20)
+    np.testing.assert_allclose(events[-1].output, at20.output, atol=1e-6)
+
+
+def test_a_learning_rate_that_always_diverges_is_refused_with_advice(tiny, small_image):
+    run = DIPRun(small_image[None], None, tiny(iterations=200, guard_every=5, lr=10.0, sigma_p=0.0))
+    events = []
+    with pytest.raises(DIPError, match="lr=10 is too high"):
+        for event in run:
+            events.append(event)
+    assert len([e for e in events if isinstance(e, Recovery)]) == _Guard.MAX_FALLS
+
+
+def test_without_the_guard_a_non_finite_output_is_an_error_not_zeros(tiny, small_image):
+    run = DIPRun(small_image[None], None, tiny(iterations=12, guard=False, report_every=5, sigma_p=0.0))
+    with pytest.raises(DIPError, match="diverged.*not finite"):
+        _run(run, at=5, wreck=_nan)
+
+
+def test_psnr_of_a_nan_loss_is_not_a_number():
+    assert not math.isfinite(_psnr_from_mse(float("nan")))
