@@ -139,6 +139,11 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
                        "and choose it as the image to restore.")
     if task not in TASKS:
         raise DIPError(f"task must be one of {TASKS} (got {task!r}).")
+    for layer, what in ((image_layer, "image"), (reference_layer, "reference")):
+        kind = type(layer).__name__
+        if layer is not None and kind != "Image":
+            raise DIPError(f"the {what} '{getattr(layer, 'name', layer)}' is a {kind} layer; choose an "
+                           f"Image layer as the {what}.")
     source = _layer_source(image_layer)
     data = _plain_data(image_layer, "image")
     shape = tuple(np.shape(data))
@@ -226,23 +231,7 @@ def prepare(captured: Captured) -> src_core.Problem:
 
 def fits_image(config: RunConfig, plane: tuple) -> str | None:
     """A warning when the network cannot take an image of this (H, W), else None."""
-    need = config.network.min_size()
-    if min(plane) >= need:
-        return None
-    scales = config.network.scales
-    best = 0
-    for s in range(scales - 1, 0, -1):
-        try:
-            if min(plane) >= config.replace(scales=s).network.min_size():
-                best = s
-                break
-        except DIPError:  # per-scale lists of another length; fall back to the plain count
-            if min(plane) >= 2 ** (s + 1):
-                best = s
-                break
-    advice = f"use at most {best} scales" if best else "the image is too small for this network"
-    return (f"{scales} scales need at least {need} px per side; the image is "
-            f"{plane[0]}x{plane[1]}: {advice}.")
+    return config.network.size_problem(*plane)
 
 
 def image_plane(layer) -> tuple:

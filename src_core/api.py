@@ -16,8 +16,11 @@ The answer is worth having at every budget (docs/results/quality): with no
 preset, the preset fits the device (the paper's GPU-sized settings would
 take hours on a CPU); observed pixels are kept; a few observed pixels are
 held out of the fit to measure quality without ground truth, which picks the
-best iterate and, for inpainting, blends DIP with the instant classical fill
-(biharmonic) by the weight that fits the held-out pixels best.  ``validate=0,
+best iterate and blends DIP with the instant classical answer (biharmonic
+for inpainting, non-local means for denoising) by the weight that fits the
+held-out pixels best.  For denoising the held-out pixels are noisy, but their
+noise is independent of both estimates there (neither method saw them), so
+their squared error is the true one plus the noise variance: the same choice.  ``validate=0,
 classical=None, keep_observed=False`` is the paper's raw protocol.
 """
 
@@ -55,8 +58,14 @@ def make_config(task: str = "inpaint", preset_name: str | None = None,
         raise DIPError(f"task must be one of {TASKS} (got {task!r}).")
     if config is not None and preset_name is not None:
         raise DIPError("give either a preset or a config, not both.")
+    if isinstance(config, dict):  # e.g. the "config" of a saved history
+        config = RunConfig.from_dict(config)
+    if config is not None and not isinstance(config, RunConfig):
+        raise DIPError(f"config must be a RunConfig or a dict of settings (got {type(config).__name__}).")
     if config is not None:
         return config.replace(**overrides).validate()
+    if preset_name is not None and not isinstance(preset_name, str):
+        raise DIPError(f"preset must be a preset name (got {preset_name!r}); see src_core.preset_names().")
     if preset_name is None:
         device = resolve_device(overrides.get("device", "auto"))
         preset_name, task_settings = default_preset(task, device.type)
@@ -92,22 +101,21 @@ class Problem:
 
     @property
     def blends(self) -> bool:
-        """Inpainting with held-out pixels: DIP is blended with the classical fill."""
-        return (self.held_out is not None and self.classical in ("biharmonic", "tv")
-                and self.task != "denoise")
+        """With held-out pixels, DIP is blended with the classical answer."""
+        return self.held_out is not None and self.classical is not None
 
     def fitted_mask(self, index: int) -> np.ndarray:
         mask = self.masks[index]
         return mask if self.held_out is None else mask & ~self.held_out[index]
 
-    def run(self, index: int = 0) -> DIPRun:
+    def run(self, index: int = 0, stop=None) -> DIPRun:
         ref = None if self.references is None else self.references[index]
         mask = self.fitted_mask(index)
         if not mask.any():
             raise DIPError(f"slice {index} has no observed pixel; nothing to fit there.")
         held = None if self.held_out is None else self.held_out[index]
         return DIPRun(self.images[index], mask, self.config, ref, validation=held,
-                      keep_observed=self.keep_observed)
+                      keep_observed=self.keep_observed, stop=stop)
 
     def estimate(self) -> dict:
         """Time the whole run will take here, from the network's cost (before any work)."""
@@ -224,8 +232,8 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     fraction of observed pixels held out of the fit to measure quality
     without ground truth (0 = off).  ``classical`` ("auto": biharmonic for
     inpainting, non-local means for denoising; or "tv", "tv-denoise", None):
-    the instant classical answer, reported beside DIP's and, for inpainting
-    with held-out pixels, blended with it.
+    the instant classical answer, reported beside DIP's and, with held-out
+    pixels, blended with it.
     """
     cfg = make_config(task, preset, config, **overrides)
     resolve_device(cfg.device)
@@ -269,6 +277,12 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     if not masks.any():
         raise DIPError("the mask has no observed pixel (True = observed, False = missing); "
                        "nothing to fit. Check that the mask is not inverted.")
+    empty = [i for i in range(len(masks)) if not masks[i].any()]
+    if empty:  # every slice is checked before the first one runs
+        raise DIPError(f"slice{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty[:10]))} of "
+                       f"{len(masks)} {'have' if len(empty) > 1 else 'has'} no observed pixel (fully "
+                       "masked or all NaN); nothing to fit there. Fix the mask, or restore the other "
+                       "slices on their own.")
     images *= masks  # missing pixels carry no information; zero them for display and loss
 
     references = None
@@ -277,18 +291,20 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
         if reference.shape != image.shape:
             raise DIPError(f"reference shape {reference.shape} does not match image shape "
                            f"{image.shape}; give the clean version of the same image.")
-        references = layout.to_nchw(scaling.to_unit(reference)).copy()
+        # a reference of another dtype is scaled by its own meaning (a float [0, 1] reference
+        # for a uint8 image is not divided by 255), one of the same dtype like the image
+        ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
+        references = layout.to_nchw(ref_scaling.to_unit(reference)).copy()
         if not np.isfinite(references).all():
+            if task == "random" and reference is image:
+                raise DIPError("task 'random' measures PSNR against the image itself, so the image "
+                               "must be clean, but it has NaN or inf values; restore it with "
+                               "task='inpaint' and a mask of its finite pixels instead.")
             raise DIPError("the reference has non-finite values; a reference must be clean.")
         references = np.clip(references, 0.0, 1.0)
 
-    need = cfg.network.min_size()
     h, w = layout.spatial_shape
-    if min(h, w) < need:
-        raise DIPError(
-            f"image of {h}x{w} pixels is too small for a {cfg.network.scales}-scale network "
-            f"(it needs at least {need} pixels per side); use fewer scales."
-        )
+    cfg.network.check_fits(h, w)
     if keep_observed is None:
         keep_observed = task != "denoise"
     if classical == "auto":
@@ -314,7 +330,7 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
                       validate=float(validate) if held_out is not None else 0.0)
     if problem.blends:
-        notes.append(f"blend: DIP and the {classical} fill mixed by the weight that best fits the "
+        notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
                      "held-out pixels")
     return problem
 
@@ -373,6 +389,7 @@ class RestoreResult:
     classical: np.ndarray | None = None   # the classical method's answer, in the user's form
     keep_observed: bool = False
     validate: float = 0.0
+    stopped: bool = False               # stopped early on request: a partial answer
 
     @property
     def history(self) -> History:
@@ -381,6 +398,7 @@ class RestoreResult:
 
     def to_dict(self) -> dict:
         return {"task": self.task, "config": self.config.to_dict(), "notes": self.notes,
+                "stopped": self.stopped,
                 "answer": {"keep_observed": self.keep_observed, "validate": self.validate,
                            "classical": self.histories[0].summary.get("classical_method")},
                 "slices": [h.to_dict() for h in self.histories]}
@@ -390,7 +408,7 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
             mask_seed: int = 0, channel_axis="auto", preset: str | None = None,
             config: RunConfig | None = None, keep_observed: bool | None = None,
             validate: float | None = None, classical: str | None = "auto", callback=None,
-            **overrides) -> RestoreResult:
+            stop=None, **overrides) -> RestoreResult:
     """Restore an image with Deep Image Prior; returns the result and its history.
 
     ``image``: (Y, X), (Y, X, C) or a stack (Z/T, Y, X[, C]); uint8, uint16 or
@@ -400,6 +418,9 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     for the task on a GPU); any RunConfig or NetworkConfig field can be
     overridden by keyword.  ``keep_observed``, ``validate`` and ``classical``:
     see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
+    ``stop`` (a ``threading.Event``): once set, the current slice finishes
+    after its current iteration with its partial answer, later slices are
+    not run (they keep the input), and ``result.stopped`` is True.
 
     >>> import numpy as np, src_core
     >>> img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
@@ -414,7 +435,12 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     outputs = np.empty_like(problem.images)
     histories = []
     for index in range(problem.slices):
-        run = problem.run(index)
+        if index > 0 and stop is not None and stop.is_set():
+            problem.notes.append(f"stopped before slice {index}: slices {index}.."
+                                 f"{problem.slices - 1} are the input, not restored")
+            outputs[index:] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[index:]
+            break
+        run = problem.run(index, stop=stop)
         finished = None
         try:
             for event in run:
@@ -431,6 +457,9 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     if problem.classical is not None:
         classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
                                                      for i in range(problem.slices)]))
+    stopped = len(histories) < problem.slices or any(h.timings.get("stopped_by_user") and
+                                                     h.timings.get("iterations", 0) < problem.config.iterations
+                                                     for h in histories)
     return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, histories,
                          problem.config, task, problem.notes, classical_images, problem.keep_observed,
-                         problem.validate)
+                         problem.validate, stopped)

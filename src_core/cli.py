@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import numpy as np
 
 from .config import PRESETS, RunConfig
 from .errors import DIPError
+from .io import check_writable
 
 
 def _parse_value(text: str):
@@ -35,8 +40,8 @@ def _parse_value(text: str):
         return lowered == "true"
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text  # the configuration's checks then say what the setting takes
 
 
 def _overrides(args) -> dict:
@@ -105,6 +110,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="'auto', 'none' or an axis number (default auto: last axis of size 3 or 4)")
     p.add_argument("-o", "--output-dir", type=Path, default=Path("dip_output"))
     p.add_argument("--name", help="file name stem of the outputs (default: the input's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist already (inputs are never overwritten)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -181,17 +188,24 @@ def _channel_axis(text):
 
 
 def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
-             suffix: str = ".png", quiet: bool = False, **kwargs):
-    """Restore, write the outputs, print where they are; returns the RestoreResult."""
-    from .api import prepare, restore
-    from .io import write_image
-    from .plots import history_curves, history_marks, plot_psnr_curves
+             suffix: str = ".png", quiet: bool = False, inputs=(), overwrite: bool = False, **kwargs):
+    """Restore, write the outputs, print where they are; returns the RestoreResult.
 
+    Every check runs before the optimisation: the settings, the output folder
+    (a probe file is written), and the output names (never one of ``inputs``;
+    an existing file only with ``overwrite``).  The first Ctrl-C stops after
+    the current iteration and writes the partial result under ``*_partial_*``
+    names (a second Ctrl-C aborts).  Every file is written atomically.
+    """
+    from .api import prepare, restore
     from .speed import LONG_RUN_S, describe_estimate
 
     problem = prepare(image, mask, task=task, reference=reference, **kwargs)
     cfg = problem.config
-    output_dir = check_output_dir(output_dir)
+    plots = reference is not None or task == "random"
+    planned = output_paths(output_dir, name, suffix, problem.classical is not None, plots)
+    check_outputs(planned.values(), inputs, overwrite)
+    check_writable(output_dir)
     estimate = problem.estimate()
     print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
     if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):
@@ -199,6 +213,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
               "on a CPU) or fewer --iterations take minutes", file=sys.stderr, flush=True)
     label = f"DIP {task} ({cfg.preset}, {estimate['device']})"
     bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
+
     def callback(event, index):
         if event.kind == "progress":
             event_copy = type(event)(**{**event.__dict__, "iteration": index * cfg.iterations + event.iteration})
@@ -207,29 +222,20 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
             bar(event)
 
     t0 = time.perf_counter()
+    stop = threading.Event()
     try:
-        result = restore(image, mask, task=task, reference=reference, callback=callback, **kwargs)
+        with _first_interrupt_stops(stop, bar):
+            result = restore(image, mask, task=task, reference=reference, callback=callback, stop=stop,
+                             **kwargs)
     finally:
         bar.close()
     wall = time.perf_counter() - t0
-
-    written = {
-        "restored": write_image(output_dir / f"{name}_restored{suffix}", result.image),
-        "corrupted": write_image(output_dir / f"{name}_corrupted{suffix}", result.corrupted),
-    }
-    if result.classical is not None:
-        written["classical"] = write_image(output_dir / f"{name}_classical{suffix}", result.classical)
-    record = result.to_dict()
-    record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
-    record["wall_s"] = wall
-    history_path = output_dir / f"{name}_history.json"
-    history_path.write_text(json.dumps(record, indent=1, default=_json_default))
-    written["history"] = history_path
-    if reference is not None or task == "random":
-        h = result.history
-        written["psnr_curve"] = plot_psnr_curves(
-            history_curves(h), output_dir / f"{name}_psnr.png",
-            title=f"{name}: DIP {task}, preset {cfg.preset}", marks=history_marks(h))
+    if result.stopped:
+        planned = _free_names(output_paths(output_dir, f"{name}_partial", suffix,
+                                           problem.classical is not None, plots), inputs)
+        print(f"dip: stopped after {result.history.timings['iterations']} iterations; writing the "
+              "partial result", file=sys.stderr)
+    written = write_outputs(result, planned, task, name, wall)
     print(f"done in {wall:.1f} s ({result.history.timings['s_per_iteration']:.3f} s/iteration on "
           f"{result.history.device})")
     for line in summary_lines(result):
@@ -237,6 +243,95 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     for kind, path in written.items():
         print(f"  {kind:10s} {path}")
     return result, written
+
+
+def output_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool) -> dict:
+    """Every file a task run writes, by kind, decided before the run."""
+    out = {"restored": output_dir / f"{name}_restored{suffix}",
+           "corrupted": output_dir / f"{name}_corrupted{suffix}"}
+    if classical:
+        out["classical"] = output_dir / f"{name}_classical{suffix}"
+    out["history"] = output_dir / f"{name}_history.json"
+    if plots:
+        out["psnr_curve"] = output_dir / f"{name}_psnr.png"
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or (Path(a).exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(paths, inputs, overwrite: bool) -> None:
+    """Refuse to write over an input, ever, and over an existing output unless asked to."""
+    inputs = [Path(p) for p in inputs if p is not None]
+    for path in paths:
+        for given in inputs:
+            if _same_file(path, given):
+                raise DIPError(f"the output {path} would overwrite your input {given}; choose another "
+                               "--name or -o.")
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise DIPError(f"{len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
+                       f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, or "
+                       "choose another --name or -o.")
+
+
+def _free_names(planned: dict, inputs) -> dict:
+    """``planned`` as is, or with the first -2, -3, ... suffix under which nothing exists."""
+    for n in range(1, 1000):
+        paths = {k: (p if n == 1 else p.with_name(p.name.replace("_partial", f"_partial-{n}", 1)))
+                 for k, p in planned.items()}
+        if not any(p.exists() for p in paths.values()) and not any(
+                _same_file(p, i) for p in paths.values() for i in inputs if i is not None):
+            return paths
+    raise DIPError("no free name for the partial result; clean the output folder.")
+
+
+@contextlib.contextmanager
+def _first_interrupt_stops(stop: threading.Event, bar):
+    """The first Ctrl-C sets ``stop`` (the run ends after its current step); the second aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if stop.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        stop.set()
+        bar.bar.write("dip: stopping after this iteration to write the partial result "
+                      "(Ctrl-C again to abort without it)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def write_outputs(result, planned: dict, task: str, name: str, wall: float) -> dict:
+    """Write the images, the history and the PSNR plot (each atomically); return kind -> path."""
+    from .io import write_image, write_text
+    from .plots import history_curves, history_marks, plot_psnr_curves
+
+    written = {"restored": write_image(planned["restored"], result.image),
+               "corrupted": write_image(planned["corrupted"], result.corrupted)}
+    if "classical" in planned and result.classical is not None:
+        written["classical"] = write_image(planned["classical"], result.classical)
+    record = result.to_dict()
+    record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
+    record["wall_s"] = wall
+    written["history"] = write_text(planned["history"], json.dumps(record, indent=1, default=_json_default))
+    if "psnr_curve" in planned:
+        h = result.history
+        written["psnr_curve"] = plot_psnr_curves(
+            history_curves(h), planned["psnr_curve"],
+            title=f"{name}: DIP {task}, preset {result.config.preset}", marks=history_marks(h))
+    return written
 
 
 def summary_lines(result) -> list[str]:
@@ -265,20 +360,6 @@ def summary_lines(result) -> list[str]:
     return lines
 
 
-def check_output_dir(path: Path) -> Path:
-    """Create the output folder and check it is writable before any heavy work."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DIPError(f"cannot create the output folder {path}: {exc.strerror}; choose another "
-                       "with -o.") from None
-    import os
-
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DIPError(f"the output folder {path} is not writable; choose another with -o.")
-    return path
-
-
 def _json_default(obj):
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
@@ -304,7 +385,7 @@ def cmd_demo(args) -> int:
     name = "kate"
     result, written = run_task("inpaint", image, mask=mask, reference=image, output_dir=args.output_dir,
                                name=name, quiet=args.quiet, preset="text" if args.full_size else "cpu",
-                               report_every=25, **overrides)
+                               report_every=25, overwrite=True, **overrides)  # its own demo files
     s = result.history.summary
     panel = plot_panel(
         [result.corrupted, result.classical, result.image, image],
@@ -338,7 +419,11 @@ def cmd_task(args) -> int:
     from .masks import load_mask
 
     image = read_image(args.image)
-    mask = load_mask(args.mask, args.mask_observed) if args.command == "inpaint" else None
+    mask_notes = []
+    mask = load_mask(args.mask, args.mask_observed, mask_notes) if args.command == "inpaint" else None
+    if not args.quiet:
+        for note in mask_notes:
+            print(f"mask {args.mask.name}: {note}")
     reference = read_image(args.reference) if args.reference else None
     kwargs = dict(channel_axis=_channel_axis(args.channel_axis), keep_observed=args.keep_observed,
                   validate=args.validate, classical=None if args.classical == "none" else args.classical,
@@ -346,16 +431,16 @@ def cmd_task(args) -> int:
     if args.config:
         if args.preset:
             raise DIPError("give either --preset or --config, not both.")
-        text = args.config.read_text()
-        data = json.loads(text)
-        kwargs["config"] = RunConfig.from_dict(data.get("config", data))
+        kwargs["config"] = RunConfig.load(args.config)
     elif args.preset:
         kwargs["preset"] = args.preset
     if args.command == "random":
         kwargs.update(missing_fraction=args.fraction, mask_seed=args.mask_seed)
     suffix = args.image.suffix.lower() if args.image.suffix.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
     run_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
-             name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet, **kwargs)
+             name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
+             inputs=(args.image, args.mask if args.command == "inpaint" else None, args.reference,
+                     args.config), overwrite=args.overwrite, **kwargs)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import DIPError
@@ -78,28 +79,31 @@ class RunConfig:
             )
         if self.optimizer not in OPTIMIZERS:
             raise DIPError(f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r}).")
-        _positive("lr", self.lr)
-        _positive("input_scale", self.input_scale)
-        _whole("iterations", self.iterations, 1)
+        _number("lr", self.lr, 0, MAX_LR, low_open=True)
+        _number("input_scale", self.input_scale, 0, MAX_INPUT_SCALE, low_open=True)
+        _number("sigma_p", self.sigma_p, 0, MAX_SIGMA_P)
+        _number("guard_drop_db", self.guard_drop_db, 0, 100, low_open=True)
+        _number("ema", self.ema, 0, 1, high_open=True)
+        _whole("iterations", self.iterations, 1, MAX_ITERATIONS)
         _whole("report_every", self.report_every, 1)
         _whole("snapshot_every", self.snapshot_every, 0)
         _whole("guard_every", self.guard_every, 1)
-        _whole("es_window", self.es_window, 2)
+        _whole("es_window", self.es_window, 2, MAX_ITERATIONS)
         _whole("es_patience", self.es_patience, 1)
         _whole("lbfgs_warmup", self.lbfgs_warmup, 0)
-        _whole("seed", self.seed, 0)
-        if not (self.sigma_p >= 0):
-            raise DIPError(f"sigma_p must be >= 0 (got {self.sigma_p}).")
-        if not (self.guard_drop_db > 0):
-            raise DIPError(f"guard_drop_db must be > 0 (got {self.guard_drop_db}).")
+        _whole("seed", self.seed, 0, MAX_SEED)
+        for name in ("guard", "early_stop", "compute_ssim"):
+            if not isinstance(getattr(self, name), bool):
+                raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
+        for name in ("device", "preset"):
+            if not isinstance(getattr(self, name), str):
+                raise DIPError(f"{name} must be a string (got {getattr(self, name)!r}).")
         from .speed import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS
 
         for name, allowed in (("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
                               ("compile", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise DIPError(f"{name} must be one of {allowed} (got {getattr(self, name)!r}).")
-        if not (0 <= self.ema < 1):
-            raise DIPError(f"ema must be in [0, 1) (got {self.ema}); use 0 to switch it off.")
         return self
 
     def to_dict(self) -> dict:
@@ -110,19 +114,43 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """A validated configuration from a dict such as a saved ``config.json``."""
+        if not isinstance(data, dict):
+            raise DIPError(f"a configuration is a JSON object of settings (got {type(data).__name__}); "
+                           "see any saved config.json for the form.")
         data = dict(data)
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise DIPError(f"unknown configuration fields {sorted(unknown)}.")
-        net = data.pop("network", {}) or {}
+            raise DIPError(f"unknown configuration fields {sorted(map(str, unknown))}.")
+        net = data.pop("network", None)
+        if net is None:
+            net = {}
+        if not isinstance(net, dict):
+            raise DIPError(f"'network' must be an object of network settings (got {net!r:.80}).")
         net_unknown = set(net) - {f.name for f in fields(NetworkConfig)}
         if net_unknown:
-            raise DIPError(f"unknown network fields {sorted(net_unknown)}.")
-        return cls(network=NetworkConfig(**net), **data)
+            raise DIPError(f"unknown network fields {sorted(map(str, net_unknown))}.")
+        return cls(network=NetworkConfig(**net), **data).validate()
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text) -> "RunConfig":
+        return cls.from_dict(_parse_json(text))
+
+    @classmethod
+    def load(cls, path) -> "RunConfig":
+        """Read a ``config.json`` (or a history JSON, whose ``config`` is used), with a clear
+        error for a missing, unreadable or malformed file."""
+        try:
+            raw = open(path, "rb").read()
+        except OSError as exc:
+            raise DIPError(f"cannot read the configuration {str(path)!r}: {exc.strerror or exc}.") from None
+        try:
+            data = _parse_json(raw)
+            if isinstance(data, dict) and isinstance(data.get("config"), dict):
+                data = data["config"]
+            return cls.from_dict(data)
+        except DIPError as exc:
+            raise DIPError(f"{path}: {exc}") from None
 
     def replace(self, **overrides) -> "RunConfig":
         """A copy with fields overridden; network fields may be given flat or dotted."""
@@ -145,14 +173,48 @@ class RunConfig:
         return new
 
 
-def _positive(name, value):
-    if not isinstance(value, (int, float)) or not (value > 0):
-        raise DIPError(f"{name} must be a positive number (got {value!r}).")
+def _parse_json(text):
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DIPError("the configuration is not UTF-8 text; give a JSON file such as a "
+                           "saved config.json.") from None
+    if not isinstance(text, str) or not text.strip():
+        raise DIPError("the configuration is empty; give a JSON object such as a saved config.json.")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DIPError(f"the configuration is not valid JSON ({str(exc)[:120]}).") from None
 
 
-def _whole(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DIPError(f"{name} must be a whole number >= {minimum} (got {value!r}).")
+# Bounds far beyond any useful run, so that a typo or an overflow fails here, before any
+# network is built, instead of as zeros or NaN after the run (lr=1e308 gave an all-zero image).
+MAX_LR = 10.0
+MAX_INPUT_SCALE = 100.0
+MAX_SIGMA_P = 10.0
+MAX_ITERATIONS = 10_000_000
+MAX_SEED = 2 ** 63 - 2 ** 20  # torch generators take < 2**64; members add small offsets
+
+
+def _number(name, value, low, high, low_open=False, high_open=False):
+    """A finite real number in [low, high] (bounds excluded where asked); never a bool or string."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+    if not ok:
+        if name == "lr" or (low == 0 and low_open):
+            kind = f"a positive number up to {high:g}"
+        else:
+            kind = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        hint = "; use 0 to switch it off" if name == "ema" else ""
+        raise DIPError(f"{name} must be {kind} (got {value!r}){hint}.")
+
+
+def _whole(name, value, minimum, maximum=None):
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        upper = "" if maximum is None else f" and <= {maximum:,}"
+        raise DIPError(f"{name} must be a whole number >= {minimum}{upper} (got {value!r}).")
 
 
 def _standard(**net) -> NetworkConfig:

@@ -8,6 +8,7 @@ range.  Inputs are never modified: every conversion makes a new array.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,9 @@ class Scaling:
         lo, hi = float(finite.min()), float(finite.max())
         if dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
             return cls(0.0, 1.0, dtype.str)
+        if not math.isfinite(hi - lo):
+            raise DIPError(f"the image's values run from {lo:.3g} to {hi:.3g}, a range float64 cannot "
+                           "hold; divide the data by a constant first.")
         return cls(lo, (hi - lo) if hi > lo else 1.0, dtype.str)
 
     def to_unit(self, data: np.ndarray) -> np.ndarray:
@@ -54,7 +58,10 @@ class Scaling:
         values = np.asarray(unit, dtype=np.float64) * self.scale + self.offset
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
-            return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+            # float64 rounds the maximum of (u)int64 up to 2**63 (2**64), which would wrap to
+            # the minimum: clip to the largest float64 that still fits the type
+            top = float(info.max) if float(info.max) <= info.max else np.nextafter(float(info.max), 0)
+            return np.clip(np.rint(values), float(info.min), top).astype(dtype)
         if dtype.kind == "b":
             return values >= 0.5
         return values.astype(dtype)
@@ -78,11 +85,15 @@ class Layout:
         ndim = len(shape)
         if ndim < 2:
             raise DIPError(f"an image needs at least 2 dimensions (Y, X); got shape {shape}.")
+        if any(s == 0 for s in shape):
+            raise DIPError(f"the image is empty (shape {shape}); give an array with pixels.")
         if channel_axis == "auto":
             if ndim == 2:
                 channel_axis = None
             elif shape[-1] in (3, 4) and ndim in (3, 4):
                 channel_axis = ndim - 1
+            elif ndim == 3 and shape[-1] in (1, 2) and min(shape[:2]) > 4:
+                channel_axis = 2  # (Y, X, 1) or grey + alpha, not a stack of one-pixel-wide images
             elif ndim == 3:
                 channel_axis = None
             else:
@@ -91,6 +102,9 @@ class Layout:
                     "pass channel_axis (an axis number, or None for no channels)."
                 )
         elif channel_axis is not None:
+            if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+                raise DIPError(f"channel_axis must be an axis number, None or 'auto' (got {channel_axis!r}).")
+            channel_axis = int(channel_axis)
             if not -ndim <= channel_axis < ndim:
                 raise DIPError(f"channel_axis {channel_axis} is outside an image of shape {shape}.")
             channel_axis %= ndim

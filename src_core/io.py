@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +26,77 @@ def read_image(path) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except Exception as exc:  # the reader libraries raise many types
-        raise DIPError(f"could not read image {path}: {exc}") from None
+        reason = str(exc).split("\n")[0][:160]
+        if "plugin" in reason.lower() or "backend" in reason.lower() or "format" in reason.lower():
+            reason = "its content is not a format that can be read as an image"
+        raise DIPError(f"could not read {path} as an image ({reason}); give a PNG, JPEG or TIFF "
+                       "file, or a .npy array.") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    A crash, a full disk or Ctrl-C leaves either the old file or the new
+    one, never a truncated file; the temporary file is removed on failure.
+    The temporary name keeps the suffix, so writers that infer the format
+    from it (imageio, matplotlib) still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, text: str) -> Path:
+    """Write a text file atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_image(path, image: np.ndarray) -> Path:
-    """Write an image; float data in [0, 1] is stored as 8-bit for PNG/JPEG."""
+    """Write an image atomically; float data in [0, 1] is stored as 8-bit for PNG/JPEG."""
     import imageio.v3 as iio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(image)
-    if path.suffix.lower() == ".npy":
-        np.save(path, data)
-        return path
     if path.suffix.lower() in (".png", ".jpg", ".jpeg") and data.dtype.kind == "f":
         data = (np.clip(data, 0, 1) * 255 + 0.5).astype(np.uint8)
     if data.dtype == bool:
         data = data.astype(np.uint8) * 255
-    iio.imwrite(path, data)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, data)
+        else:
+            iio.imwrite(tmp, data, extension=path.suffix.lower() or None)
     return path
+
+
+def check_writable(folder) -> Path:
+    """Create ``folder`` and prove it takes a file, before any heavy work.
+
+    A probe file is written and removed: permission bits alone miss
+    read-only mounts, full disks and a root user's view of permissions.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "write-check.tmp") as tmp:
+            tmp.write_bytes(b"0" * 4096)
+        os.unlink(folder / "write-check.tmp")
+    except OSError as exc:
+        raise DIPError(f"cannot write to the output folder {folder}: {exc.strerror or exc}; "
+                       "choose another with -o.") from None
+    return folder
 
 
 def data_path(name: str) -> Path:

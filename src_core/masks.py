@@ -21,9 +21,12 @@ def bernoulli_mask(shape: Sequence[int], missing_fraction: float = 0.5, seed: in
     >>> m.dtype, round(float(1 - m.mean()), 1)
     (dtype('bool'), 0.5)
     """
-    if not (0 <= missing_fraction < 1):
-        raise DIPError(f"missing_fraction must be in [0, 1) (got {missing_fraction}).")
-    rng = np.random.default_rng(seed)
+    if (isinstance(missing_fraction, bool) or not isinstance(missing_fraction, (int, float))
+            or not 0 <= missing_fraction < 1):
+        raise DIPError(f"missing_fraction must be a number in [0, 1) (got {missing_fraction!r}).")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise DIPError(f"the mask seed must be a whole number >= 0 (got {seed!r}).")
+    rng = np.random.default_rng(int(seed))
     return rng.random(tuple(shape)) >= missing_fraction
 
 
@@ -43,8 +46,12 @@ def text_mask(shape: Sequence[int], texts: Iterable[tuple[str, tuple[int, int], 
     canvas = Image.new("L", (w, h), 255)
     draw = ImageDraw.Draw(canvas)
     for text, position, size in texts:
-        font = (ImageFont.truetype(font_path, size) if font_path
-                else ImageFont.load_default(size=size))
+        try:
+            font = (ImageFont.truetype(font_path, size) if font_path
+                    else ImageFont.load_default(size=size))
+        except (OSError, ValueError) as exc:
+            raise DIPError(f"cannot use the font {font_path or 'built in'!r} at size {size!r} "
+                           f"({exc}); give a TrueType (.ttf) file and a positive size.") from None
         draw.text(tuple(position), text, font=font, fill=0)
     return np.asarray(canvas) >= 128
 
@@ -60,16 +67,54 @@ def mask_from_labels(labels: np.ndarray, label: int | None = None) -> np.ndarray
     return labels == 0 if label is None else labels != label
 
 
-def load_mask(path, observed_value: str = "white") -> np.ndarray:
-    """Read a mask image file. ``observed_value='white'``: bright = observed (the DIP files)."""
+def load_mask(path, observed_value: str = "white", notes: list | None = None) -> np.ndarray:
+    """Read a mask image file. ``observed_value='white'``: bright = observed (the DIP files).
+
+    Any common mask file means what it shows: grey (L), grey + alpha (LA),
+    RGB, RGBA, 8- or 16-bit, or 0/1 values.  Colour is reduced to its mean,
+    transparency is composited over white (a stroke painted on a transparent
+    layer is dark on white, as a viewer shows it), and the threshold is the
+    middle of the values actually present, so a 0/1 mask, a 0/255 mask in a
+    16-bit file and JPEG noise inside the holes all come out right.  What
+    was assumed is appended to ``notes`` (a list) when one is given.
+    """
     from .io import read_image
 
+    if observed_value not in ("white", "black"):
+        raise DIPError(f"observed_value must be 'white' or 'black' (got {observed_value!r}).")
     data = read_image(path)
-    if data.ndim == 3:
-        data = data[..., :3].mean(axis=-1)
-    bright = data > (np.iinfo(data.dtype).max / 2 if data.dtype.kind in "iu" else 0.5)
-    if observed_value == "white":
-        return bright
-    if observed_value == "black":
-        return ~bright
-    raise DIPError(f"observed_value must be 'white' or 'black' (got {observed_value!r}).")
+    said = [] if notes is None else notes
+    if data.dtype == bool:
+        bright = data if data.ndim == 2 else data.any(axis=-1)
+        return bright if observed_value == "white" else ~bright
+    if data.dtype.kind not in "iuf" or data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] > 4):
+        raise DIPError(f"{path}: a mask is a 2D grey, grey+alpha, RGB or RGBA image "
+                       f"(got shape {data.shape}, dtype {data.dtype}).")
+    full = float(np.iinfo(data.dtype).max) if data.dtype.kind in "iu" else 1.0
+    values = data.astype(np.float64)
+    if values.ndim == 3:
+        channels = values.shape[-1]
+        colour = values[..., :3 if channels >= 3 else 1].mean(axis=-1)
+        if channels in (2, 4):
+            alpha = np.clip(values[..., -1] / full, 0.0, 1.0)
+            if alpha.min() < 1.0:
+                said.append("transparent pixels were composited over white (as a viewer shows them)")
+            colour = colour * alpha + full * (1.0 - alpha)
+        elif channels == 3 and np.ptp(values, axis=-1).max() > 0.1 * full:
+            said.append("colour mask: the mean of R, G and B was used")
+        values = colour
+    if not np.isfinite(values).all():
+        raise DIPError(f"{path}: the mask has non-finite values (NaN or inf).")
+    low, high = float(values.min()), float(values.max())
+    if high - low > 0:
+        threshold = (low + high) / 2
+        if threshold < 0.25 * full or threshold > 0.75 * full:
+            said.append(f"values run from {low:g} to {high:g}: thresholded at {threshold:g}")
+        between = np.abs(values - threshold) < 0.25 * (high - low)
+        if between.mean() > 0.05:
+            said.append(f"{between.mean():.0%} of the pixels are neither dark nor bright; this "
+                        "looks like an image rather than a mask")
+    else:
+        threshold = full / 2
+    bright = values > threshold
+    return bright if observed_value == "white" else ~bright

@@ -45,9 +45,11 @@ def plot_psnr_curves(curves: dict, path, title: str = "", ylabel: str = "PSNR (d
 def _save(fig, path) -> Path:
     plt = _pyplot()
     fig.tight_layout()
+    from .io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
 

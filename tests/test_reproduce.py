@@ -151,7 +151,7 @@ def test_table1_cli_and_bad_inputs(tmp_path, capsys):
                  "--data-dir", str(data), "--quiet"]) == 2
     assert f"image file not found: {data / 'house.png'}" in capsys.readouterr().err
     (data / "house.png").write_bytes(b"not a png")
-    with pytest.raises(DIPError, match=r"could not read image .*house\.png"):
+    with pytest.raises(DIPError, match=r"could not read .*house\.png as an image"):
         run_table1(tmp_path / "y", preset="tiny", images=["house"], data_dir=data, quiet=True)
     with pytest.raises(DIPError, match="no shipped image 'table1/nosuch.png'"):
         run_table1(tmp_path / "z", preset="tiny", images=["nosuch"], quiet=True)

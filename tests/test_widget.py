@@ -319,7 +319,7 @@ def test_too_many_scales_flagged_before_running(viewer, errors):
     assert "\u26a0" not in widget.check_label.text()  # nothing wrong: only the time estimate
     assert re.match(r"Estimate: about \d+ s \(.* s/it x \d+ it on cpu", widget.check_label.text())
     widget.scales.value = 5
-    assert re.search(r"5 scales need at least \d+ px per side; the image is 32x32",
+    assert re.search(r"32x32 pixels is too small for a 5-scale network \(it needs at least \d+ pixels",
                      widget.check_label.text())
     assert "at most 4 scales" in widget.check_label.text()
     # pressing Run anyway gives the engine's own message

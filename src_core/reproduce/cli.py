@@ -88,7 +88,11 @@ def _overrides(args) -> dict:
 
 
 def _output_dir(args) -> Path:
-    return args.output_dir or Path("dip_output") / "reproduce" / f"{args.reproduce_command}_{args.preset}"
+    """The results folder, proven writable before any unit runs (a probe file is written)."""
+    from ..io import check_writable
+
+    return check_writable(args.output_dir or Path("dip_output") / "reproduce" /
+                          f"{args.reproduce_command}_{args.preset}")
 
 
 def _command(args, extra: list[str]) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DIPError
+from ..io import atomic_path, write_text
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -99,12 +100,7 @@ def clean_json(value, digits: int = 7):
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, text)
 
 
 def write_json(path: Path, data) -> Path:
@@ -223,11 +219,9 @@ class ResultsFolder:
     def save(self, uid: str, record: dict, arrays: dict | None = None) -> Path:
         self.units_dir.mkdir(parents=True, exist_ok=True)
         if arrays:
-            path = self.units_dir / f"{uid}.npz"
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, path)
+            with atomic_path(self.units_dir / f"{uid}.npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, **arrays)
         record = dict(record, unit=uid, fingerprint=self.fingerprint,
                       finished=time.strftime("%Y-%m-%d %H:%M:%S %z"))
         return write_json(self.unit_path(uid), record)

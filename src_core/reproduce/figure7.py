@@ -127,10 +127,9 @@ def run_figure7(output_dir, preset: str = "quick", overrides: dict | None = None
             mask = bernoulli_mask(reference.shape[1:], spec["missing_fraction"], spec["mask_seed"])
             mask_path, mask_sha = None, None
         config = RunConfig.from_dict(spec["config"]).replace(device=device).validate()
-        need = config.network.min_size()
-        if min(reference.shape[1:]) < need:
-            raise DIPError(f"image {path} is too small after preparation for a "
-                           f"{config.network.scales}-scale network (needs {need} px).")
+        problem = config.network.size_problem(*reference.shape[1:])
+        if problem:
+            raise DIPError(f"image {path} after preparation: {problem}")
         problems[name] = dict(path=path, sha256=C.file_sha256(path), mask_path=mask_path, mask_sha256=mask_sha,
                               reference=reference, mask=mask, config=config, original_shape=list(original.shape))
 

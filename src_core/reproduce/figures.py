@@ -32,9 +32,11 @@ def _values(y):
 
 
 def _save(fig, path) -> Path:
+    from ..io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     _pyplot().close(fig)
     return path
 

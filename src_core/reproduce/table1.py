@@ -102,10 +102,9 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
         path = C.resolve_image(name, data_dir, "table1")
         original = C.load_unit_image(path)
         reference = C.prepare_image(original, settings["prepare"])
-        need = config.network.min_size()
-        if min(reference.shape[1:]) < need:
-            raise DIPError(f"image {path} ({reference.shape[2]}x{reference.shape[1]} after preparation) is "
-                           f"too small for a {config.network.scales}-scale network (needs {need} px).")
+        problem = config.network.size_problem(*reference.shape[1:])
+        if problem:
+            raise DIPError(f"image {path} after preparation: {problem}")
         data[name] = dict(path=path, sha256=C.file_sha256(path), original_shape=list(original.shape),
                           reference=reference)
 
