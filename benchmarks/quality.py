@@ -23,7 +23,6 @@ skipped on a rerun; ``<out>/quality.md`` and the plots are remade from all cases
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -219,9 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, help="override the preset's iterations")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    src_core.speed.choose_threads(args.threads)  # every run uses this count, not the free cores
     out = args.output_dir
     (out / "cases").mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -32,6 +32,7 @@ TASKS = ("inpaint", "random", "denoise")
 ROLE_KEY = "napari_dip"                           # our output layers: metadata[ROLE_KEY] = role
 MASK_FOR_KEY = "napari_dip_mask_for"              # a Labels layer made for image <name>
 REFERENCE_FOR_KEY = "napari_dip_reference_for"    # the clean version of image <name>
+GUI_THREADS = 1                                   # cores left to napari's own thread by default
 
 
 # ----------------------------------------------------------------------------- capture
@@ -88,6 +89,7 @@ class Captured:
     slice_index: tuple | None = None  # stack position when only the current slice runs
     mask_name: str | None = None
     reference_name: str | None = None
+    threads: int | None = None         # CPU threads; None: the free cores less one for the GUI
 
     @property
     def channel_axis(self):
@@ -127,7 +129,7 @@ def current_index(viewer, layer) -> tuple:
 
 def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "inpaint",
             label: int | None = None, config: RunConfig, slice_index: tuple | None = None,
-            missing_fraction: float = 0.5, mask_seed: int = 0) -> Captured:
+            missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None) -> Captured:
     """Check the chosen layers against each other and copy what the run needs.
 
     ``slice_index``: restore only this stack position (``None``: every slice).
@@ -215,6 +217,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
         reference = take(ref)
 
     return Captured(source=source, image=take(data), mask=mask, reference=reference, task=task,
+                    threads=threads,
                     config=config, missing_fraction=float(missing_fraction),
                     mask_seed=int(mask_seed),
                     slice_index=None if slice_index is None else tuple(slice_index),
@@ -226,7 +229,8 @@ def prepare(captured: Captured) -> src_core.Problem:
     return src_core.prepare(
         captured.image, captured.mask, task=captured.task, reference=captured.reference,
         missing_fraction=captured.missing_fraction, mask_seed=captured.mask_seed,
-        channel_axis=captured.channel_axis, config=captured.config)
+        channel_axis=captured.channel_axis, config=captured.config,
+        threads=captured.threads or src_core.speed.default_threads(reserve=GUI_THREADS))
 
 
 def fits_image(config: RunConfig, plane: tuple) -> str | None:

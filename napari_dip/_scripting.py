@@ -20,7 +20,8 @@ def _layer(viewer, layer, what: str):
 
 def restore_layer(viewer, image, mask=None, *, task: str | None = None, reference=None,
                   label: int | None = None, slices: str = "all", preset: str | None = None,
-                  missing_fraction: float = 0.5, mask_seed: int = 0, **settings):
+                  missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
+                  **settings):
     """Restore ``image`` (a layer or its name) with Deep Image Prior and add the results.
 
     Runs in the calling thread (the viewer waits) and takes the same options as
@@ -34,6 +35,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     "cpu" is small enough for a laptop); any engine setting can be overridden
     by name (``scales=4``, ``iterations=500``, ``lr=0.01``, ``device="cuda"``,
     ``snapshot_every=100`` keeps intermediate outputs as a stack layer).
+    ``threads``: CPU threads (default: the free cores less one for napari).
 
     Adds the result layer (input dtype, scale, translate and axis labels; the
     curve numbers in ``layer.metadata["history"]``) and the PSNR curve as an
@@ -61,7 +63,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
         slice_index = current_index(viewer, image)
     captured = capture(image, mask, reference, task=task, label=label, config=config,
                        slice_index=slice_index, missing_fraction=missing_fraction,
-                       mask_seed=mask_seed)
+                       mask_seed=mask_seed, threads=threads)
     problem = prepare(captured)
     outputs = OutputLayers(viewer, captured, problem, live=False)
     outcome = Driver(problem).run_here(outputs.on_update)

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (QComboBox, QLabel, QProgressBar, QSizePolicy, QVBoxL
 import src_core
 from src_core import DIPError
 
-from ._core import (BACKGROUND, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
+from ._core import (BACKGROUND, GUI_THREADS, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
                     capture, current_index, describe_time, draw_curves, fits_image, image_plane,
                     prepare, random_mask_labels)
 
@@ -134,6 +134,10 @@ class DIPWidget(QWidget):
         self.optimizer = W.ComboBox(label="optimiser", choices=["adam", "lbfgs"])
         self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.device = W.ComboBox(label="device", choices=["auto", *src_core.available_devices()])
+        self.threads = W.SpinBox(
+            label="CPU threads", value=0, min=0, max=src_core.speed.usable_cores(),
+            tooltip="Torch threads for a CPU run. 0 = auto: the cores other jobs leave free, less "
+                    "one for napari (more threads than free cores is many times slower).")
         self.preview_every = W.SpinBox(label="preview every", value=50, min=0, max=100_000,
                                        tooltip="Iterations between previews (0 = only the end).")
         self.report_every = W.SpinBox(label="curve every", value=10, min=1, max=100_000,
@@ -148,7 +152,7 @@ class DIPWidget(QWidget):
         settings = W.Container(widgets=[self.preset, self.preset_info, self.scales,
                                         self.channels, self.skip_channels, self.upsample,
                                         self.input_kind, self.iterations, self.lr, self.sigma_p,
-                                        self.optimizer, self.seed, self.device,
+                                        self.optimizer, self.seed, self.device, self.threads,
                                         self.preview_every, self.report_every], labels=True)
         buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
                               labels=False)
@@ -382,14 +386,18 @@ class DIPWidget(QWidget):
         self.problems = problems
         return problems
 
+    def _threads(self) -> int:
+        return int(self.threads.value) or src_core.speed.default_threads(reserve=GUI_THREADS)
+
     def _estimate(self, config, image) -> str:
         """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long."""
         plane = image_plane(image)
         channels = 3 if getattr(image, "rgb", False) else 1
-        key = (config.to_json(), plane, channels)
+        key = (config.to_json(), plane, channels, self._threads())
         if key not in self._estimates:
             try:
-                self._estimates[key] = src_core.speed.estimate_time(config, channels, plane)
+                self._estimates[key] = src_core.speed.estimate_time(config, channels, plane,
+                                                                    threads=self._threads())
             except DIPError:
                 return ""
         estimate = self._estimates[key]
@@ -425,7 +433,7 @@ class DIPWidget(QWidget):
                 image, self.mask.value, self.reference.value, task=self.task.value,
                 label=int(self.label.value) or None, config=config, slice_index=slice_index,
                 missing_fraction=float(self.missing_fraction.value),
-                mask_seed=int(self.mask_seed.value))
+                mask_seed=int(self.mask_seed.value), threads=self._threads())
             problem = prepare(captured)
             self._outputs = OutputLayers(self.viewer, captured, problem)
         except Exception as exc:  # bad input: tell the user, touch nothing

@@ -26,18 +26,22 @@ classical=None, keep_observed=False`` is the paper's raw protocol.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import Checkpoint, fingerprint
 from .classical import CLASSICAL, METHODS, classical_answer
 from .config import TASKS, RunConfig, default_preset, preset
 from .devices import resolve_device
 from .engine import DIPRun, Finished, History, psnr_ssim
 from .errors import DIPError
 from .imaging import Layout, Scaling
+from .io import atomic_path, check_writable, json_default
 from .masks import bernoulli_mask
 from . import speed
 
@@ -93,6 +97,7 @@ class Problem:
     held_out: np.ndarray | None = None   # (N, C, H, W) bool: observed, but not fitted
     classical: str | None = None         # the classical method compared (and blended) with
     validate: float = 0.0                # the fraction of observed pixels held out
+    threads: int | None = None           # CPU threads of each run (None: not a CPU run)
     _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -108,19 +113,20 @@ class Problem:
         mask = self.masks[index]
         return mask if self.held_out is None else mask & ~self.held_out[index]
 
-    def run(self, index: int = 0, stop=None) -> DIPRun:
+    def run(self, index: int = 0, stop=None, checkpoint=None) -> DIPRun:
         ref = None if self.references is None else self.references[index]
         mask = self.fitted_mask(index)
         if not mask.any():
             raise DIPError(f"slice {index} has no observed pixel; nothing to fit there.")
         held = None if self.held_out is None else self.held_out[index]
         return DIPRun(self.images[index], mask, self.config, ref, validation=held,
-                      keep_observed=self.keep_observed, stop=stop)
+                      keep_observed=self.keep_observed, stop=stop, threads=self.threads,
+                      checkpoint=checkpoint)
 
     def estimate(self) -> dict:
         """Time the whole run will take here, from the network's cost (before any work)."""
         return speed.estimate_time(self.config, self.layout.channels, self.layout.spatial_shape,
-                                   slices=self.slices)
+                                   slices=self.slices, threads=self.threads)
 
     def classical_answer(self, index: int, fitted_only: bool = False) -> tuple[np.ndarray, float]:
         """The classical method's answer for one slice, and the seconds it took.
@@ -224,7 +230,7 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
             missing_fraction: float = 0.5, mask_seed: int = 0, channel_axis="auto",
             preset: str | None = None, config: RunConfig | None = None,
             keep_observed: bool | None = None, validate: float | None = None,
-            classical: str | None = "auto", **overrides) -> Problem:
+            classical: str | None = "auto", threads=None, **overrides) -> Problem:
     """Check everything and convert to engine form; no network is built yet.
 
     ``keep_observed`` (default: on, except for denoising): the answer equals
@@ -233,10 +239,13 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     without ground truth (0 = off).  ``classical`` ("auto": biharmonic for
     inpainting, non-local means for denoising; or "tv", "tv-denoise", None):
     the instant classical answer, reported beside DIP's and, with held-out
-    pixels, blended with it.
+    pixels, blended with it.  ``threads`` (CPU runs): torch threads for each
+    run, set for the run and put back after it; default: the cores other work
+    leaves free (:func:`src_core.speed.default_threads`), since more threads
+    than free cores is many times slower.
     """
     cfg = make_config(task, preset, config, **overrides)
-    resolve_device(cfg.device)
+    threads = speed.resolve_threads(threads, resolve_device(cfg.device))
     image = np.asarray(image)
     layout = Layout.infer(image.shape, channel_axis)
     scaling = Scaling.for_image(image)
@@ -328,11 +337,51 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
                          f"(seed {cfg.seed}); the answer is the best-validated iterate")
     problem = Problem(task, cfg, layout, scaling, images, masks, references, notes,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
-                      validate=float(validate) if held_out is not None else 0.0)
+                      validate=float(validate) if held_out is not None else 0.0, threads=threads)
     if problem.blends:
         notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
                      "held-out pixels")
     return problem
+
+
+class _SliceStore:
+    """A folder that keeps a stack's finished slices and the running slice's checkpoint."""
+
+    def __init__(self, folder, problem: Problem, every_s: float):
+        self.folder = check_writable(folder)
+        self.every_s = every_s
+        self.fingerprint = fingerprint(problem.images, problem.masks, problem.held_out,
+                                       problem.references, problem.config.to_json(),
+                                       problem.keep_observed, problem.classical, problem.validate)
+
+    def checkpoint(self, index: int) -> Checkpoint:
+        return Checkpoint(self.folder / f"slice-{index:05d}.ckpt", self.every_s)
+
+    def _done(self, index: int) -> Path:
+        return self.folder / f"slice-{index:05d}.done.npz"
+
+    def finished(self, index: int) -> bool:
+        return self._done(index).is_file()
+
+    def save(self, index: int, answer: np.ndarray, history: History) -> None:
+        with atomic_path(self._done(index)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, answer=answer, fingerprint=self.fingerprint,
+                         history=json.dumps(history.to_dict(), default=json_default))
+        self.checkpoint(index).remove()
+
+    def load(self, index: int) -> tuple[np.ndarray, History]:
+        try:
+            with np.load(self._done(index), allow_pickle=False) as data:
+                if str(data["fingerprint"]) != self.fingerprint:
+                    raise DIPError(f"{self._done(index)} belongs to another image, mask or configuration; "
+                                   "use another checkpoint folder, or delete this one.")
+                answer, history = data["answer"], History(**json.loads(str(data["history"])))
+        except (OSError, ValueError, KeyError) as exc:
+            raise DIPError(f"cannot read the finished slice {self._done(index)} ({exc}); delete it to "
+                           "run that slice again.") from None
+        history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
+        return answer, history
 
 
 def _as_bool_mask(mask) -> np.ndarray:
@@ -408,7 +457,8 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
             mask_seed: int = 0, channel_axis="auto", preset: str | None = None,
             config: RunConfig | None = None, keep_observed: bool | None = None,
             validate: float | None = None, classical: str | None = "auto", callback=None,
-            stop=None, **overrides) -> RestoreResult:
+            stop=None, threads=None, checkpoint_dir=None, checkpoint_every_s: float = 300.0,
+            **overrides) -> RestoreResult:
     """Restore an image with Deep Image Prior; returns the result and its history.
 
     ``image``: (Y, X), (Y, X, C) or a stack (Z/T, Y, X[, C]); uint8, uint16 or
@@ -416,11 +466,18 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     True/1 = observed.  ``preset``: one of ``src_core.preset_names()``
     (default: one that fits the device: ``cpu`` on a CPU, the paper's setting
     for the task on a GPU); any RunConfig or NetworkConfig field can be
-    overridden by keyword.  ``keep_observed``, ``validate`` and ``classical``:
-    see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
+    overridden by keyword.  ``keep_observed``, ``validate``, ``classical`` and
+    ``threads``: see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
     ``stop`` (a ``threading.Event``): once set, the current slice finishes
     after its current iteration with its partial answer, later slices are
     not run (they keep the input), and ``result.stopped`` is True.
+    ``checkpoint_dir``: long work survives a crash, a kill or a stop: each
+    finished slice is kept there, and the running one saves its state every
+    ``checkpoint_every_s`` seconds; calling again with the same folder skips
+    the finished slices and resumes the interrupted one where it was (a
+    checkpoint made for other data or settings is refused).  When a slice
+    after the first fails, the DIPError raised has the finished slices in
+    its ``partial`` result.
 
     >>> import numpy as np, src_core
     >>> img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
@@ -431,35 +488,57 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     problem = prepare(image, mask, task=task, reference=reference, missing_fraction=missing_fraction,
                       mask_seed=mask_seed, channel_axis=channel_axis, preset=preset, config=config,
                       keep_observed=keep_observed, validate=validate, classical=classical,
-                      **overrides)
+                      threads=threads, **overrides)
     outputs = np.empty_like(problem.images)
     histories = []
+    store = _SliceStore(checkpoint_dir, problem, checkpoint_every_s) if checkpoint_dir is not None else None
+
+    def result(done: int) -> RestoreResult:
+        if done < problem.slices:  # slices not run keep the input
+            outputs[done:] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[done:]
+        classical_images = None
+        if problem.classical is not None:
+            classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
+                                                         for i in range(problem.slices)]))
+        stopped = done < problem.slices or any(h.timings.get("stopped_by_user") and
+                                               h.timings.get("iterations", 0) < problem.config.iterations
+                                               for h in histories)
+        return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, histories,
+                             problem.config, task, problem.notes, classical_images,
+                             problem.keep_observed, problem.validate, stopped)
+
     for index in range(problem.slices):
         if index > 0 and stop is not None and stop.is_set():
             problem.notes.append(f"stopped before slice {index}: slices {index}.."
                                  f"{problem.slices - 1} are the input, not restored")
-            outputs[index:] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[index:]
-            break
-        run = problem.run(index, stop=stop)
-        finished = None
+            return result(index)
+        if store is not None and store.finished(index):
+            outputs[index], history = store.load(index)
+            histories.append(history)
+            continue
         try:
-            for event in run:
-                if callback is not None:
-                    callback(event, index)
-                if isinstance(event, Finished):
-                    finished = event
-        finally:
-            run.close()
+            run = problem.run(index, stop=stop, checkpoint=store.checkpoint(index) if store else None)
+            finished = None
+            try:
+                for event in run:
+                    if callback is not None:
+                        callback(event, index)
+                    if isinstance(event, Finished):
+                        finished = event
+            finally:
+                run.close()
+        except Exception as exc:
+            if index == 0 or isinstance(exc, KeyboardInterrupt):
+                raise
+            error = DIPError(f"slice {index} of {problem.slices} failed ({type(exc).__name__}: "
+                             f"{str(exc)[:300]}); slices 0..{index - 1} finished and are kept in "
+                             "this error's .partial result")
+            problem.notes.append(f"slice {index} failed: {str(exc)[:300]}")
+            error.partial = result(index)
+            raise error from exc
         outputs[index] = problem.answer(index, finished)
         finished.history.notes.extend(problem.notes)
         histories.append(finished.history)
-    classical_images = None
-    if problem.classical is not None:
-        classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
-                                                     for i in range(problem.slices)]))
-    stopped = len(histories) < problem.slices or any(h.timings.get("stopped_by_user") and
-                                                     h.timings.get("iterations", 0) < problem.config.iterations
-                                                     for h in histories)
-    return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, histories,
-                         problem.config, task, problem.notes, classical_images, problem.keep_observed,
-                         problem.validate, stopped)
+        if store is not None and not finished.stopped:
+            store.save(index, outputs[index], finished.history)
+    return result(problem.slices)

@@ -20,6 +20,7 @@ import ast
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ import numpy as np
 
 from .config import PRESETS, RunConfig
 from .errors import DIPError
-from .io import check_writable
+from .io import check_writable, json_default
 
 
 def _parse_value(text: str):
@@ -64,19 +65,19 @@ def _overrides(args) -> dict:
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int,
-                   help="CPU threads for torch (default: torch's choice); 1 is fastest on a CPU shared "
-                        "with other jobs")
+                   help="CPU threads for torch (default: the cores other jobs leave free, at least 1; "
+                        "more threads than free cores is many times slower)")
 
 
 def set_threads(args) -> None:
-    """--threads, for every command that has it."""
+    """--threads, for every command that has it: the default of every run of this process."""
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
             raise DIPError(f"--threads must be >= 1 (got {threads}).")
-        import torch
+        from .speed import choose_threads
 
-        torch.set_num_threads(threads)
+        choose_threads(threads)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -112,6 +113,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="file name stem of the outputs (default: the input's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist already (inputs are never overwritten)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run that was stopped, killed or crashed, from its checkpoints")
+    p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
+                   help="save the run's state this often, to --resume after a crash (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -188,14 +193,17 @@ def _channel_axis(text):
 
 
 def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
-             suffix: str = ".png", quiet: bool = False, inputs=(), overwrite: bool = False, **kwargs):
+             suffix: str = ".png", quiet: bool = False, inputs=(), overwrite: bool = False,
+             resume: bool = False, checkpoint_minutes: float = 5.0, **kwargs):
     """Restore, write the outputs, print where they are; returns the RestoreResult.
 
     Every check runs before the optimisation: the settings, the output folder
     (a probe file is written), and the output names (never one of ``inputs``;
     an existing file only with ``overwrite``).  The first Ctrl-C stops after
     the current iteration and writes the partial result under ``*_partial_*``
-    names (a second Ctrl-C aborts).  Every file is written atomically.
+    names (a second Ctrl-C aborts).  Every file is written atomically.  The
+    run's state is kept in ``<name>.checkpoints/`` until its outputs are
+    written, so ``resume`` continues a stopped, killed or crashed run.
     """
     from .api import prepare, restore
     from .speed import LONG_RUN_S, describe_estimate
@@ -206,6 +214,17 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     planned = output_paths(output_dir, name, suffix, problem.classical is not None, plots)
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
+    checkpoints = output_dir / f"{name}.checkpoints"
+    if resume and not checkpoints.is_dir():
+        raise DIPError(f"nothing to resume: {checkpoints} does not exist (it is removed when a run "
+                       "finishes).")
+    if checkpoints.exists() and not resume:
+        if not overwrite:
+            raise DIPError(f"an interrupted run left its checkpoints in {checkpoints}: add --resume to "
+                           "continue it, or --overwrite to start again.")
+        shutil.rmtree(checkpoints)
+    if not isinstance(checkpoint_minutes, (int, float)) or not checkpoint_minutes >= 0:
+        raise DIPError(f"--checkpoint-every must be >= 0 minutes (got {checkpoint_minutes}).")
     estimate = problem.estimate()
     print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
     if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):
@@ -226,7 +245,16 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     try:
         with _first_interrupt_stops(stop, bar):
             result = restore(image, mask, task=task, reference=reference, callback=callback, stop=stop,
+                             checkpoint_dir=checkpoints, checkpoint_every_s=60.0 * checkpoint_minutes,
                              **kwargs)
+    except DIPError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is not None:  # a later slice failed: keep the finished ones
+            written = write_outputs(partial, _free_names(output_paths(
+                output_dir, f"{name}_partial", suffix, problem.classical is not None, plots), inputs),
+                task, name, time.perf_counter() - t0)
+            print(f"dip: the finished slices were written to {written['restored']}", file=sys.stderr)
+        raise
     finally:
         bar.close()
     wall = time.perf_counter() - t0
@@ -234,8 +262,10 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         planned = _free_names(output_paths(output_dir, f"{name}_partial", suffix,
                                            problem.classical is not None, plots), inputs)
         print(f"dip: stopped after {result.history.timings['iterations']} iterations; writing the "
-              "partial result", file=sys.stderr)
+              f"partial result (add --resume to the same command to continue the run)", file=sys.stderr)
     written = write_outputs(result, planned, task, name, wall)
+    if not result.stopped:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the outputs are written: nothing to resume
     print(f"done in {wall:.1f} s ({result.history.timings['s_per_iteration']:.3f} s/iteration on "
           f"{result.history.device})")
     for line in summary_lines(result):
@@ -325,7 +355,7 @@ def write_outputs(result, planned: dict, task: str, name: str, wall: float) -> d
     record = result.to_dict()
     record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
     record["wall_s"] = wall
-    written["history"] = write_text(planned["history"], json.dumps(record, indent=1, default=_json_default))
+    written["history"] = write_text(planned["history"], json.dumps(record, indent=1, default=json_default))
     if "psnr_curve" in planned:
         h = result.history
         written["psnr_curve"] = plot_psnr_curves(
@@ -358,14 +388,6 @@ def summary_lines(result) -> list[str]:
         if s.get("keep_observed"):
             lines.append(where + "observed pixels kept as they were (--no-keep-observed to change)")
     return lines
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
 def cmd_demo(args) -> int:
@@ -440,7 +462,8 @@ def cmd_task(args) -> int:
     run_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
              name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
              inputs=(args.image, args.mask if args.command == "inpaint" else None, args.reference,
-                     args.config), overwrite=args.overwrite, **kwargs)
+                     args.config), overwrite=args.overwrite, resume=args.resume,
+             checkpoint_minutes=args.checkpoint_every, **kwargs)
     return 0
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .checkpoint import Checkpoint, fingerprint
 from .config import RunConfig
 from .devices import free_device_memory, resolve_device
 from .errors import DIPError
@@ -280,9 +281,14 @@ class DIPBatch:
 
     def __init__(self, images, masks=None, config: RunConfig | None = None, references=None,
                  seeds: list[int] | None = None, strategy: str = "auto", validation=None,
-                 keep_observed: bool = False, stop: threading.Event | None = None):
+                 keep_observed: bool = False, stop: threading.Event | None = None,
+                 threads: int | None = None, checkpoint: Checkpoint | None = None):
         self.config = (config or RunConfig()).validate()
+        self.checkpoint = checkpoint
+        if checkpoint is not None and self.config.optimizer != "adam":
+            raise DIPError("checkpoints are made for Adam runs; use optimizer='adam' or no checkpoint.")
         self.device = resolve_device(self.config.device)
+        self.threads = speed.resolve_threads(threads, self.device)
         images = np.asarray(images)
         if images.ndim != 4:
             raise DIPError(f"a batch needs (K, C, H, W) images (got shape {images.shape}).")
@@ -387,6 +393,12 @@ class DIPBatch:
         return last
 
     @property
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed: the problem, the settings, the seeds."""
+        return fingerprint(self.images, self.masks, self.validation, self.references,
+                           self.config.to_json(), self.seeds, self.keep_observed)
+
+    @property
     def fast_path(self) -> dict:
         return {"precision": str(self.amp_dtype or torch.float32).replace("torch.", ""),
                 "memory_format": "channels_last" if self.memory_format == torch.channels_last else "contiguous",
@@ -488,17 +500,71 @@ class DIPBatch:
                 t = torch.where(kept[0], kept[1], t.float())
             return t[:, :, crop[0], crop[1]].float().cpu().numpy()
 
+        def state(it: int) -> dict:
+            """Everything the next iteration depends on (see checkpoint.py)."""
+            cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
+            buffers = (dict(members.module.named_buffers()) if k == 1 else members.buffers) or {}
+            return {
+                "fingerprint": self.fingerprint, "completed": it, "elapsed": time.perf_counter() - t0,
+                "params": [cpu(p) for p in params], "buffers": {n: cpu(b) for n, b in buffers.items()},
+                "optimizer": optimizer.state_dict(), "noise": [g.get_state() for g in noise_gens],
+                "loss_log": cpu(loss_log[:it]), "ema": cpu(ema),
+                "es": None if es is None else [cpu(es.buffer), cpu(es.best), cpu(es.best_var), cpu(es.log)],
+                "held": None if held is None else [cpu(held.best), list(held.best_psnr), list(held.best_its)],
+                "guard": None if guard is None else guard.state(),
+                "histories": [h.to_dict() for h in histories],
+            }
+
+        def resume(saved: dict) -> int:
+            with torch.no_grad():
+                for p, v in zip(params, saved["params"]):
+                    p.copy_(v)
+                buffers = (dict(members.module.named_buffers()) if k == 1 else members.buffers) or {}
+                for n, b in buffers.items():
+                    b.copy_(saved["buffers"][n])
+                optimizer.load_state_dict(saved["optimizer"])
+                for g, st in zip(noise_gens, saved["noise"]):
+                    g.set_state(st)
+                n = saved["completed"]
+                loss_log[:n].copy_(saved["loss_log"])
+                if ema is not None:
+                    ema.copy_(saved["ema"])
+                if es is not None:
+                    for t, v in zip((es.buffer, es.best, es.best_var, es.log), saved["es"]):
+                        t.copy_(v)
+                if held is not None:
+                    best, held.best_psnr, held.best_its = saved["held"]
+                    held.best = None if best is None else best.to(dev)
+                if guard is not None:
+                    guard.load_state(saved["guard"], optimizer)
+            for h, d in zip(histories, saved["histories"]):
+                for key in ("iterations", "fit_psnr", "psnr", "ssim", "val_psnr", "recoveries", "early_stop"):
+                    setattr(h, key, d[key])
+                h.notes.append(f"resumed from a checkpoint at iteration {n}")
+            return n
+
         history0 = histories[0]
         history0.timings["setup_s"] = time.perf_counter() - t_setup
         t0 = time.perf_counter()
+        start = 1
+        if self.checkpoint is not None and self.checkpoint.exists():
+            saved = self.checkpoint.load(self.fingerprint)
+            self.completed = resume(saved)
+            start = self.completed + 1
+            t0 -= saved["elapsed"]  # the time already spent counts in the history
+            del saved
         stop_reason = None
         stalled = False
         allocator = speed.FreedMemoryReuse(dev)
         allocator.on()
+        threads_before = torch.get_num_threads()
+        if self.threads:  # process-wide in torch: set for this run, put back after it
+            torch.set_num_threads(self.threads)
         for h in histories:
             h.fast_path["reuse_freed_memory"] = allocator.available
+            h.fast_path["threads"] = self.threads
         try:
-            for it in range(1, total + 1):
+            for it in range(start, total + 1):
                 if use_lbfgs and it == cfg.lbfgs_warmup + 1:
                     optimizer = torch.optim.LBFGS(params, lr=cfg.lr, max_iter=1, history_size=100,
                                                   tolerance_grad=-1, tolerance_change=-1)
@@ -550,9 +616,12 @@ class DIPBatch:
                         history0.early_stop = {"iteration": it, "best_iteration": best_it}
                 snapshot = bool(cfg.snapshot_every) and it % cfg.snapshot_every == 0
                 if report or stop_reason is not None or snapshot:
-                    yield from _hand_over(self._progress(it, total, loss, observed, estimate, to_host, t0,
-                                                         histories, snapshot,
-                                                         record=report or stop_reason is not None), allocator)
+                    event = self._progress(it, total, loss, observed, estimate, to_host, t0, histories,
+                                           snapshot, record=report or stop_reason is not None)
+                    if (self.checkpoint is not None and report and it < total and stop_reason is None
+                            and self.checkpoint.due()):
+                        self.checkpoint.save(state(it))  # at a report: the loop syncs there anyway
+                    yield from _hand_over(event, allocator)
                 if held is not None and cfg.early_stop and report and stop_reason is None:
                     best_it = held.best_iteration
                     if best_it is not None and it - best_it >= cfg.es_patience:
@@ -574,9 +643,12 @@ class DIPBatch:
                                        f"(lr={cfg.lr:g} may be too high)")
                     break
                 if self._stop.is_set():  # set by the consumer, possibly from another thread
-                    if not report:
-                        yield from _hand_over(self._progress(it, total, loss, observed, estimate, to_host,
-                                                             t0, histories, snapshot, record=True), allocator)
+                    event = None if report else self._progress(it, total, loss, observed, estimate,
+                                                               to_host, t0, histories, snapshot, record=True)
+                    if self.checkpoint is not None and it < total:
+                        self.checkpoint.save(state(it))  # a stopped run can be resumed
+                    if event is not None:
+                        yield from _hand_over(event, allocator)
                     break
 
             elapsed = time.perf_counter() - t0
@@ -611,6 +683,7 @@ class DIPBatch:
             self._saved_weights = self._members = self._held = None
             free_device_memory(dev)
             allocator.off()  # after the tensors are gone, so the trim frees them
+            torch.set_num_threads(threads_before)
 
     @staticmethod
     def _padded_masks(masks, shape, crop) -> np.ndarray:
@@ -682,7 +755,8 @@ class DIPRun(DIPBatch):
     def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,
                  config: RunConfig | None = None, reference: np.ndarray | None = None,
                  validation: np.ndarray | None = None, keep_observed: bool = False,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, threads: int | None = None,
+                 checkpoint: Checkpoint | None = None):
         image = _check_chw(image, "image")
         mask = _check_mask(mask, image.shape)
         if reference is not None:
@@ -695,7 +769,7 @@ class DIPRun(DIPBatch):
         config = (config or RunConfig()).validate()
         super().__init__(image[None], mask[None], config, reference, seeds=[config.seed],
                          validation=None if validation is None else np.asarray(validation)[None],
-                         keep_observed=keep_observed, stop=stop)
+                         keep_observed=keep_observed, stop=stop, threads=threads, checkpoint=checkpoint)
         self.image, self.mask = self.images[0], self.masks[0]
         self.reference = None if reference is None else self.references[0]
 
@@ -789,6 +863,23 @@ class _Guard:
                     f"the answer is the estimate of the last good check (iteration "
                     f"{self.good_iteration[i] or 1})")
         return out
+
+    def state(self) -> dict:
+        """The guard's memory for a checkpoint (the optimiser's moments as plain tensors)."""
+        return {"weights": [w.detach().cpu() for w in self.weights],
+                "moments": None if self.moments is None else
+                [{key: v.cpu() for key, v in st.items()} for st in self.moments[1]],
+                "best": list(self.best), "good_iteration": list(self.good_iteration),
+                "falls": list(self.falls), "good_estimate": self.good_estimate.detach().cpu()}
+
+    def load_state(self, state: dict, optimizer) -> None:
+        for w, v in zip(self.weights, state["weights"]):
+            w.copy_(v)
+        device = self.weights[0].device
+        self.moments = None if state["moments"] is None else (
+            optimizer, [{key: v.to(device) for key, v in st.items()} for st in state["moments"]])
+        self.best, self.good_iteration, self.falls = state["best"], state["good_iteration"], state["falls"]
+        self.good_estimate = state["good_estimate"].to(device)
 
     def _rows(self, tensors, i):
         return tensors if self.k == 1 else [t[i] for t in tensors]

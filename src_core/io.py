@@ -99,6 +99,15 @@ def check_writable(folder) -> Path:
     return folder
 
 
+def json_default(obj):
+    """``json.dumps(..., default=json_default)``: numpy scalars and arrays as plain numbers."""
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
 def data_path(name: str) -> Path:
     """Path of an image shipped with the package, e.g. ``data_path('table1/barbara.png')``."""
     path = DATA_DIR / name

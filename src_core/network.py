@@ -17,8 +17,7 @@ BatchNorm always uses batch statistics (DIP optimises one image, there is no
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Sequence
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn

@@ -6,7 +6,6 @@ of device (docs/benchmarks.md); anything not measured stays on the safe side.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import platform
@@ -147,7 +146,58 @@ CPU_ELEMENTS_PER_THREAD = 1.3e9
 CUDA_FLOPS = 150e12  # not measured yet: a quarter of an H100's dense bf16 peak
 
 
-def estimate_time(config, channels: int, size, slices: int = 1) -> dict:
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+_chosen_threads: int | None = None
+
+
+def choose_threads(threads: int) -> None:
+    """Make ``threads`` the default of every later run in this process (the CLI's --threads)."""
+    global _chosen_threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise DIPError(f"threads must be a whole number >= 1 (got {threads!r}).")
+    _chosen_threads = threads
+    torch.set_num_threads(threads)
+
+
+def default_threads(reserve: int = 0) -> int:
+    """CPU threads for a run when none are asked for: the cores other work leaves free.
+
+    OpenMP threads spin while they wait for each other, so more threads than
+    free cores is not a little slower but catastrophically so: on a 2-core
+    machine with another 2-thread job running, the ``cpu`` preset took 1.17
+    s/it at 64x64 with 2 threads against 0.076 with 1 (15x), and 3.61 against
+    0.142 at 128x128 (25x).  So: the usable cores, minus the 1-minute load
+    average (rounded; other jobs), minus ``reserve`` (napari keeps one for its
+    GUI), and at least one; or what :func:`choose_threads` set.
+    """
+    if _chosen_threads is not None:
+        return _chosen_threads
+    cores = usable_cores()
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cores, cores - busy - reserve))
+
+
+def resolve_threads(threads, device: torch.device, reserve: int = 0) -> int | None:
+    """The thread count a CPU run uses (None on other devices): ``threads``, or the default."""
+    if threads is not None and threads != "auto" and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise DIPError(f"threads must be a whole number >= 1, or None/'auto' for the free cores "
+                       f"(got {threads!r}).")
+    if device.type != "cpu":
+        return None
+    return default_threads(reserve) if threads in (None, "auto") else threads
+
+
+def estimate_time(config, channels: int, size, slices: int = 1, threads: int | None = None) -> dict:
     """About how long a run takes here, before any work: s/iteration and the total.
 
     From the network's FLOPs and activation count at the padded size and the
@@ -163,7 +213,7 @@ def estimate_time(config, channels: int, size, slices: int = 1) -> dict:
     if device.type == "cuda":
         per_it, threads = flops / CUDA_FLOPS + 2e-3, None
     else:
-        threads = torch.get_num_threads()
+        threads = threads or torch.get_num_threads()
         scale = threads ** 0.75  # two threads measured 1.6-1.8x one
         per_it = (flops / CPU_FLOPS_PER_THREAD + 3 * cost["activation_elements"]
                   / CPU_ELEMENTS_PER_THREAD) / scale
@@ -193,8 +243,9 @@ def check_memory(network_config, channels, size, amp_dtype, device, members=1, e
     if free is not None and need > 0.9 * free and not os.environ.get("DIP_SKIP_MEMORY_CHECK"):
         h, w = size
         bf16 = "" if amp_dtype is not None else "bfloat16 precision, "
+        precision = str(amp_dtype or torch.float32).replace("torch.", "")
         raise DIPError(
-            f"a {h}x{w} run needs about {need / 2**30:.1f} GiB but {device} has "
+            f"a {h}x{w} run in {precision} needs about {need / 2**30:.1f} GiB but {device} has "
             f"{free / 2**30:.1f} GiB free; use a smaller image or crop, fewer channels or "
             f"scales, {bf16}or a device with more memory."
         )

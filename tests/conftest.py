@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from src_core import preset
+from src_core import preset, speed
 
 # The tests use tiny networks, for which extra threads only add overhead, and
 # oversubscribed OpenMP threads slow to a crawl when the machine is busy.
 torch.set_num_threads(1)
+speed.choose_threads(1)  # runs default to the free cores; keep the tests at one
 
 
 def tiny_config(**overrides):

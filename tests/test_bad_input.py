@@ -327,6 +327,60 @@ def test_ctrl_c_writes_the_partial_result(tmp_path, capsys, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_stopped_cli_run_resumes_with_resume(tmp_path, capsys, monkeypatch):
+    from src_core import cli
+
+    photo = write_image(tmp_path / "photo.png", image32())
+    out = tmp_path / "out"
+    original = cli.ProgressBar.__call__
+
+    def interrupt_once(self, event, slice_index=0):
+        original(self, event, slice_index)
+        if event.kind == "progress" and not getattr(interrupt_once, "sent", False):
+            interrupt_once.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli.ProgressBar, "__call__", interrupt_once)
+    args = [a if a != "6" else "30" for a in SMALL]
+    assert main(["random", str(photo), "-o", str(out), *args]) == 0
+    assert (out / "photo.checkpoints").is_dir() and "--resume" in capsys.readouterr().err
+    assert main(["random", str(photo), "-o", str(out), *args]) == 2   # not silently restarted
+    assert "add --resume to continue it" in capsys.readouterr().err
+    assert main(["random", str(photo), "-o", str(out), "--resume", *args]) == 0
+    record = json.loads((out / "photo_history.json").read_text())
+    slice0 = record["slices"][0]
+    assert record["stopped"] is False and slice0["timings"]["iterations"] == 30
+    assert any(n.startswith("resumed from a checkpoint at iteration") for n in slice0["notes"])
+    assert not (out / "photo.checkpoints").exists()   # removed once the outputs are written
+    assert main(["random", str(photo), "-o", str(out), "--resume", "--overwrite", *args]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_finished_slices_survive_a_failure_and_a_rerun_skips_them(tmp_path, monkeypatch):
+    stack = np.stack([image32()] * 3)
+    real_run = src_core.api.Problem.run
+    ran = []
+
+    def failing(self, index, **kwargs):
+        ran.append(index)
+        if index == 2 and failing.fail:
+            raise RuntimeError("out of memory (simulated)")
+        return real_run(self, index, **kwargs)
+
+    failing.fail = True
+    monkeypatch.setattr(src_core.api.Problem, "run", failing)
+    with pytest.raises(DIPError, match="slice 2 of 3 failed .*slices 0..1 finished") as info:
+        restore(stack, task="random", checkpoint_dir=tmp_path / "ck", **TINY)
+    assert len(info.value.partial.histories) == 2
+    assert np.array_equal(info.value.partial.image[2], stack[2])
+    failing.fail, ran[:] = False, []
+    again = restore(stack, task="random", checkpoint_dir=tmp_path / "ck", **TINY)
+    assert ran == [2]                                   # slices 0 and 1 were kept, not rerun
+    np.testing.assert_array_equal(again.image[:2], info.value.partial.image[:2])
+    with pytest.raises(DIPError, match="belongs to another image"):
+        restore(stack, task="random", checkpoint_dir=tmp_path / "ck", **{**TINY, "seed": 5})
+
+
 def test_stop_keeps_finished_slices_and_says_the_rest_were_not_run():
     stack = np.stack([image32()] * 3)
     stop = threading.Event()
@@ -386,3 +440,42 @@ def test_close_from_another_thread_does_not_raise(tiny, small_image):
     run.close()  # used to raise "generator already executing"
     thread.join(timeout=30)
     assert not thread.is_alive() and errors == []
+
+
+# ---------------------------------------------------------------- threads (item 12)
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    from src_core import speed
+
+    monkeypatch.setattr(speed, "_chosen_threads", None)
+    monkeypatch.setattr(speed, "usable_cores", lambda: 2)
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert speed.default_threads() == 2 and speed.default_threads(reserve=1) == 1
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (2.2, 2.0, 1.0))  # another 2-thread job
+    assert speed.default_threads() == 1
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert speed.default_threads() == 1
+    monkeypatch.setattr(speed, "_chosen_threads", 3)  # --threads 3
+    assert speed.default_threads() == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "two"])
+def test_bad_thread_counts_are_refused(bad):
+    with pytest.raises(DIPError, match="threads must be a whole number"):
+        restore(image32(), task="random", threads=bad, **TINY)
+
+
+def test_a_run_sets_its_threads_and_puts_them_back(tiny, small_image):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = DIPRun(small_image[None], None, tiny(iterations=4, report_every=2), threads=1)
+        next(run)
+        assert torch.get_num_threads() == 1
+        fin = run.run()
+        assert fin.history.fast_path["threads"] == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -35,7 +35,7 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--data-dir", type=Path, help="folder with the images (<name>.png) instead of the shipped copies")
     p.add_argument("--threads", type=int,
-                   help="CPU threads for torch (default: torch's choice); 1 is fastest on a CPU shared with "
+                   help="CPU threads for torch (default: the cores other jobs leave free); 1 is safest on a CPU shared with "
                         "other jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
