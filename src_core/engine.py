@@ -251,10 +251,9 @@ class _Members:
 # ----------------------------------------------------------------------------- the loop
 
 def _hand_over(event, allocator):
-    """Yield an event with the allocator setting off while the consumer holds control."""
-    allocator.off()
-    yield event
-    allocator.on()
+    """Yield an event with the allocator paused while the consumer holds control."""
+    with allocator.paused():
+        yield event
 
 
 class DIPBatch:

@@ -6,6 +6,7 @@ of device (docs/benchmarks.md); anything not measured stays on the safe side.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -227,7 +228,8 @@ def describe_estimate(estimate: dict) -> str:
     total = estimate["total_s"]
     when = (f"{total:.0f} s" if total < 120 else f"{total / 60:.1f} min" if total < 7200
             else f"{total / 3600:.1f} h")
-    threads = f", {estimate['threads']} threads" if estimate.get("threads") else ""
+    n = estimate.get("threads")
+    threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
     return (f"about {when} ({estimate['s_per_iteration']:.3g} s/it x {estimate['iterations']} it "
             f"on {estimate['device']}{threads})")
 
@@ -277,9 +279,10 @@ class FreedMemoryReuse:
     that made elementwise layers 3-9x slower and a whole float32 step 30%
     slower at 256x256.  While any run is computing (:meth:`on`), large blocks
     come from the heap and freed memory stays for reuse; the defaults come
-    back, and the heap is trimmed, when the last run goes :meth:`off`.  A run
-    goes off at every event it hands out, so a run left suspended (a loop
-    broken out of, a GUI waiting) never holds the process in this mode.
+    back, and the heap is trimmed, when the last run goes :meth:`off`.  At
+    every event a run hands out it is :meth:`paused`, so a run left suspended
+    (a loop broken out of, a GUI waiting) does not make the rest of the
+    process keep what it frees.
     Linux/glibc only; elsewhere a no-op.
     """
 
@@ -304,6 +307,7 @@ class FreedMemoryReuse:
             self.active = True
 
     def off(self) -> None:
+        """Back to glibc's defaults, and the freed heap returned, when no other run is on."""
         global _allocator_users
         if not self.active:
             return
@@ -314,3 +318,19 @@ class FreedMemoryReuse:
                 for param, value in _DEFAULTS.items():
                     self.libc.mallopt(param, value)
                 self.libc.malloc_trim(0)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """While the consumer holds control: large blocks are mmapped again, so what it
+        allocates and frees goes back to the system, but the run's own heap stays warm."""
+        if not self.active:
+            yield
+            return
+        with _allocator_lock:
+            self.libc.mallopt(_M_MMAP_MAX, _DEFAULTS[_M_MMAP_MAX])
+        try:
+            yield
+        finally:
+            with _allocator_lock:
+                if _allocator_users > 0:
+                    self.libc.mallopt(_M_MMAP_MAX, 0)

@@ -102,6 +102,18 @@ def test_a_short_run_is_never_far_below_the_classical_answer():
     assert result.classical.shape == img.shape and result.classical.dtype == img.dtype
 
 
+def test_a_short_denoising_run_leans_on_non_local_means():
+    """Held-out noisy pixels set the blend weight too: their noise is unseen by both methods."""
+    rng = np.random.default_rng(2)
+    clean = _photo() / 255.0
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1)
+    s = restore(noisy, task="denoise", reference=clean, iterations=3, **TINY).history.summary
+    assert s["classical_method"] == "nlm" and s["blend_alpha"] is not None
+    assert s["blend_alpha"] < 0.5
+    assert s["psnr_answer"] >= s["psnr_classical"] - 0.3
+    assert s["psnr_answer"] > s["psnr_dip"] + 1
+
+
 def test_validation_early_stop_fires_on_a_tiny_denoising_run():
     rng = np.random.default_rng(1)
     clean = _photo() / 255.0

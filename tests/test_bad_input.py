@@ -303,46 +303,34 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
-def test_ctrl_c_writes_the_partial_result(tmp_path, capsys, monkeypatch):
+def _ctrl_c_at_the_first_progress(monkeypatch):
+    """The CLI's progress bar sends this process SIGINT (what Ctrl-C sends) once."""
     from src_core import cli
 
-    photo = write_image(tmp_path / "photo.png", image32())
-    out = tmp_path / "out"
     original = cli.ProgressBar.__call__
+    sent = []
 
     def interrupt_once(self, event, slice_index=0):
         original(self, event, slice_index)
-        if event.kind == "progress" and not getattr(self, "sent", False):
-            self.sent = True
-            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
-
-    monkeypatch.setattr(cli.ProgressBar, "__call__", interrupt_once)
-    args = [a if a != "6" else "200" for a in SMALL]
-    assert main(["random", str(photo), "-o", str(out), *args]) == 0
-    record = json.loads((out / "photo_partial_history.json").read_text())
-    assert record["stopped"] is True
-    assert record["slices"][0]["timings"]["iterations"] < 200
-    assert read_image(out / "photo_partial_restored.png").shape == (32, 32)
-    assert not (out / "photo_restored.png").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_a_stopped_cli_run_resumes_with_resume(tmp_path, capsys, monkeypatch):
-    from src_core import cli
-
-    photo = write_image(tmp_path / "photo.png", image32())
-    out = tmp_path / "out"
-    original = cli.ProgressBar.__call__
-
-    def interrupt_once(self, event, slice_index=0):
-        original(self, event, slice_index)
-        if event.kind == "progress" and not getattr(interrupt_once, "sent", False):
-            interrupt_once.sent = True
+        if event.kind == "progress" and not sent:
+            sent.append(event.iteration)
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(cli.ProgressBar, "__call__", interrupt_once)
+
+
+def test_ctrl_c_writes_the_partial_result_and_resume_continues_it(tmp_path, capsys, monkeypatch):
+    photo = write_image(tmp_path / "photo.png", image32())
+    out = tmp_path / "out"
+    _ctrl_c_at_the_first_progress(monkeypatch)
     args = [a if a != "6" else "30" for a in SMALL]
     assert main(["random", str(photo), "-o", str(out), *args]) == 0
+    record = json.loads((out / "photo_partial_history.json").read_text())
+    assert record["stopped"] is True
+    assert record["slices"][0]["timings"]["iterations"] < 30
+    assert read_image(out / "photo_partial_restored.png").shape == (32, 32)
+    assert not (out / "photo_restored.png").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert (out / "photo.checkpoints").is_dir() and "--resume" in capsys.readouterr().err
     assert main(["random", str(photo), "-o", str(out), *args]) == 2   # not silently restarted
     assert "add --resume to continue it" in capsys.readouterr().err
@@ -397,14 +385,25 @@ def test_stop_keeps_finished_slices_and_says_the_rest_were_not_run():
 
 # ---------------------------------------------------------------- runs left open (item 7)
 
-def test_a_suspended_run_does_not_hold_the_allocator_setting(tiny, small_image):
+def test_a_suspended_run_does_not_make_the_process_keep_what_it_frees(small_image, monkeypatch):
     from src_core import speed
 
+    settings = {}
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            settings[param] = value
+            return 1
+
+        def malloc_trim(self, pad):
+            return 1
+
+    monkeypatch.setattr(speed, "_glibc", lambda: FakeLibc())
     run = src_core.iterate(small_image, task="random", **{**TINY, "iterations": 20})
-    next(run)
-    assert speed._allocator_users == 0  # suspended at an event: the process is back to normal
+    next(run)  # suspended at an event: a 500 MiB array made now is mmapped and freed for real
+    assert settings[speed._M_MMAP_MAX] == 65536
     run.close()
-    assert speed._allocator_users == 0
+    assert speed._allocator_users == 0 and settings[speed._M_TRIM_THRESHOLD] == 128 * 1024
 
 
 def test_restore_closes_its_run_when_the_callback_raises(small_image):

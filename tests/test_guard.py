@@ -62,8 +62,9 @@ def test_nan_before_the_first_check_goes_back_to_the_start(tiny, small_image):
     assert math.isfinite(_fits(events)[30])
 
 
-def test_a_fall_spread_over_two_checks_is_caught():
-    """39.7 -> 36.1 -> 32.5 dB: each step is under the 5 dB drop, the sum is not."""
+def _guard_checking(start_db: float):
+    """A guard on a tiny network whose fit was ``start_db`` at iteration 1, and a function
+    that runs one check with a given fit PSNR (observed fraction 1, so fit = -10 log10 loss)."""
     from conftest import tiny_config
 
     cfg = tiny_config(guard_drop_db=5.0)
@@ -72,12 +73,18 @@ def test_a_fall_spread_over_two_checks_is_caught():
     optimizer = torch.optim.Adam(members.params, lr=0.01)
     out = torch.rand(1, 1, 8, 8)
     guard.start(out)
-    loss_log = torch.tensor([[10 ** (-1.0)]])  # 10 dB at iteration 1
+    loss_log = torch.tensor([[10 ** (-start_db / 10)]])
 
     def check(it, fit_db):
         loss = torch.tensor([10 ** (-fit_db / 10)])
         return guard.check(it, loss, optimizer, None, lambda: out, loss_log, out.clone())
 
+    return check
+
+
+def test_a_fall_spread_over_two_checks_is_caught():
+    """39.7 -> 36.1 -> 32.5 dB: each step is under the 5 dB drop, the sum is not."""
+    check = _guard_checking(start_db=10.0)
     assert check(50, 39.7) == []
     assert check(100, 36.1) == []      # 3.6 dB below: within the drop
     fallen = check(150, 32.5)          # 7.2 dB below the best
@@ -85,17 +92,8 @@ def test_a_fall_spread_over_two_checks_is_caught():
 
 
 def test_a_blow_up_before_the_first_check_is_not_the_baseline():
-    from conftest import tiny_config
-
-    cfg = tiny_config()
-    members = _Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
-    guard = _Guard(cfg, members, [1.0])
-    optimizer = torch.optim.Adam(members.params, lr=0.01)
-    out = torch.rand(1, 1, 8, 8)
-    guard.start(out)
-    loss_log = torch.tensor([[10 ** (-1.2)]])  # 12 dB at iteration 1
-    fallen = guard.check(50, torch.tensor([10 ** (-0.3)]), optimizer, None, lambda: out, loss_log, out.clone())
-    assert [i for i, _, _ in fallen] == [0]   # 3 dB at the first check: a 9 dB fall from the start
+    check = _guard_checking(start_db=12.0)
+    assert [i for i, _, _ in check(50, 3.0)] == [0]   # 3 dB at the first check: 9 dB below the start
 
 
 def test_a_blow_up_after_the_last_check_is_not_the_answer(tiny, small_image):
