@@ -402,6 +402,41 @@ def draw_curves(fig, ax, curves: list, title: str = "") -> None:
                   labelcolor=FOREGROUND, framealpha=0.6)
 
 
+class LiveCurves:
+    """The widget's PSNR plot, redrawn incrementally: new points move the existing lines.
+
+    Clearing and rebuilding the axes (and their layout) at every update took
+    most of the main thread's time per update; only a change in the set of
+    curves (a new slice, the first reference value) rebuilds them now.
+    """
+
+    def __init__(self, fig, ax):
+        self.fig, self.ax = fig, ax
+        self.shape = None
+        self.lines: list = []
+
+    def update(self, curves: list) -> None:
+        has_ref = any(any(v is not None for v in psnr) for _, _, psnr, _ in curves)
+        shape = (has_ref, tuple(label for label, *_ in curves))
+        if shape != self.shape:
+            draw_curves(self.fig, self.ax, curves)
+            try:
+                self.fig.tight_layout()
+            except Exception:  # tight_layout may fail on a tiny canvas; the plot is still fine
+                pass
+            self.shape, self.lines = shape, list(self.ax.get_lines())
+            return
+        series = []
+        for _, its, psnr, fit in curves:
+            if has_ref:
+                series.append((its, [np.nan if v is None else v for v in psnr]))
+            series.append((its, fit))
+        for line, (x, y) in zip(self.lines, series):
+            line.set_data(x, y)
+        self.ax.relim()
+        self.ax.autoscale_view()
+
+
 def render_curves(curves: list, title: str = "", size=(4.0, 3.0), dpi=100) -> np.ndarray:
     """The curves as an RGB uint8 image (Agg, no display and no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -421,11 +456,16 @@ def render_curves(curves: list, title: str = "", size=(4.0, 3.0), dpi=100) -> np
 class OutputLayers:
     """Turns a run's updates into napari layers; call only on the main thread.
 
-    ``live=True`` keeps a preview layer updated in place (removed when the
-    result arrives).  Intermediate outputs (every ``snapshot_every``
-    iterations) go to a stack layer with an ``iteration`` axis, and the PSNR
-    curve to a rendered image layer placed to the right of the image.
+    ``live=True`` keeps a preview layer updated in place (at most every
+    ``preview_every_s`` seconds; removed when the result arrives).  The main
+    thread's work per update stays small whatever the run length:
+    intermediate outputs (every ``snapshot_every`` iterations) are only
+    collected during the run and become a stack layer with an ``iteration``
+    axis once, at the end, as does the PSNR curve (a rendered image layer to
+    the right of the image); the widget draws the live curve itself.
     """
+
+    preview_every_s = 0.25
 
     def __init__(self, viewer, captured: Captured, problem: src_core.Problem, live: bool = True):
         self.viewer = viewer
@@ -438,8 +478,7 @@ class OutputLayers:
         self.frame_tags: list[tuple] = []
         self.preview = self.stack = self.curve_layer = None
         self.position = 0
-        self.curve_every_s = 1.5 if live else math.inf  # live re-renders are throttled
-        self._curve_drawn_at = -math.inf
+        self._preview_at = -math.inf
         name = self.source.name
         if captured.task == "random":
             corrupted = problem.corrupted()
@@ -506,42 +545,35 @@ class OutputLayers:
 
     def add_frame(self, position: int, iteration: int, chw: np.ndarray) -> None:
         plane = self._user_plane(chw)
-        if self.preview is not None:
+        now = time.monotonic()
+        if self.preview is not None and now - self._preview_at >= self.preview_every_s:
             self.preview.data = plane  # in place: same layer, new pixels
+            self._preview_at = now
         self.frames.append(plane)
         self.frame_tags.append((position, iteration))
-        data = np.stack(self.frames)
+
+    def _add_stack(self) -> None:
+        """The collected intermediate outputs as one layer with an iteration axis."""
+        if not self.frames:
+            return
         meta = {ROLE_KEY: "iterations", "iterations": [t[1] for t in self.frame_tags],
                 "slices": [t[0] for t in self.frame_tags]}
-        if self.stack is None:
-            kw = self.source.plane_kwargs()
-            kw["scale"] = (1.0, *kw["scale"])
-            kw["translate"] = (0.0, *kw["translate"])
-            kw["axis_labels"] = ("iteration", *kw["axis_labels"])
-            if "units" in kw:
-                kw["units"] = ("pixel", *kw["units"])
-            self.stack = self.viewer.add_image(
-                data, name=f"{self.source.name} DIP iterations", rgb=self.source.rgb,
-                visible=False, metadata=meta, **kw, **self.source.look_kwargs())
-            if self.preview is not None:  # keep the live preview on top
-                self._move_to_top(self.preview)
-        else:
-            self.stack.data = data
-            self.stack.metadata.update(meta)
-        if self.live and time.monotonic() - self._curve_drawn_at >= self.curve_every_s:
-            self.update_curve_layer()
-
-    def _move_to_top(self, layer) -> None:
-        layers = self.viewer.layers
-        if layer in layers:  # the user may have deleted it mid-run
-            layers.move(layers.index(layer), len(layers))
+        kw = self.source.plane_kwargs()
+        kw["scale"] = (1.0, *kw["scale"])
+        kw["translate"] = (0.0, *kw["translate"])
+        kw["axis_labels"] = ("iteration", *kw["axis_labels"])
+        if "units" in kw:
+            kw["units"] = ("pixel", *kw["units"])
+        self.stack = self.viewer.add_image(
+            np.stack(self.frames), name=f"{self.source.name} DIP iterations", rgb=self.source.rgb,
+            visible=False, metadata=meta, **kw, **self.source.look_kwargs())
+        self.frames = []  # the stack layer holds them now
 
     def update_curve_layer(self, title: str = "") -> None:
         curves = self.curve_list()
         if not any(len(c[1]) for c in curves):
             return
         rgb = render_curves(curves, title or f"{self.source.name}: PSNR")
-        self._curve_drawn_at = time.monotonic()
         s = self.source
         (h, w) = self.problem.layout.spatial_shape
         factor = h * s.scale[-2] / rgb.shape[0]
@@ -563,6 +595,7 @@ class OutputLayers:
             self.preview = None
         if outcome.error is not None or outcome.output is None:
             return None
+        self._add_stack()
         problem = self.problem
         data = self._place_like_source(problem.to_user(outcome.output))
         name = f"{self.source.name} DIP"
@@ -594,7 +627,6 @@ class OutputLayers:
         self.update_curve_layer()
         if self.curve_layer is not None:
             self.curve_layer.metadata.update({ROLE_KEY: "curve", "histories": histories})
-        self.frames = []  # the stack layer holds them now
         return layer
 
 

@@ -26,7 +26,8 @@ import src_core
 from src_core import DIPError
 
 from ._core import (BACKGROUND, GUI_THREADS, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
-                    capture, current_index, describe_time, draw_curves, fits_image, image_plane,
+                    LiveCurves, capture, current_index, describe_time, fits_image,
+                    image_plane,
                     prepare, random_mask_labels)
 
 NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
@@ -184,6 +185,7 @@ class DIPWidget(QWidget):
         self.figure = Figure(figsize=(3.6, 2.2), dpi=90)
         self.figure.patch.set_facecolor(BACKGROUND)
         self.axes = self.figure.add_subplot(111)
+        self._curves = LiveCurves(self.figure, self.axes)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(160)
         self.setMaximumWidth(520)
@@ -561,17 +563,12 @@ class DIPWidget(QWidget):
 
     # ------------------------------------------------------------------ plot
     def _draw_plot(self, force: bool = False) -> None:
-        """Redraw the live PSNR curve at most five times a second."""
+        """Move the live PSNR curve on, at most twice a second."""
         now = time.monotonic()
-        if not force and now - self._plot_drawn_at < 0.2:
+        if not force and now - self._plot_drawn_at < 0.5:
             return
         self._plot_drawn_at = now
-        curves = self._outputs.curve_list() if self._outputs is not None else []
-        draw_curves(self.figure, self.axes, curves)
-        try:
-            self.figure.tight_layout()
-        except Exception:  # tight_layout may fail on a tiny canvas; the plot is still fine
-            pass
+        self._curves.update(self._outputs.curve_list() if self._outputs is not None else [])
         self.canvas.draw_idle()
 
     # ------------------------------------------------------------------ masks

@@ -165,6 +165,37 @@ def test_run_in_thread_worker_rgb_with_2d_mask(viewer, qtbot, errors):
     assert_unchanged(viewer, before, new_layers_allowed=True)
 
 
+def test_the_ui_stays_responsive_during_a_run(viewer, qtbot, errors):
+    """A real thread_worker run with frequent updates: a 20 ms QTimer never waits long, and
+    the main thread adds no layer per update (the iteration stack and the curve layer are made
+    once, at the end)."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    viewer.add_image(smooth((64, 64)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((64, 64)), name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=150, report_every=1, preview_every=1)
+    widget.mask.value = viewer.layers["hole"]
+    ticks, layer_counts = [], []
+    timer = QTimer()
+    def tick():
+        ticks.append(time.perf_counter())
+        if widget.is_running and widget._outputs is not None and widget._outputs.frames:
+            layer_counts.append(len(viewer.layers))
+
+    timer.timeout.connect(tick)
+    timer.start(20)
+    with qtbot.waitSignal(widget.run_finished, timeout=120_000):
+        widget.run()
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert errors == [] and len(gaps) > 10
+    assert gaps.max() < 1.0, f"the UI froze for {gaps.max():.2f} s"
+    assert layer_counts and max(layer_counts) == 3  # img, hole, preview: nothing piles up mid-run
+    assert "img DIP iterations" in viewer.layers and "img DIP PSNR curve" in viewer.layers
+
+
 def test_stop_keeps_partial_result(viewer, qtbot, errors):
     image = viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
     viewer.add_labels(square_labels((32, 32)), name="hole")

@@ -1,0 +1,97 @@
+"""How long napari's main thread goes without running during a widget run (the UI's freezes).
+
+    xvfb-run -a python benchmarks/ui_gaps.py                 # Kate 256, cpu preset, 200 iterations
+
+Opens a real napari window, docks the widget, loads the Kate text-inpainting
+sample downscaled to 256x256 (the mask as a Labels layer) with a clean
+reference, and runs the widget in its thread worker with a preview every 10
+iterations and a curve point every 5.  A 10 ms QTimer stamps the main thread;
+the script reports the worst and the 95th-percentile gap between stamps, and
+the Stop latency (from pressing Stop to the partial result) of a second run.
+Goal (issue 10): worst gap under 200 ms on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def kate_256():
+    import src_core
+    from src_core.cli import _downscale2
+
+    clean = _downscale2(src_core.load_sample("dip/kate.png"))
+    observed = _downscale2(src_core.load_mask(src_core.data_path("dip/kate_mask.png")).astype(np.float32)) > 0.99
+    corrupted = (clean * observed[..., None]).astype(clean.dtype)
+    return corrupted, (~observed).astype(np.uint8), clean
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--preview-every", type=int, default=10)
+    parser.add_argument("--curve-every", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_dip._widget import DIPWidget
+
+    viewer = napari.Viewer(show=True)
+    corrupted, labels, clean = kate_256()
+    viewer.add_image(corrupted, name="kate", rgb=True)
+    viewer.add_image(clean, name="kate clean", rgb=True, visible=False)
+    viewer.add_labels(labels, name="kate mask")
+    widget = DIPWidget(viewer, threaded=True)
+    viewer.window.add_dock_widget(widget, name="Deep Image Prior")
+    widget.preset.value = "cpu"
+    widget.image.value = viewer.layers["kate"]
+    widget.mask.value = viewer.layers["kate mask"]
+    widget.reference.value = viewer.layers["kate clean"]
+    widget.iterations.value = args.iterations
+    widget.preview_every.value = args.preview_every
+    widget.report_every.value = args.curve_every
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    def run_once(stop_after_s=None) -> float | None:
+        done = []
+        loop = QEventLoop()  # napari tears its windows down when the application quits
+        widget.run_finished.connect(lambda result: (done.append(time.perf_counter()), loop.quit()))
+        pressed = []
+        if stop_after_s is not None:
+            def press():
+                pressed.append(time.perf_counter())
+                widget.stop()
+            QTimer.singleShot(int(stop_after_s * 1000), press)
+        widget.run()
+        loop.exec()
+        widget.run_finished.disconnect()
+        return done[0] - pressed[0] if pressed and done else None
+
+    timer.start(10)
+    t0 = time.perf_counter()
+    run_once()
+    wall = time.perf_counter() - t0
+    timer.stop()
+    gaps = np.diff(ticks) * 1000
+    latency = run_once(stop_after_s=8.0)
+    print(f"Kate 256, cpu preset, {args.iterations} iterations, preview every {args.preview_every}, "
+          f"curve every {args.curve_every}: run {wall:.1f} s")
+    print(f"main-thread gaps: worst {gaps.max():.0f} ms, 95th percentile {np.percentile(gaps, 95):.0f} ms, "
+          f"median {np.median(gaps):.0f} ms over {len(gaps)} ticks of a 10 ms timer")
+    if latency is not None:
+        print(f"Stop latency: {latency * 1000:.0f} ms from pressing Stop to the partial result")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
