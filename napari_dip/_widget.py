@@ -19,8 +19,8 @@ from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (QComboBox, QLabel, QProgressBar, QSizePolicy, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (QComboBox, QFrame, QLabel, QProgressBar, QScrollArea, QSizePolicy,
+                            QToolButton, QVBoxLayout, QWidget)
 
 import src_core
 from src_core import DIPError
@@ -98,7 +98,9 @@ class DIPWidget(QWidget):
         W = widgets
         self.image = W.ComboBox(label="image", choices=self._image_choices,
                                 tooltip="The image layer to restore.")
-        self.task = W.ComboBox(label="task", choices=TASK_CHOICES, value="inpaint")
+        self.task = W.ComboBox(label="task", choices=TASK_CHOICES, value="inpaint",
+                               tooltip="What to restore: fill a painted mask, drop random pixels "
+                               "and restore them (to test on a clean image), or remove noise.")
         self.mask = W.ComboBox(label="mask", choices=self._label_choices, nullable=True,
                                tooltip="Labels layer: painted pixels are the ones to fill.")
         self.label = W.SpinBox(label="mask label", value=0, min=0, max=2**31 - 1,
@@ -106,7 +108,9 @@ class DIPWidget(QWidget):
         self.missing_fraction = W.FloatSpinBox(label="random missing", value=0.5, min=0.0,
                                                max=0.99, step=0.05,
                                                tooltip="Fraction of pixels a random mask removes.")
-        self.mask_seed = W.SpinBox(label="mask seed", value=0, min=0, max=2**31 - 1)
+        self.mask_seed = W.SpinBox(label="mask seed", value=0, min=0, max=2**31 - 1,
+                                   tooltip="Seed of the random mask: the same seed drops the "
+                                   "same pixels.")
         self.random_mask_button = W.PushButton(text="Make random mask layer",
                                                tooltip="Add a Labels layer with a random "
                                                "fraction of pixels painted (to fill).")
@@ -119,22 +123,39 @@ class DIPWidget(QWidget):
                                  tooltip="Choosing a preset fills the fields below; it also "
                                  "supplies every setting the widget does not show.")
         self.preset_info = W.Label(value="")
-        self.scales = W.SpinBox(label="scales (depth)", value=5, min=1, max=8)
+        self.scales = W.SpinBox(label="scales (depth)", value=5, min=1, max=8,
+                                tooltip="How many times the network halves the image. Deeper "
+                                "sees larger structures but needs larger images.")
         self.channels = W.SpinBox(label="channels", value=128, min=1, max=1024,
                                   tooltip="Channels of the down and up branches at every scale.")
         self.skip_channels = W.SpinBox(label="skip channels", value=4, min=0, max=1024,
                                        tooltip="0 removes the skip connections.")
-        self.upsample = W.ComboBox(label="upsampling", choices=["bilinear", "nearest"])
-        self.input_kind = W.ComboBox(label="input", choices=["uniform", "gaussian", "meshgrid"])
-        self.iterations = W.SpinBox(label="iterations", value=800, min=1, max=1_000_000)
-        self.lr = W.FloatSpinBox(label="learning rate", value=0.01, min=1e-6, max=1.0, step=0.0005)
+        self.upsample = W.ComboBox(label="upsampling", choices=["bilinear", "nearest"],
+                                   tooltip="How the decoder enlarges: bilinear is smoother, "
+                                   "nearest keeps sharper edges.")
+        self.input_kind = W.ComboBox(label="input", choices=["uniform", "gaussian", "meshgrid"],
+                                     tooltip="The fixed random code the network turns into the "
+                                     "image (meshgrid: x/y coordinates, for large holes).")
+        self.iterations = W.SpinBox(label="iterations", value=800, min=1, max=1_000_000,
+                                    tooltip="Optimisation steps. More fits more detail, and for "
+                                    "noisy images eventually the noise too.")
+        self.lr = W.FloatSpinBox(label="learning rate", value=0.01, min=1e-6, max=1.0, step=0.0005,
+                                 tooltip="Adam's step size. Too high makes the fit jump; the "
+                                 "guard then goes back to the last good state.")
         self.lr.native.setDecimals(6)
         self.sigma_p = W.FloatSpinBox(label="sigma_p (input noise)", value=0.03, min=0.0, max=1.0,
-                                      step=0.005)
+                                      step=0.005, tooltip="Noise added to the network's input at "
+                                      "every step; it regularises the fit (0 = off).")
         self.sigma_p.native.setDecimals(4)
-        self.optimizer = W.ComboBox(label="optimiser", choices=["adam", "lbfgs"])
-        self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.device = W.ComboBox(label="device", choices=["auto", *src_core.available_devices()])
+        self.optimizer = W.ComboBox(label="optimiser", choices=["adam", "lbfgs"],
+                                    tooltip="Adam (the paper's default) or L-BFGS after 100 "
+                                    "Adam steps.")
+        self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
+                              tooltip="Seed of the network's weights and input: the same seed and "
+                              "settings give the same result on the same device.")
+        self.device = W.ComboBox(label="device", choices=["auto", *src_core.available_devices()],
+                                 tooltip="Where the network runs; auto prefers a CUDA GPU, then "
+                                 "Apple's MPS, then the CPU.")
         self.threads = W.SpinBox(
             label="CPU threads", value=0, min=0, max=src_core.speed.usable_cores(),
             tooltip="Torch threads for a CPU run. 0 = auto: the cores other jobs leave free, less "
@@ -143,23 +164,36 @@ class DIPWidget(QWidget):
                                        tooltip="Iterations between previews (0 = only the end).")
         self.report_every = W.SpinBox(label="curve every", value=10, min=1, max=100_000,
                                       tooltip="Iterations between PSNR points and progress.")
-        self.run_button = W.PushButton(text="Run")
-        self.stop_button = W.PushButton(text="Stop", enabled=False)
+        self.run_button = W.PushButton(text="Run", tooltip="Start restoring in the background.")
+        self.stop_button = W.PushButton(text="Stop", enabled=False,
+                                        tooltip="End after the current step and keep the partial "
+                                        "result.")
+        self.defaults_button = W.PushButton(text="Restore defaults",
+                                            tooltip="Put the preset's values back into every field.")
 
         inputs = W.Container(widgets=[self.image, self.task, self.mask, self.label,
                                       self.missing_fraction, self.mask_seed,
                                       self.random_mask_button, self.reference, self.slices],
                              labels=True)
-        settings = W.Container(widgets=[self.preset, self.preset_info, self.scales,
-                                        self.channels, self.skip_channels, self.upsample,
-                                        self.input_kind, self.iterations, self.lr, self.sigma_p,
-                                        self.optimizer, self.seed, self.device, self.threads,
-                                        self.preview_every, self.report_every], labels=True)
+        basic = W.Container(widgets=[self.preset, self.preset_info, self.iterations], labels=True)
+        self.advanced = W.Container(
+            widgets=[self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
+                     self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
+                     self.preview_every, self.report_every, self.defaults_button], labels=True)
         buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
                               labels=False)
-        for c in (inputs, settings, buttons):
+        for c in (inputs, basic, self.advanced, buttons):
             c.margins = (0, 0, 0, 0)
-        self.form = W.Container(widgets=[inputs, settings], labels=False)
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced settings")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setToolTip("Network shape, learning rate, input noise, optimiser, "
+                                        "seed, device, threads and update intervals.")
+        self.advanced_toggle.toggled.connect(self._show_advanced)
+        self.advanced.native.setVisible(False)
+        self.form = W.Container(widgets=[inputs, basic], labels=False)
         # long layer names and preset descriptions must not widen the dock over the canvas
         for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.preset,
                       self.upsample, self.input_kind, self.optimizer, self.device):
@@ -192,18 +226,33 @@ class DIPWidget(QWidget):
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._draw_plot(force=True)
 
+        # The form and the plot scroll; what a run needs at hand (the checks, Run/Stop, the
+        # progress) stays below them, so the panel fits a 1366x768 screen.
+        body = QWidget()
+        body_layout = QVBoxLayout(body)
+        body_layout.setContentsMargins(0, 0, 0, 0)
+        body_layout.addWidget(self.form.native)
+        body_layout.addWidget(self.advanced_toggle)
+        body_layout.addWidget(self.advanced.native)
+        body_layout.addWidget(self.canvas, stretch=1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(body)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setMinimumHeight(120)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.form.native)
+        layout.addWidget(self.scroll, stretch=1)
         layout.addWidget(self.check_label)
         layout.addWidget(buttons.native)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.canvas, stretch=1)
 
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self.random_mask_button.changed.connect(self.make_random_mask)
+        self.defaults_button.changed.connect(self.restore_defaults)
         self.preset.changed.connect(self._fill_from_preset)
         self.image.changed.connect(self._image_changed)
         self.task.changed.connect(self._task_changed)
@@ -286,9 +335,24 @@ class DIPWidget(QWidget):
                 self.reference.value = layer
 
     def _task_changed(self, *_) -> None:
+        """Show only the fields that apply to the task."""
         task = self.task.value
-        self.mask.enabled = task != "random"
-        self.label.enabled = task != "random"
+        for w in (self.mask, self.label, self.random_mask_button):
+            w.visible = task == "inpaint"
+        for w in (self.missing_fraction, self.mask_seed):
+            w.visible = task == "random"
+
+    def _show_advanced(self, shown: bool) -> None:
+        self.advanced.native.setVisible(shown)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+
+    def restore_defaults(self, *_) -> None:
+        """The preset's values in every field, and automatic threads and intervals."""
+        self.threads.value = 0
+        self.preview_every.value, self.report_every.value = 50, 10
+        self.seed.value = 0
+        self.device.value = "auto"
+        self._fill_from_preset()
 
     # ------------------------------------------------------------------ presets and config
     def _fill_from_preset(self, *_) -> None:

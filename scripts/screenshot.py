@@ -3,7 +3,7 @@ restoring the Kate sample, captured mid-run after a few previews.
 
 Needs a display; on a headless machine run it under Xvfb:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python scripts/screenshot.py
 
 The run is deliberately small (CPU, a narrow network) so the picture comes in a minute or
 two; the widget, the live preview, the iteration stack and the PSNR curve are real.
@@ -27,13 +27,15 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--size", default="1366x768", help="window size, a laptop screen by default")
     args = parser.parse_args()
 
     import napari
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-dip: Deep Image Prior")
-    viewer.window.resize(1500, 960)
+    width, height = (int(v) for v in args.size.split("x"))
+    viewer.window.resize(width, height)
     viewer.open_sample("napari-dip", "kate")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior")
     widget.threaded = True

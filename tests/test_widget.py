@@ -270,11 +270,40 @@ def test_stack_all_slices_and_current_slice(viewer, errors):
     assert errors == []
 
 
+def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
+    widget = make_widget(viewer)
+    viewer.window._qt_window.resize(1366, 768)
+    # Run, Stop and the progress bar stay outside the scroll area, and all of it fits 768 px
+    assert widget.minimumSizeHint().height() < 500
+    assert widget.scroll.widget().isAncestorOf(widget.scales.native)
+    assert not widget.scroll.widget().isAncestorOf(widget.run_button.native)
+    assert widget.advanced.native.isHidden()                 # advanced settings start folded
+    widget.advanced_toggle.setChecked(True)
+    assert not widget.advanced.native.isHidden()
+    controls = [w for w in vars(widget).values() if hasattr(w, "tooltip") and hasattr(w, "native")
+                and not isinstance(w, type(widget.preset_info))]
+    assert len(controls) > 20
+    assert [w.label for w in controls if not w.tooltip and w.widget_type != "Container"] == []
+    widget.task.value = "inpaint"
+    assert not widget.mask.native.isHidden() and widget.mask_seed.native.isHidden()
+    widget.task.value = "denoise"
+    assert widget.mask.native.isHidden() and widget.missing_fraction.native.isHidden()
+
+
+def test_restore_defaults_puts_the_preset_back(viewer):
+    widget = make_widget(viewer)
+    widget.preset.value = "table1"
+    widget.lr.value, widget.scales.value, widget.threads.value = 0.5, 2, 1
+    widget.defaults_button.clicked.emit()
+    assert widget.lr.value == pytest.approx(0.001) and widget.scales.value == 5
+    assert widget.threads.value == 0
+
+
 def test_random_task_and_random_mask_button(viewer, errors):
     viewer.add_image((smooth((32, 32)) * 255).astype(np.uint8), name="img")
     widget = make_widget(viewer, iterations=10)
     widget.task.value = "random"
-    assert not widget.mask.enabled
+    assert widget.mask.native.isHidden() and not widget.missing_fraction.native.isHidden()
     widget.run()
     assert errors == []
     assert "img DIP input (50% missing)" in viewer.layers
