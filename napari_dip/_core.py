@@ -90,6 +90,7 @@ class Captured:
     mask_name: str | None = None
     reference_name: str | None = None
     threads: int | None = None         # CPU threads; None: the free cores less one for the GUI
+    keep_observed: bool | None = None  # None: the engine's default (on, except for denoising)
 
     @property
     def channel_axis(self):
@@ -129,7 +130,8 @@ def current_index(viewer, layer) -> tuple:
 
 def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "inpaint",
             label: int | None = None, config: RunConfig, slice_index: tuple | None = None,
-            missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None) -> Captured:
+            missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
+            keep_observed: bool | None = None) -> Captured:
     """Check the chosen layers against each other and copy what the run needs.
 
     ``slice_index``: restore only this stack position (``None``: every slice).
@@ -217,7 +219,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
         reference = take(ref)
 
     return Captured(source=source, image=take(data), mask=mask, reference=reference, task=task,
-                    threads=threads,
+                    threads=threads, keep_observed=keep_observed,
                     config=config, missing_fraction=float(missing_fraction),
                     mask_seed=int(mask_seed),
                     slice_index=None if slice_index is None else tuple(slice_index),
@@ -229,7 +231,7 @@ def prepare(captured: Captured) -> src_core.Problem:
     return src_core.prepare(
         captured.image, captured.mask, task=captured.task, reference=captured.reference,
         missing_fraction=captured.missing_fraction, mask_seed=captured.mask_seed,
-        channel_axis=captured.channel_axis, config=captured.config,
+        channel_axis=captured.channel_axis, config=captured.config, keep_observed=captured.keep_observed,
         threads=captured.threads or src_core.speed.default_threads(reserve=GUI_THREADS))
 
 

@@ -164,6 +164,14 @@ class DIPWidget(QWidget):
                                        tooltip="Iterations between previews (0 = only the end).")
         self.report_every = W.SpinBox(label="curve every", value=10, min=1, max=100_000,
                                       tooltip="Iterations between PSNR points and progress.")
+        self.keep_observed = W.CheckBox(
+            label="keep observed pixels", value=True,
+            tooltip="The result equals the input wherever it was observed; only the missing "
+                    "pixels come from the network (off: the network's output everywhere).")
+        self.early_stop = W.CheckBox(
+            label="early stop", value=False,
+            tooltip="Stop when the quality measured on 5% held-out pixels has not improved for "
+                    "a while, and keep the best result (on by default for denoising).")
         self.run_button = W.PushButton(text="Run", tooltip="Start restoring in the background.")
         self.stop_button = W.PushButton(text="Stop", enabled=False,
                                         tooltip="End after the current step and keep the partial "
@@ -175,7 +183,8 @@ class DIPWidget(QWidget):
                                       self.missing_fraction, self.mask_seed,
                                       self.random_mask_button, self.reference, self.slices],
                              labels=True)
-        basic = W.Container(widgets=[self.preset, self.preset_info, self.iterations], labels=True)
+        basic = W.Container(widgets=[self.preset, self.preset_info, self.iterations,
+                                     self.keep_observed, self.early_stop], labels=True)
         self.advanced = W.Container(
             widgets=[self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                      self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
@@ -258,7 +267,7 @@ class DIPWidget(QWidget):
         self.task.changed.connect(self._task_changed)
         for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                   self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
-                  self.report_every, self.task):
+                  self.report_every, self.task, self.early_stop):
             w.changed.connect(self.check)
         self._task_changed()
 
@@ -341,6 +350,8 @@ class DIPWidget(QWidget):
             w.visible = task == "inpaint"
         for w in (self.missing_fraction, self.mask_seed):
             w.visible = task == "random"
+        self.keep_observed.visible = task != "denoise"  # every pixel is observed, and noisy
+        self.early_stop.value = task == "denoise"
 
     def _show_advanced(self, shown: bool) -> None:
         self.advanced.native.setVisible(shown)
@@ -377,6 +388,8 @@ class DIPWidget(QWidget):
             self._filling = False
         # read back what the widgets hold (spin boxes round) so "unchanged" compares equal
         self._filled = {key: getattr(self, key).value for key in filled}
+        if name != "cpu" and entry["task"] != self.task.value:  # the paper's presets are per task
+            self.task.value = entry["task"]
         text = f"{entry['description']} [task: {entry['task']}]"
         # explicit line breaks: a word-wrapped label in a form row gets a wrong height
         self.preset_info.value = textwrap.fill(text, 52)
@@ -398,7 +411,8 @@ class DIPWidget(QWidget):
                          sigma_p=float(self.sigma_p.value), optimizer=self.optimizer.value,
                          seed=int(self.seed.value), device=self.device.value,
                          snapshot_every=int(self.preview_every.value),
-                         report_every=int(self.report_every.value))
+                         report_every=int(self.report_every.value),
+                         early_stop=bool(self.early_stop.value))
         net = {}
         scales = int(self.scales.value)
         if scales != filled.get("scales"):
@@ -499,7 +513,8 @@ class DIPWidget(QWidget):
                 image, self.mask.value, self.reference.value, task=self.task.value,
                 label=int(self.label.value) or None, config=config, slice_index=slice_index,
                 missing_fraction=float(self.missing_fraction.value),
-                mask_seed=int(self.mask_seed.value), threads=self._threads())
+                mask_seed=int(self.mask_seed.value), threads=self._threads(),
+                keep_observed=bool(self.keep_observed.value) if self.task.value != "denoise" else None)
             problem = prepare(captured)
             self._outputs = OutputLayers(self.viewer, captured, problem)
         except Exception as exc:  # bad input: tell the user, touch nothing

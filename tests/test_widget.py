@@ -290,6 +290,32 @@ def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
     assert widget.mask.native.isHidden() and widget.missing_fraction.native.isHidden()
 
 
+def test_keep_observed_is_a_control_and_the_task_follows_the_preset(viewer, errors):
+    img = (smooth((32, 32)) * 255).astype(np.uint8)
+    viewer.add_image(img, name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, iterations=10)
+    widget.mask.value = viewer.layers["hole"]
+    observed = square_labels((32, 32)) == 0
+    assert widget.keep_observed.value is True
+    widget.run()
+    kept = viewer.layers["img DIP"].data
+    assert np.array_equal(kept[observed], img[observed])      # the input where it was observed
+    widget.keep_observed.value = False
+    widget.run()
+    raw = [layer for layer in viewer.layers if layer.name.startswith("img DIP") and layer.data is not kept
+           and layer.metadata.get("napari_dip") == "result"][-1].data
+    assert not np.array_equal(raw[observed], img[observed])   # the network's output everywhere
+    assert errors == []
+    widget.preset.value = "denoise"
+    assert widget.task.value == "denoise" and widget.early_stop.value is True
+    assert widget.keep_observed.native.isHidden()
+    widget.preset.value = "table1"
+    assert widget.task.value == "random"
+    widget.preset.value = "cpu"                                # the CPU preset fits every task
+    assert widget.task.value == "random"
+
+
 def test_restore_defaults_puts_the_preset_back(viewer):
     widget = make_widget(viewer)
     widget.preset.value = "table1"
