@@ -622,6 +622,32 @@ class DIPWidget(QWidget):
         self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")
         self._draw_plot(force=True)
 
+    # ------------------------------------------------------------------ lifecycle
+    def hideEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """A hidden panel may be a closed one: check once Qt has settled (a tab switch or a
+        minimised window also hides it, and must not stop anything)."""
+        super().hideEvent(event)
+        if self.is_running:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._stop_if_closed)
+
+    def _stop_if_closed(self) -> None:
+        """The panel was closed (it left napari's window): end the run and add nothing."""
+        try:
+            main = self.viewer.window._qt_window
+        except (AttributeError, RuntimeError):
+            main = None
+        if not self.is_running or self.window() is main:
+            return
+        outputs, self._outputs = self._outputs, None   # no layer arrives after the panel closed
+        if outputs is not None and outputs.preview is not None and outputs.preview in self.viewer.layers:
+            self.viewer.layers.remove(outputs.preview)
+        if self._driver is not None:
+            self._driver.request_stop()
+        if self.worker is not None:
+            self.worker.quit()
+
     def _on_aborted(self) -> None:
         if self._driver is not None:
             self._driver.close()

@@ -196,6 +196,27 @@ def test_the_ui_stays_responsive_during_a_run(viewer, qtbot, errors):
     assert "img DIP iterations" in viewer.layers and "img DIP PSNR curve" in viewer.layers
 
 
+def test_closing_the_panel_stops_the_run_and_adds_nothing(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer(show=True)   # a panel that was never shown is never hidden
+    viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=100_000, preview_every=2)
+    widget.mask.value = viewer.layers["hole"]
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        widget.run()
+        qtbot.waitUntil(lambda: len(widget._outputs.frames) >= 1, timeout=30_000)
+        widget.hide()                       # hidden (a tab switch, a minimised window) ...
+        qtbot.wait(300)
+        assert widget.is_running            # ... is not closed
+        widget.show()
+        dock = viewer.window._dock_widgets["Deep Image Prior"]
+        dock.title.close_button.click()     # the panel's own X
+    qtbot.wait(200)
+    assert not widget.is_running
+    assert [layer.name for layer in viewer.layers] == ["img", "hole"]   # no preview, no late result
+    assert errors == []
+
+
 def test_stop_keeps_partial_result(viewer, qtbot, errors):
     image = viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
     viewer.add_labels(square_labels((32, 32)), name="hole")
