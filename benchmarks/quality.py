@@ -139,7 +139,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def report(out: Path, records: dict, command: str) -> None:
-    from src_core.plots import _pyplot
+    from src_core.plots import _pyplot, save_figure
 
     rows = ["| case | task | corrupted | classical (CPU s) | DIP alone, final | **napari-dip answer** | "
             "answer - classical | CPU s | iterations | CPU s until DIP alone / the answer reach classical |",
@@ -179,7 +179,7 @@ def report(out: Path, records: dict, command: str) -> None:
         "## Means by group", "", *means, "", "## Every case", "", *rows, "",
         "Curves: `quality_curves.png` (answer PSNR and DIP-alone PSNR against CPU-seconds, the "
         "classical answer as a dashed line).", ""])
-    from src_core.io import atomic_path, write_text
+    from src_core.io import write_text
 
     write_text(out / "quality.md", text)
     plt = _pyplot()
@@ -201,9 +201,7 @@ def report(out: Path, records: dict, command: str) -> None:
     fig.supxlabel("CPU seconds")
     fig.supylabel("PSNR (dB)")
     fig.tight_layout()
-    with atomic_path(out / "quality_curves.png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, out / "quality_curves.png", dpi=90)
 
 
 def _cpu() -> str:

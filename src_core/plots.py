@@ -42,16 +42,20 @@ def plot_psnr_curves(curves: dict, path, title: str = "", ylabel: str = "PSNR (d
     return _save(fig, path)
 
 
-def _save(fig, path) -> Path:
-    plt = _pyplot()
-    fig.tight_layout()
+def save_figure(fig, path, **savefig) -> Path:
+    """Save a figure atomically (format from the suffix) and close it."""
     from .io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig)
+    _pyplot().close(fig)
     return path
+
+
+def _save(fig, path) -> Path:
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def history_curves(history) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import _pyplot
+from ..plots import _pyplot, save_figure
 
 LEVEL_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
 
@@ -29,16 +29,6 @@ def _bottom(fig, label: str) -> float:
 
 def _values(y):
     return np.array([np.nan if v is None else v for v in y], dtype=float)
-
-
-def _save(fig, path) -> Path:
-    from ..io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-    _pyplot().close(fig)
-    return path
 
 
 def _curves_on(ax, curves: dict, levels=(), vlines=(), ylabel="PSNR (dB)", legend=True, fontsize=7):
@@ -72,7 +62,7 @@ def plot_curves(curves: dict, path, title: str, label: str, levels=(), vlines=()
     ax.set_title(title, fontsize=9)
     fig.tight_layout(rect=(0, _bottom(fig, label), 1, 1))
     _footer(fig, label)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curve_grid(panels: dict, path, title: str, label: str, columns: int = 4) -> Path:
@@ -95,7 +85,7 @@ def plot_curve_grid(panels: dict, path, title: str, label: str, columns: int = 4
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, _bottom(fig, label), 0.86, 0.97))
     _footer(fig, label)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_xy(series: dict, path, title: str, xlabel: str, label: str, ylabel: str = "PSNR (dB)",
@@ -121,7 +111,7 @@ def plot_xy(series: dict, path, title: str, xlabel: str, label: str, ylabel: str
         ax.legend(fontsize=8)
     fig.tight_layout(rect=(0, _bottom(fig, label), 1, 1))
     _footer(fig, label)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _show(ax, chw: np.ndarray, title: str, fontsize: float = 9) -> None:
@@ -151,4 +141,4 @@ def plot_image_rows(rows: list, path, title: str, label: str, row_titles=None) -
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0.01, _bottom(fig, label), 1, 0.97))
     _footer(fig, label)
-    return _save(fig, path)
+    return save_figure(fig, path)
