@@ -38,7 +38,7 @@ from .checkpoint import Checkpoint, fingerprint
 from .classical import CLASSICAL, METHODS, classical_answer
 from .config import TASKS, RunConfig, default_preset, preset
 from .devices import resolve_device
-from .engine import DIPRun, Finished, History, psnr_ssim
+from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
 from .errors import DIPError
 from .imaging import Layout, Scaling
 from .io import atomic_path, check_writable, json_default
@@ -171,15 +171,14 @@ class Problem:
                 summary["val_psnr_classical"] = _psnr(fitted_only[held], truth)
                 summary["val_psnr_answer"] = _psnr(alpha * dip[held] + (1 - alpha) * fitted_only[held], truth)
                 answer = alpha * dip + (1 - alpha) * classical
-        if self.keep_observed:
-            answer = np.where(observed, self.images[index], answer)
-        answer = np.clip(answer, 0.0, 1.0).astype(np.float32)
+        def kept(x):
+            return np.where(observed, self.images[index], x) if self.keep_observed else x
+
+        answer = np.clip(kept(answer), 0.0, 1.0).astype(np.float32)
         if self.references is not None:
             ref = self.references[index]
             summary["psnr_answer"] = psnr_ssim(answer, ref, with_ssim=False)[0]
-            summary["psnr_dip"] = psnr_ssim(dip if not self.keep_observed else
-                                            np.where(observed, self.images[index], dip), ref,
-                                            with_ssim=False)[0]
+            summary["psnr_dip"] = psnr_ssim(kept(dip), ref, with_ssim=False)[0]
             summary["psnr_corrupted"] = psnr_ssim(self.images[index] * observed, ref,
                                                   with_ssim=False)[0]
             if self.classical is not None:
@@ -215,8 +214,7 @@ def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> f
 def _psnr(estimate: np.ndarray, truth: np.ndarray) -> float | None:
     if estimate.size == 0:
         return None
-    mse = float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2))
-    return float("inf") if mse <= 0 else -10.0 * float(np.log10(mse))
+    return _psnr_from_mse(float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2)))
 
 
 def _first_reaching(history: History, level: float) -> int | None:
@@ -489,6 +487,17 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
                       mask_seed=mask_seed, channel_axis=channel_axis, preset=preset, config=config,
                       keep_observed=keep_observed, validate=validate, classical=classical,
                       threads=threads, **overrides)
+    return restore_problem(problem, image, callback=callback, stop=stop, checkpoint_dir=checkpoint_dir,
+                           checkpoint_every_s=checkpoint_every_s)
+
+
+def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkpoint_dir=None,
+                    checkpoint_every_s: float = 300.0) -> RestoreResult:
+    """Run a prepared problem slice by slice (what :func:`restore` does after :func:`prepare`).
+
+    ``image`` is the user's input, which slices that were not run are given
+    back as; the other arguments are :func:`restore`'s.
+    """
     outputs = np.empty_like(problem.images)
     histories = []
     store = _SliceStore(checkpoint_dir, problem, checkpoint_every_s) if checkpoint_dir is not None else None
@@ -504,7 +513,7 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
                                                h.timings.get("iterations", 0) < problem.config.iterations
                                                for h in histories)
         return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, histories,
-                             problem.config, task, problem.notes, classical_images,
+                             problem.config, problem.task, problem.notes, classical_images,
                              problem.keep_observed, problem.validate, stopped)
 
     for index in range(problem.slices):
@@ -528,7 +537,7 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
             finally:
                 run.close()
         except Exception as exc:
-            if index == 0 or isinstance(exc, KeyboardInterrupt):
+            if index == 0:
                 raise
             error = DIPError(f"slice {index} of {problem.slices} failed ({type(exc).__name__}: "
                              f"{str(exc)[:300]}); slices 0..{index - 1} finished and are kept in "

@@ -205,7 +205,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     run's state is kept in ``<name>.checkpoints/`` until its outputs are
     written, so ``resume`` continues a stopped, killed or crashed run.
     """
-    from .api import prepare, restore
+    from .api import prepare, restore_problem
     from .speed import LONG_RUN_S, describe_estimate
 
     problem = prepare(image, mask, task=task, reference=reference, **kwargs)
@@ -244,9 +244,9 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     stop = threading.Event()
     try:
         with _first_interrupt_stops(stop, bar):
-            result = restore(image, mask, task=task, reference=reference, callback=callback, stop=stop,
-                             checkpoint_dir=checkpoints, checkpoint_every_s=60.0 * checkpoint_minutes,
-                             **kwargs)
+            result = restore_problem(problem, image, callback=callback, stop=stop,
+                                     checkpoint_dir=checkpoints,
+                                     checkpoint_every_s=60.0 * checkpoint_minutes)
     except DIPError as exc:
         partial = getattr(exc, "partial", None)
         if partial is not None:  # a later slice failed: keep the finished ones
