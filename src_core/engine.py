@@ -244,6 +244,10 @@ class _Members:
             outs.append(functional_call(self.module, (params, buffers), (z[k:k + 1],)))
         return torch.cat(outs)
 
+    def named_buffers(self) -> dict:
+        """The BatchNorm buffers by name (stacked over members when there are several)."""
+        return dict(self.module.named_buffers()) if self.count == 1 else dict(self.buffers or {})
+
     def member_params(self, k: int) -> list[torch.Tensor]:
         return self.params if self.count == 1 else [p[k] for p in self.params]
 
@@ -502,10 +506,9 @@ class DIPBatch:
         def state(it: int) -> dict:
             """Everything the next iteration depends on (see checkpoint.py)."""
             cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
-            buffers = (dict(members.module.named_buffers()) if k == 1 else members.buffers) or {}
             return {
                 "fingerprint": self.fingerprint, "completed": it, "elapsed": time.perf_counter() - t0,
-                "params": [cpu(p) for p in params], "buffers": {n: cpu(b) for n, b in buffers.items()},
+                "params": [cpu(p) for p in params], "buffers": {n: cpu(b) for n, b in members.named_buffers().items()},
                 "optimizer": optimizer.state_dict(), "noise": [g.get_state() for g in noise_gens],
                 "loss_log": cpu(loss_log[:it]), "ema": cpu(ema),
                 "es": None if es is None else [cpu(es.buffer), cpu(es.best), cpu(es.best_var), cpu(es.log)],
@@ -518,8 +521,7 @@ class DIPBatch:
             with torch.no_grad():
                 for p, v in zip(params, saved["params"]):
                     p.copy_(v)
-                buffers = (dict(members.module.named_buffers()) if k == 1 else members.buffers) or {}
-                for n, b in buffers.items():
+                for n, b in members.named_buffers().items():
                     b.copy_(saved["buffers"][n])
                 optimizer.load_state_dict(saved["optimizer"])
                 for g, st in zip(noise_gens, saved["noise"]):
@@ -896,9 +898,7 @@ class _Guard:
                                          if torch.is_tensor(v)} for st in state])
             return
         for saved, st in zip(self.moments[1], state):
-            for key, value in st.items():
-                if key in saved and (value.dim() > 0 or self.k == 1):
-                    (saved[key] if self.k == 1 else saved[key][i]).copy_(value if self.k == 1 else value[i])
+            self._copy_member(saved, st, i)
 
     def _put_back(self, i, optimizer, ema) -> None:
         for p, good in zip(self.members.member_params(i), self._rows(self.weights, i)):
@@ -915,10 +915,20 @@ class _Guard:
                             value[i].zero_()
             return
         for p, saved in zip(self.members.params, self.moments[1]):
-            st = optimizer.state.get(p, {})
-            for key, value in saved.items():
-                if key in st and (value.dim() > 0 or self.k == 1):
-                    (st[key] if self.k == 1 else st[key][i]).copy_(value if self.k == 1 else value[i])
+            self._copy_member(optimizer.state.get(p, {}), saved, i)
+
+    def _copy_member(self, dst: dict, src: dict, i: int) -> None:
+        """Member i's part of one parameter's optimiser state, ``src`` into ``dst``.
+
+        With one member that is every tensor; with several, row i of each
+        stacked tensor (the shared 0-d step count stays as it is)."""
+        for key, value in src.items():
+            if key not in dst or not torch.is_tensor(value):
+                continue
+            if self.k == 1:
+                dst[key].copy_(value)
+            elif value.dim() > 0:
+                dst[key][i].copy_(value[i])
 
 
 class _HeldOut:
