@@ -226,13 +226,18 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
                     mask_name=mask_name, reference_name=reference_name)
 
 
+def run_threads(requested: int | None) -> int:
+    """CPU threads for a run from napari: the count asked for, or the free cores less the GUI's."""
+    return requested or src_core.speed.default_threads(reserve=GUI_THREADS)
+
+
 def prepare(captured: Captured) -> src_core.Problem:
     """The engine's own checks and conversion (raises DIPError with its message)."""
     return src_core.prepare(
         captured.image, captured.mask, task=captured.task, reference=captured.reference,
         missing_fraction=captured.missing_fraction, mask_seed=captured.mask_seed,
         channel_axis=captured.channel_axis, config=captured.config, keep_observed=captured.keep_observed,
-        threads=captured.threads or src_core.speed.default_threads(reserve=GUI_THREADS))
+        threads=run_threads(captured.threads))
 
 
 def fits_image(config: RunConfig, plane: tuple) -> str | None:

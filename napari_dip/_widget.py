@@ -25,9 +25,9 @@ from qtpy.QtWidgets import (QComboBox, QFrame, QLabel, QProgressBar, QScrollArea
 import src_core
 from src_core import DIPError
 
-from ._core import (BACKGROUND, GUI_THREADS, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
+from ._core import (BACKGROUND, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
                     LiveCurves, capture, current_index, describe_time, fits_image,
-                    image_plane,
+                    image_plane, run_threads,
                     prepare, random_mask_labels)
 
 NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
@@ -467,7 +467,7 @@ class DIPWidget(QWidget):
         return problems
 
     def _threads(self) -> int:
-        return int(self.threads.value) or src_core.speed.default_threads(reserve=GUI_THREADS)
+        return run_threads(int(self.threads.value))
 
     def _estimate(self, config, image) -> str:
         """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long."""

@@ -157,11 +157,15 @@ def usable_cores() -> int:
 _chosen_threads: int | None = None
 
 
+def _check_threads(threads, alternative: str = "") -> None:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise DIPError(f"threads must be a whole number >= 1{alternative} (got {threads!r}).")
+
+
 def choose_threads(threads: int) -> None:
     """Make ``threads`` the default of every later run in this process (the CLI's --threads)."""
     global _chosen_threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise DIPError(f"threads must be a whole number >= 1 (got {threads!r}).")
+    _check_threads(threads)
     _chosen_threads = threads
     torch.set_num_threads(threads)
 
@@ -171,9 +175,9 @@ def default_threads(reserve: int = 0) -> int:
 
     OpenMP threads spin while they wait for each other, so more threads than
     free cores is not a little slower but catastrophically so: on a 2-core
-    machine with another 2-thread job running, the ``cpu`` preset took 1.17
-    s/it at 64x64 with 2 threads against 0.076 with 1 (15x), and 3.61 against
-    0.142 at 128x128 (25x).  So: the usable cores, minus the 1-minute load
+    machine beside two busy processes, the ``cpu`` preset ran 16-21x slower
+    with 2 threads than with 1 (``benchmarks/threads.py``, docs/benchmarks.md).
+    So: the usable cores, minus the 1-minute load
     average (rounded; other jobs), minus ``reserve`` (napari keeps one for its
     GUI), and at least one; or what :func:`choose_threads` set.
     """
@@ -184,15 +188,13 @@ def default_threads(reserve: int = 0) -> int:
         busy = int(os.getloadavg()[0] + 0.5)
     except (AttributeError, OSError):
         busy = 0
-    return max(1, min(cores, cores - busy - reserve))
+    return max(1, cores - busy - reserve)
 
 
 def resolve_threads(threads, device: torch.device, reserve: int = 0) -> int | None:
     """The thread count a CPU run uses (None on other devices): ``threads``, or the default."""
-    if threads is not None and threads != "auto" and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise DIPError(f"threads must be a whole number >= 1, or None/'auto' for the free cores "
-                       f"(got {threads!r}).")
+    if threads is not None and threads != "auto":
+        _check_threads(threads, ", or None/'auto' for the free cores")
     if device.type != "cpu":
         return None
     return default_threads(reserve) if threads in (None, "auto") else threads
