@@ -195,13 +195,9 @@ def speed_rows(sizes, cfg, device, iterations, warmup, rounds=3):
 
 def bf16_hardware() -> str:
     """Whether this CPU has the instructions that make bf16 autocast pay (AVX512-BF16 or AMX)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown"
-    have = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
-            if flag in flags]
-    return ", ".join(have) if have else "neither AVX512-BF16 nor AMX (bf16 would be emulated: slower)"
+    if src_core.speed.cpu_has_native_bf16():
+        return "AVX512-BF16 or AMX"
+    return "neither AVX512-BF16 nor AMX (bf16 would be emulated: slower)"
 
 
 def quality_rows(size, cfg, device, iterations, seeds):
@@ -252,13 +248,9 @@ def machine_line(device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as fh:
-                name = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        name += f", {torch.get_num_threads()} threads"
+        from src_core.reproduce.common import _cpu_name
+
+        name = f"{_cpu_name()}, {torch.get_num_threads()} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     return (f"{name}; torch {torch.__version__}; numpy {np.__version__}; python "

@@ -205,15 +205,13 @@ def report(out: Path, records: dict, command: str) -> None:
 
 
 def _cpu() -> str:
+    from src_core.reproduce.common import _cpu_name
+
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                flags = open("/proc/cpuinfo").read()
-                return name + (", AVX-512" if "avx512f" in flags else ", AVX2 only")
+        avx512 = "avx512f" in open("/proc/cpuinfo").read()
     except OSError:
-        pass
-    return "unknown"
+        return _cpu_name()
+    return _cpu_name() + (", AVX-512" if avx512 else ", AVX2 only")
 
 
 def main(argv=None) -> int:
