@@ -10,7 +10,7 @@ True
 """
 
 from .api import Problem, RestoreResult, iterate, make_config, prepare, restore
-from .config import PRESETS, RunConfig, preset, preset_names
+from .config import PRESETS, TASK_HELP, TASKS, RunConfig, preset, preset_names
 from .devices import available_devices, resolve_device
 from .engine import BatchFinished, DIPBatch, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
 from .errors import DIPError
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchFinished", "DIPBatch", "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
-    "Problem", "Progress", "Recovery", "RestoreResult", "RunConfig", "SkipNet",
+    "Problem", "Progress", "TASKS", "TASK_HELP", "Recovery", "RestoreResult", "RunConfig", "SkipNet",
     "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
     "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",
     "preset", "preset_names", "psnr_ssim", "read_image", "resolve_device", "restore",

@@ -18,7 +18,13 @@ from .network import NetworkConfig
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 OPTIMIZERS = ("adam", "lbfgs")
-TASKS = ("inpaint", "random", "denoise")
+#: every task, with the words a user reads for it (the CLI, the API and the widget list these)
+TASK_HELP = {
+    "inpaint": "fill the painted mask",
+    "random": "drop random pixels and restore them",
+    "denoise": "remove noise",
+}
+TASKS = tuple(TASK_HELP)
 
 
 @dataclass
@@ -151,6 +157,16 @@ class RunConfig:
             return cls.from_dict(data)
         except DIPError as exc:
             raise DIPError(f"{path}: {exc}") from None
+
+    def with_input_kind(self, kind: str) -> "RunConfig":
+        """A copy with another network input, and the channel count that input needs
+        (a meshgrid is the 2 coordinate channels; leaving it restores the default 32)."""
+        new = self.replace(input_kind=kind)
+        if kind == "meshgrid":
+            new.network.input_channels = 2
+        elif self.input_kind == "meshgrid" or self.network.input_channels == 2:
+            new.network.input_channels = NetworkConfig.input_channels
+        return new
 
     def replace(self, **overrides) -> "RunConfig":
         """A copy with fields overridden; network fields may be given flat or dotted."""

@@ -118,3 +118,39 @@ def load_mask(path, observed_value: str = "white", notes: list | None = None) ->
         threshold = full / 2
     bright = values > threshold
     return bright if observed_value == "white" else ~bright
+
+
+def damaged_box(observed: np.ndarray, margin: int, min_side: int = 1,
+                worth: float = 0.8) -> tuple[slice, slice] | None:
+    """The (rows, columns) around every missing pixel of the last two axes, plus ``margin``.
+
+    Restoring only this box costs its area instead of the image's while the
+    network still sees ``margin`` pixels of known context around each hole;
+    every axis before the last two (slices, channels) is pooled.  The box is
+    grown, centred where the image allows, to at least ``min_side`` per side.
+    None when nothing is missing or the box would cover more than ``worth``
+    of the image (no gain then).
+
+    >>> observed = np.ones((100, 200), bool); observed[40:50, 60:70] = False
+    >>> damaged_box(observed, margin=8)
+    (slice(32, 58, None), slice(52, 78, None))
+    """
+    missing = ~np.asarray(observed, dtype=bool)
+    if missing.ndim < 2:
+        raise DIPError(f"a mask has at least two axes (rows, columns); got shape {missing.shape}.")
+    plane = missing.reshape(-1, *missing.shape[-2:]).any(axis=0)
+    rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    if rows.size == 0:
+        return None
+    box = []
+    for hits, size in ((rows, plane.shape[0]), (cols, plane.shape[1])):
+        start, stop = max(0, int(hits[0]) - margin), min(size, int(hits[-1]) + 1 + margin)
+        short = min(min_side, size) - (stop - start)
+        if short > 0:  # grow both ways, then push off the image's edge
+            start -= short // 2
+            stop += short - short // 2
+            start, stop = (0, stop - start) if start < 0 else (start, stop)
+            start, stop = (size - (stop - start), size) if stop > size else (start, stop)
+        box.append(slice(start, stop))
+    area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+    return None if area > worth * plane.size else tuple(box)

@@ -16,6 +16,7 @@ BatchNorm always uses batch statistics (DIP optimises one image, there is no
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -29,6 +30,9 @@ UPSAMPLE_MODES = ("nearest", "bilinear")
 DOWNSAMPLE_MODES = ("stride", "avg", "max", "lanczos2", "lanczos3")
 ACTIVATIONS = ("leaky_relu", "swish", "elu", "none")
 PADDINGS = ("reflection", "zero")
+#: the fields that take one value per scale (a single value means "the same at every scale")
+PER_SCALE_FIELDS = ("down_channels", "up_channels", "skip_channels", "down_kernel", "up_kernel",
+                    "skip_kernel", "upsample", "downsample")
 
 
 #: bounds far beyond any useful network, so that a typo fails here and not in torch
@@ -89,8 +93,7 @@ class NetworkConfig:
         _whole_in("input_channels", self.input_channels, 1, MAX_CHANNELS)
         s = self.scales
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("down_channels", "up_channels", "skip_channels",
-                     "down_kernel", "up_kernel", "skip_kernel", "upsample", "downsample"):
+        for name in PER_SCALE_FIELDS:
             out[name] = _per_scale(out[name], s, name)
         for name in ("down_channels", "up_channels"):
             for c in out[name]:
@@ -114,6 +117,17 @@ class NetworkConfig:
                 raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
         return NetworkConfig(**out)
 
+    def with_scales(self, scales: int) -> "NetworkConfig":
+        """A copy with another depth; per-scale lists are cut, or extended with their last value."""
+        out = copy.deepcopy(self)
+        out.scales = scales
+        for name in PER_SCALE_FIELDS:
+            value = getattr(out, name)
+            if isinstance(value, (list, tuple)) and isinstance(scales, int) and scales >= 1:
+                value = list(value)
+                setattr(out, name, (value + value[-1:] * scales)[:scales])
+        return out
+
     def min_size(self) -> int:
         """Smallest image side (before padding) the network can take.
 
@@ -124,6 +138,11 @@ class NetworkConfig:
         deepest_pad = (max(v.down_kernel[-1], 3 if v.downsample[-1].startswith("lanczos") else 1) - 1) // 2
         need = deepest_pad + 1 if v.padding == "reflection" else 1
         return (2 ** v.scales) * need
+
+    def context(self) -> int:
+        """Pixels of known image to keep around a hole when restoring only its surroundings:
+        two cells of the deepest scale, the width over which that scale mixes pixels."""
+        return 2 * 2 ** self.validate().scales
 
     def to_dict(self) -> dict:
         return asdict(self)

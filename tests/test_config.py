@@ -53,3 +53,25 @@ def test_unknown_names_are_refused():
         preset("cpu", depth=3)
     with pytest.raises(DIPError, match="unknown configuration fields"):
         RunConfig.from_dict({"learning_rate": 1})
+
+
+def test_a_new_depth_cuts_or_extends_per_scale_lists():
+    net = preset("library").network                  # per-scale channel lists, 6 scales
+    shallower, deeper = net.with_scales(4), net.with_scales(7)
+    assert shallower.down_channels == [16, 32, 64, 128] and shallower.scales == 4
+    assert deeper.down_channels == [16, 32, 64, 128, 128, 128, 128]
+    assert deeper.validate().scales == 7 and net.scales == 6       # the original is untouched
+    assert preset("cpu").network.with_scales(2).down_channels == 32  # a single value stays one
+
+
+def test_input_kind_brings_its_channel_count():
+    assert preset("text").with_input_kind("meshgrid").validate().network.input_channels == 2
+    back = preset("vase").with_input_kind("uniform")                 # vase: a meshgrid preset
+    assert back.validate().network.input_channels == 32 and back.input_kind == "uniform"
+    assert preset("library").with_input_kind("gaussian").network.input_channels == 1
+
+
+def test_every_task_has_its_words():
+    import src_core
+
+    assert src_core.TASKS == tuple(src_core.TASK_HELP) == ("inpaint", "random", "denoise")

@@ -41,3 +41,35 @@ def test_labels_mark_pixels_to_fill():
 def test_shipped_mask_file_uses_white_for_observed():
     m = load_mask(data_path("dip/kate_mask.png"))
     assert m.shape == (512, 512) and 0.95 < m.mean() < 0.96  # 95.68% known (PROVENANCE.md)
+
+
+# ----------------------------------------------------------------------------- damaged_box
+
+def test_damaged_box_pools_slices_and_keeps_the_margin():
+    from src_core.masks import damaged_box
+
+    observed = np.ones((3, 100, 120), bool)
+    observed[0, 40:45, 50:52] = False
+    observed[2, 60:62, 80:90] = False        # another slice: the box covers both holes
+    rows, cols = damaged_box(observed, margin=5)
+    assert (rows.start, rows.stop) == (35, 67) and (cols.start, cols.stop) == (45, 95)
+
+
+def test_damaged_box_grows_to_the_network_size_and_stays_inside():
+    from src_core.masks import damaged_box
+
+    observed = np.ones((100, 200), bool)
+    observed[1, 198] = False                 # a corner pixel: the box is pushed off the edges
+    rows, cols = damaged_box(observed, margin=2, min_side=32)
+    assert (rows.start, rows.stop) == (0, 32) and (cols.start, cols.stop) == (168, 200)
+
+
+def test_damaged_box_is_none_when_nothing_is_gained():
+    from src_core.masks import damaged_box
+
+    assert damaged_box(np.ones((50, 50), bool), margin=4) is None          # nothing missing
+    spread = np.ones((50, 50), bool)
+    spread[0, 0] = spread[-1, -1] = False
+    assert damaged_box(spread, margin=0) is None                            # the whole image
+    with pytest.raises(DIPError, match="at least two axes"):
+        damaged_box(np.ones(5, bool), margin=1)
