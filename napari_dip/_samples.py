@@ -14,18 +14,20 @@ from napari.types import LayerDataTuple
 
 import src_core
 
-from ._core import MASK_FOR_KEY, REFERENCE_FOR_KEY, random_mask_labels
+from ._capture import MASK_FOR_KEY, REFERENCE_FOR_KEY, TASK_FOR_KEY, random_mask_labels
 
 
 def _sample(name: str, corrupted: np.ndarray, missing: np.ndarray | None,
-            clean: np.ndarray | None, mask_name: str, **image_kwargs) -> list:
-    """Reference first (hidden), then the image, then the mask on top."""
+            clean: np.ndarray | None, mask_name: str, task: str, **image_kwargs) -> list:
+    """Reference first (hidden), then the image (tagged with the task it was made for, which
+    the widget then selects), then the mask on top."""
     layers = []
     if clean is not None:
         layers.append((clean, {"name": f"{name.split(' (')[0]} clean (reference)",
                                "visible": False, "metadata": {REFERENCE_FOR_KEY: name},
                                **image_kwargs}, "image"))
-    layers.append((corrupted, {"name": name, **image_kwargs}, "image"))
+    layers.append((corrupted, {"name": name, "metadata": {TASK_FOR_KEY: task}, **image_kwargs},
+                   "image"))
     if missing is not None:
         layers.append((missing.astype(np.uint8), {"name": mask_name, "opacity": 0.5,
                                                   "metadata": {MASK_FOR_KEY: name}}, "labels"))
@@ -38,7 +40,7 @@ def kate_sample() -> list:
     clean = src_core.load_sample("dip/kate.png")
     observed = src_core.load_mask(src_core.data_path("dip/kate_mask.png"))
     corrupted = clean * observed[..., None].astype(clean.dtype)
-    return _sample("kate (text-corrupted)", corrupted, ~observed, clean, "kate mask")
+    return _sample("kate (text-corrupted)", corrupted, ~observed, clean, "kate mask", "inpaint")
 
 
 def house_sample() -> list:
@@ -47,7 +49,7 @@ def house_sample() -> list:
     clean = src_core.load_sample("table1/house.png")
     observed = src_core.bernoulli_mask(clean.shape, 0.5, seed=0)
     corrupted = np.where(observed, clean, 0).astype(clean.dtype)
-    return _sample("house (50% missing)", corrupted, ~observed, clean, "house missing pixels")
+    return _sample("house (50% missing)", corrupted, ~observed, clean, "house missing pixels", "inpaint")
 
 
 def synthetic_cells(shape=(256, 256), frames: int | None = None, seed: int = 0,
@@ -96,13 +98,14 @@ def cells_sample() -> list:
     """A noisy microscopy-like image (synthetic fluorescent cells, ~40 photons at the peak,
     uint16) with its noise-free version as a hidden reference: try task "denoise"."""
     noisy, clean = synthetic_cells((256, 256), seed=0)
-    return _sample("noisy cells", noisy, None, clean, "", axis_labels=("y", "x"))
+    return _sample("noisy cells", noisy, None, clean, "", "denoise", axis_labels=("y", "x"))
 
 
 def cells_timelapse_sample() -> list:
     """A small noisy time-lapse (8 x 128 x 128, uint16) for slice-by-slice restoration."""
     noisy, clean = synthetic_cells((128, 128), frames=8, seed=1)
-    return _sample("noisy cells time-lapse", noisy, None, clean, "", axis_labels=("t", "y", "x"))
+    return _sample("noisy cells time-lapse", noisy, None, clean, "", "denoise",
+                   axis_labels=("t", "y", "x"))
 
 
 def random_mask(image: Image,

@@ -1,11 +1,12 @@
-"""One call from the napari console: restore a layer and add the result layers."""
+"""One call from the napari console: restore a layer and add the result layers (waiting, or not)."""
 
 from __future__ import annotations
 
 import src_core
 from src_core import DIPError
 
-from ._core import Driver, OutputLayers, capture, current_index, prepare
+from ._capture import capture, current_index
+from ._run import LayerRun
 
 
 def _layer(viewer, layer, what: str):
@@ -21,12 +22,20 @@ def _layer(viewer, layer, what: str):
 def restore_layer(viewer, image, mask=None, *, task: str | None = None, reference=None,
                   label: int | None = None, slices: str = "all", preset: str | None = None,
                   missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
-                  **settings):
+                  region: str = "whole", keep_observed: bool | None = None,
+                  keep_earlier: bool = False, wait: bool = True, **settings):
     """Restore ``image`` (a layer or its name) with Deep Image Prior and add the results.
 
-    Runs in the calling thread (the viewer waits) and takes the same options as
-    the dock widget.  ``mask``: a Labels layer whose painted pixels are the ones
-    to fill (``label`` picks one label value; default every painted pixel).
+    Takes the same options as the dock widget.  ``wait=True`` runs in the
+    calling thread (the viewer waits) and returns the result layer;
+    ``wait=False`` starts a worker thread, so napari stays usable, and returns
+    the :class:`~napari_dip._run.LayerRun` at once: its progress shows in
+    napari's Activity dock (Cancel there stops it and keeps the partial
+    result), ``run.stop()`` does the same, ``run.worker.finished`` signals
+    the end and ``run.result`` is then the result layer.
+
+    ``mask``: a Labels layer whose painted pixels are the ones to fill
+    (``label`` picks one label value; default every painted pixel).
     ``task``: "inpaint" (the default when a mask is given), "random" (drop
     ``missing_fraction`` of the pixels at random and restore them) or
     "denoise".  ``reference``: optional clean image layer for the true PSNR.
@@ -36,6 +45,10 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     by name (``scales=4``, ``iterations=500``, ``lr=0.01``, ``device="cuda"``,
     ``snapshot_every=100`` keeps intermediate outputs as a stack layer).
     ``threads``: CPU threads (default: the free cores less one for napari).
+    ``region="damage"``: restore only a box around the mask and paste it
+    back.  ``keep_observed`` (default on, except for denoising): the result
+    equals the input wherever it was observed.  ``keep_earlier``: keep the
+    layers an earlier run of this image added (default: replace them).
 
     Adds the result layer (input dtype, scale, translate and axis labels; the
     curve numbers in ``layer.metadata["history"]``) and the PSNR curve as an
@@ -63,10 +76,15 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
         slice_index = current_index(viewer, image)
     captured = capture(image, mask, reference, task=task, label=label, config=config,
                        slice_index=slice_index, missing_fraction=missing_fraction,
-                       mask_seed=mask_seed, threads=threads)
-    problem = prepare(captured)
-    outputs = OutputLayers(viewer, captured, problem, live=False)
-    outcome = Driver(problem).run_here(outputs.on_update)
-    if outcome.error is not None:
-        raise outcome.error
-    return outputs.finish(outcome)
+                       mask_seed=mask_seed, threads=threads, region=region,
+                       keep_observed=keep_observed)
+    run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
+    if not wait:
+        run.start(threaded=True)
+        return run
+    run.start(threaded=False)
+    if run.outcome.error is not None:
+        raise run.outcome.error
+    if run.finish_error is not None:
+        raise run.finish_error
+    return run.result

@@ -1,8 +1,8 @@
 """The "Deep Image Prior" dock widget: pick layers and settings, Run, watch, Stop.
 
-A thin layer over :mod:`napari_dip._core` (which speaks to ``src_core``):
-the widget only gathers choices, starts a ``thread_worker`` over the engine's
-events, and shows what comes back.  Set ``NAPARI_DIP_NO_THREAD=1`` (or pass
+A thin layer over the plugin's modules (which speak to ``src_core``): the
+widget only gathers choices, checks them as they change, starts a
+:class:`~napari_dip._run.LayerRun` and shows what comes back.  Set ``NAPARI_DIP_NO_THREAD=1`` (or pass
 ``threaded=False``) to run in the calling thread, which makes tests simple and
 deterministic.
 """
@@ -14,28 +14,45 @@ import os
 import textwrap
 import time
 
+import numpy as np
+
 from magicgui import widgets
 from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (QComboBox, QFrame, QLabel, QProgressBar, QScrollArea, QSizePolicy,
-                            QToolButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QApplication, QComboBox, QFileDialog, QFrame, QLabel, QProgressBar,
+                            QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 import src_core
 from src_core import DIPError
 
-from ._core import (BACKGROUND, MASK_FOR_KEY, REFERENCE_FOR_KEY, ROLE_KEY, Driver, OutputLayers,
-                    LiveCurves, capture, current_index, describe_time, fits_image,
-                    image_plane, run_threads,
-                    prepare, random_mask_labels)
+from ._capture import (MASK_FOR_KEY, REFERENCE_FOR_KEY, TASK_FOR_KEY, capture, check_layers,
+                       current_index, damage_region, image_plane, random_mask_labels)
+from ._curves import BACKGROUND, LiveCurves
+from ._driver import describe_time, run_threads
+from ._export import python_call, save_run
+from ._layers import ROLE_KEY
+from ._run import LayerRun
 
 NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
-PER_SCALE = ("down_channels", "up_channels", "skip_channels", "down_kernel", "up_kernel",
-             "skip_kernel", "upsample", "downsample")
-TASK_CHOICES = [("inpaint: fill the painted mask", "inpaint"),
-                ("random pixels: drop and restore", "random"),
-                ("denoise", "denoise")]
+TASK_CHOICES = [(f"{task}: {words}", task) for task, words in src_core.TASK_HELP.items()]
+
+
+def help_url() -> str | None:
+    """docs/plugin.md: the project's page when the package names one, else the checkout's file."""
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        urls = metadata.metadata("napari-dip").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation":
+            return url.strip()
+    local = Path(__file__).resolve().parents[1] / "docs" / "plugin.md"
+    return local.as_uri() if local.exists() else None
 
 
 def _threaded_default() -> bool:
@@ -71,21 +88,17 @@ class DIPWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.threaded = _threaded_default() if threaded is None else bool(threaded)
-        self.worker = None
         self.last_error: str | None = None
         self.result_layer = None
-        self._driver: Driver | None = None
-        self._outputs: OutputLayers | None = None
+        self.current: LayerRun | None = None
+        self.problems: list = []
         self._filling = False
         self._filled: dict = {}
         self._estimates: dict = {}
         self._plot_drawn_at = -math.inf
-        self._pending_result = None
         self._image_auto = True
         self._auto_picking = False
         self._on_destroyed: list = []
-        self._total = 1
-        self._iterations = 1
         self._build()
         self._connect_viewer()
         has_gpu = any(d != "cpu" for d in src_core.available_devices())
@@ -96,7 +109,7 @@ class DIPWidget(QWidget):
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
         W = widgets
-        self.image = W.ComboBox(label="image", choices=self._image_choices,
+        self.image = W.ComboBox(label="image", choices=self._image_choices, nullable=True,
                                 tooltip="The image layer to restore.")
         self.task = W.ComboBox(label="task", choices=TASK_CHOICES, value="inpaint",
                                tooltip="What to restore: fill a painted mask, drop random pixels "
@@ -119,6 +132,12 @@ class DIPWidget(QWidget):
         self.slices = W.ComboBox(label="slices", choices=[("current slice", "current"),
                                                           ("all slices", "all")],
                                  value="current", tooltip="For stacks (Z or T).")
+        self.region = W.ComboBox(
+            label="region", choices=[("whole image", "whole"), ("around the mask", "damage")],
+            value="whole",
+            tooltip="Around the mask: restore only a box around the painted pixels, with the "
+                    "margin of known image the network needs, and paste it back. Much faster "
+                    "when the damage is small.")
         self.preset = W.ComboBox(label="preset", choices=src_core.preset_names(),
                                  tooltip="Choosing a preset fills the fields below; it also "
                                  "supplies every setting the widget does not show.")
@@ -172,26 +191,41 @@ class DIPWidget(QWidget):
             label="early stop", value=False,
             tooltip="Stop when the quality measured on 5% held-out pixels has not improved for "
                     "a while, and keep the best result (on by default for denoising).")
+        self.keep_earlier = W.CheckBox(
+            label="keep earlier results", value=False,
+            tooltip="Off: a new run of the same image replaces the layers the last run added "
+                    "(a layer you renamed is always kept).")
         self.run_button = W.PushButton(text="Run", tooltip="Start restoring in the background.")
         self.stop_button = W.PushButton(text="Stop", enabled=False,
                                         tooltip="End after the current step and keep the partial "
                                         "result.")
         self.defaults_button = W.PushButton(text="Restore defaults",
                                             tooltip="Put the preset's values back into every field.")
+        self.save_button = W.PushButton(text="Save run...", enabled=False,
+                                        tooltip="Write the last result (TIFF or PNG, in the input's "
+                                        "type), its history with the full settings (JSON) and "
+                                        "its PSNR curve (PNG).")
+        self.copy_button = W.PushButton(text="Copy as Python", enabled=False,
+                                        tooltip="Copy the src_core.restore(...) call that repeats "
+                                        "the last run, for the napari console or a notebook.")
 
         inputs = W.Container(widgets=[self.image, self.task, self.mask, self.label,
                                       self.missing_fraction, self.mask_seed,
-                                      self.random_mask_button, self.reference, self.slices],
+                                      self.random_mask_button, self.reference, self.slices,
+                                      self.region],
                              labels=True)
         basic = W.Container(widgets=[self.preset, self.preset_info, self.iterations,
-                                     self.keep_observed, self.early_stop], labels=True)
+                                     self.keep_observed, self.early_stop, self.keep_earlier],
+                             labels=True)
         self.advanced = W.Container(
             widgets=[self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                      self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
                      self.preview_every, self.report_every, self.defaults_button], labels=True)
         buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
                               labels=False)
-        for c in (inputs, basic, self.advanced, buttons):
+        self.after = W.Container(widgets=[self.save_button, self.copy_button], layout="horizontal",
+                                 labels=False)
+        for c in (inputs, basic, self.advanced, buttons, self.after):
             c.margins = (0, 0, 0, 0)
         self.advanced_toggle = QToolButton()
         self.advanced_toggle.setText("Advanced settings")
@@ -204,7 +238,8 @@ class DIPWidget(QWidget):
         self.advanced.native.setVisible(False)
         self.form = W.Container(widgets=[inputs, basic], labels=False)
         # long layer names and preset descriptions must not widen the dock over the canvas
-        for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.preset,
+        for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.region,
+                      self.preset,
                       self.upsample, self.input_kind, self.optimizer, self.device):
             combo.native.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -244,6 +279,13 @@ class DIPWidget(QWidget):
         body_layout.addWidget(self.advanced_toggle)
         body_layout.addWidget(self.advanced.native)
         body_layout.addWidget(self.canvas, stretch=1)
+        body_layout.addWidget(self.after.native)
+        url = help_url()
+        self.help_label = QLabel(f'<a href="{url}">Help: docs/plugin.md</a>' if url else
+                                 "Help: docs/plugin.md in the napari-dip source")
+        self.help_label.setOpenExternalLinks(True)
+        self.help_label.setToolTip("How to use the plugin, and what each setting does.")
+        body_layout.addWidget(self.help_label)
         self.scroll = QScrollArea()
         self.scroll.setWidget(body)
         self.scroll.setWidgetResizable(True)
@@ -261,13 +303,16 @@ class DIPWidget(QWidget):
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self.random_mask_button.changed.connect(self.make_random_mask)
+        self.save_button.changed.connect(self.save_last_run)
+        self.copy_button.changed.connect(self.copy_as_python)
         self.defaults_button.changed.connect(self.restore_defaults)
         self.preset.changed.connect(self._fill_from_preset)
         self.image.changed.connect(self._image_changed)
         self.task.changed.connect(self._task_changed)
         for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                   self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
-                  self.report_every, self.task, self.early_stop):
+                  self.report_every, self.task, self.early_stop, self.mask, self.reference,
+                  self.label, self.region, self.slices, self.threads, self.device):
             w.changed.connect(self.check)
         self._task_changed()
 
@@ -291,19 +336,30 @@ class DIPWidget(QWidget):
     def _layer_inserted(self, event=None) -> None:
         if event is not None and getattr(event, "value", None) is not None:
             event.value.events.name.connect(self.reset_choices)
+        if self.image.value is None:
+            self._image_auto = True  # nothing chosen: follow what the user opens
         self.reset_choices()
 
     def reset_choices(self, event=None) -> None:
-        """Refresh the layer lists; napari also calls this when layers change."""
+        """Refresh the layer lists; napari also calls this when layers change.
+
+        The user's choice never jumps to another layer: when the chosen image is
+        removed the selector goes empty and says so (a running run keeps its copy).
+        """
         before = self.image.value
         for combo in (self.image, self.mask, self.reference):
             combo.reset_choices()
-        if before is None or before not in self.viewer.layers or self._image_auto:
+        if self._image_auto:
             self._pick_default_image()
+        elif before is not None and before not in self.viewer.layers:
+            self.image.value = None
+            self._image_changed()
+            self.status.setText(f"The image '{before.name}' was removed; choose another.")
         elif self.image.value is not before:
             self._image_changed()
         else:
             self._pick_partners()
+            self.check()
 
     def _pick_default_image(self) -> None:
         """The active image layer, else the topmost one, skipping references and our outputs
@@ -326,6 +382,9 @@ class DIPWidget(QWidget):
             self._image_auto = False  # the user chose: keep it
         image = self.image.value
         self.slices.enabled = image is not None and image.ndim > 2
+        task = None if image is None else image.metadata.get(TASK_FOR_KEY)
+        if task in src_core.TASKS and task != self.task.value:  # a sample says what it is for
+            self.task.value = task
         self._pick_partners()
         self.check()
 
@@ -351,6 +410,7 @@ class DIPWidget(QWidget):
         for w in (self.missing_fraction, self.mask_seed):
             w.visible = task == "random"
         self.keep_observed.visible = task != "denoise"  # every pixel is observed, and noisy
+        self.region.visible = task == "inpaint"
         self.early_stop.value = task == "denoise"
 
     def _show_advanced(self, shown: bool) -> None:
@@ -400,46 +460,34 @@ class DIPWidget(QWidget):
         """The run's configuration: the preset plus every field that was changed.
 
         Network fields the user left as the preset filled them are not
-        overridden, so per-scale lists (the library preset's channels) survive;
-        when the depth changes, such lists are cut or extended with their last
-        value.
+        overridden, so per-scale lists (the library preset's channels) survive
+        (a new depth cuts or extends them, ``NetworkConfig.with_scales``).
         """
         name = self.preset.value
-        base = src_core.PRESETS[name]["config"]
+        config = src_core.preset(name)
         filled = self._filled
-        overrides = dict(iterations=int(self.iterations.value), lr=float(self.lr.value),
-                         sigma_p=float(self.sigma_p.value), optimizer=self.optimizer.value,
-                         seed=int(self.seed.value), device=self.device.value,
-                         snapshot_every=int(self.preview_every.value),
-                         report_every=int(self.report_every.value),
-                         early_stop=bool(self.early_stop.value))
+        if self.input_kind.value != filled.get("input_kind"):
+            config = config.with_input_kind(self.input_kind.value)
+        if self.scales.value != filled.get("scales"):
+            config.network = config.network.with_scales(int(self.scales.value))
         net = {}
-        scales = int(self.scales.value)
-        if scales != filled.get("scales"):
-            net["scales"] = scales
         if self.channels.value != filled.get("channels"):
             net["down_channels"] = net["up_channels"] = int(self.channels.value)
         if self.skip_channels.value != filled.get("skip_channels"):
             net["skip_channels"] = int(self.skip_channels.value)
         if self.upsample.value != filled.get("upsample"):
             net["upsample"] = self.upsample.value
-        if self.input_kind.value != filled.get("input_kind"):
-            overrides["input_kind"] = self.input_kind.value
-            if self.input_kind.value == "meshgrid":
-                net["input_channels"] = 2
-            elif base.network.input_channels == 2:
-                net["input_channels"] = 32
-        if "scales" in net:
-            for field_name in PER_SCALE:
-                value = getattr(base.network, field_name)
-                if field_name not in net and isinstance(value, (list, tuple)):
-                    value = list(value)
-                    net[field_name] = (value + [value[-1]] * scales)[:scales]
-        overrides.update({f"network.{k}": v for k, v in net.items()})
-        return src_core.preset(name, **overrides)
+        return config.replace(
+            iterations=int(self.iterations.value), lr=float(self.lr.value),
+            sigma_p=float(self.sigma_p.value), optimizer=self.optimizer.value,
+            seed=int(self.seed.value), device=self.device.value,
+            snapshot_every=int(self.preview_every.value), report_every=int(self.report_every.value),
+            early_stop=bool(self.early_stop.value),
+            **{f"network.{k}": v for k, v in net.items()}).validate()
 
     def check(self, *_) -> list:
-        """Flag settings that cannot work before a run (shown above the Run button)."""
+        """Flag what cannot work before a run (above the Run button, which stays disabled
+        until nothing is flagged), and show the run's time estimate."""
         if self._filling:
             return []
         problems = []
@@ -449,53 +497,99 @@ class DIPWidget(QWidget):
             problems.append(str(exc))
             config = None
         image = self.image.value
-        if image is None:
-            problems.append("no image layer: open an image or a sample (File > Open Sample).")
-        elif config is not None:
-            try:
-                warning = fits_image(config, image_plane(image))
-            except DIPError as exc:
-                warning = str(exc)
+        plane = None
+        try:
+            mask = check_layers(image, self.mask.value, self.reference.value, task=self.task.value)
+            plane = self._run_plane(image, mask, config)
+        except DIPError as exc:
+            problems.append(str(exc))
+        if config is not None and plane is not None:
+            warning = config.network.size_problem(*plane)
             if warning:
                 problems.append(warning)
-        estimate = self._estimate(config, image) if not problems else ""
+        estimate = self._estimate(config, image, plane) if not problems else ""
         text = "\n".join([f"\u26a0 {p}" for p in problems] + ([estimate] if estimate else []))
         self.check_label.setText(text)
         self.check_label.setVisible(bool(text))
-        self.run_button.tooltip = text or "Start restoring"
         self.problems = problems
+        if not self.is_running:
+            self.run_button.enabled = not problems
+        self.run_button.tooltip = text or "Start restoring in the background."
         return problems
 
     def _threads(self) -> int:
         return run_threads(int(self.threads.value))
 
-    def _estimate(self, config, image) -> str:
-        """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long."""
+    def _slice_index(self, image):
+        if image is not None and image.ndim > 2 and self.slices.value == "current":
+            return current_index(self.viewer, image)
+        return None
+
+    def _run_plane(self, image, mask_layer, config) -> tuple:
+        """The (H, W) the network will see: the image's, or the box around the mask."""
         plane = image_plane(image)
+        if (self.region.value != "damage" or self.task.value != "inpaint" or mask_layer is None
+                or config is None):
+            return plane
+        labels = mask_layer.data
+        index = self._slice_index(image)
+        if index is not None and tuple(labels.shape) != plane:
+            labels = labels[index]
+        observed = src_core.mask_from_labels(labels, int(self.label.value) or None)
+        if getattr(image, "rgb", False) and observed.ndim == image.ndim:
+            observed = observed.all(axis=-1)
+        box = damage_region(observed, config)
+        return plane if box is None else (box[0].stop - box[0].start, box[1].stop - box[1].start)
+
+    def _estimate(self, config, image, plane) -> str:
+        """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long."""
         channels = 3 if getattr(image, "rgb", False) else 1
-        key = (config.to_json(), plane, channels, self._threads())
+        slices = 1
+        if image is not None and self._slice_index(image) is None:
+            data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
+            slices = int(np.prod(data_shape)) if len(data_shape) else 1
+        key = (config.to_json(), plane, channels, slices, self._threads())
         if key not in self._estimates:
             try:
-                self._estimates[key] = src_core.speed.estimate_time(config, channels, plane,
-                                                                    threads=self._threads())
+                self._estimates[key] = src_core.speed.estimate_time(
+                    config, channels, plane, slices=slices, threads=self._threads())
             except DIPError:
                 return ""
         estimate = self._estimates[key]
-        text = f"Estimate: {src_core.speed.describe_estimate(estimate)}"
+        where = "" if plane == image_plane(image) else f" for the {plane[0]}x{plane[1]} box"
+        text = f"Estimate{where}: {src_core.speed.describe_estimate(estimate)}"
         if estimate["total_s"] > src_core.speed.LONG_RUN_S and not estimate["device"].startswith("cuda"):
             text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
+            if self.task.value == "inpaint" and self.region.value == "whole":
+                text += ", and 'around the mask' restores only the damaged part"
         return text
 
     # ------------------------------------------------------------------ running
     @property
     def is_running(self) -> bool:
-        return self._driver is not None
+        return self.current is not None and not self.current.done
+
+    @property
+    def worker(self):
+        return None if self.current is None else self.current.worker
 
     def _report_error(self, message: str) -> None:
         self.last_error = message
         self.status.setText(f"Error: {message}")
         self.status.setStyleSheet("color: #ff6060;")
         show_error(f"Deep Image Prior: {message}")
+
+    def capture(self):
+        """The chosen layers and settings, checked and copied (raises DIPError)."""
+        image = self.image.value
+        task = self.task.value
+        return capture(
+            image, self.mask.value, self.reference.value, task=task,
+            label=int(self.label.value) or None, config=self.build_config(),
+            slice_index=self._slice_index(image), missing_fraction=float(self.missing_fraction.value),
+            mask_seed=int(self.mask_seed.value), threads=self._threads(),
+            keep_observed=bool(self.keep_observed.value) if task != "denoise" else None,
+            region=self.region.value if task == "inpaint" else "whole")
 
     def run(self, *_) -> None:
         """Capture the inputs and settings now, then restore in a worker thread."""
@@ -504,78 +598,63 @@ class DIPWidget(QWidget):
         self.last_error = None
         self.status.setStyleSheet("")
         try:
-            image = self.image.value
-            config = self.build_config()
-            slice_index = None
-            if image is not None and image.ndim > 2 and self.slices.value == "current":
-                slice_index = current_index(self.viewer, image)
-            captured = capture(
-                image, self.mask.value, self.reference.value, task=self.task.value,
-                label=int(self.label.value) or None, config=config, slice_index=slice_index,
-                missing_fraction=float(self.missing_fraction.value),
-                mask_seed=int(self.mask_seed.value), threads=self._threads(),
-                keep_observed=bool(self.keep_observed.value) if self.task.value != "denoise" else None)
-            problem = prepare(captured)
-            self._outputs = OutputLayers(self.viewer, captured, problem)
+            captured = self.capture()
+            run = LayerRun(self.viewer, captured, keep_earlier=bool(self.keep_earlier.value),
+                           on_update=self._on_update, on_done=self._on_done)
         except Exception as exc:  # bad input: tell the user, touch nothing
             self._report_error(error_message(exc))
             return
-
-        self._driver = Driver(problem)
-        self._pending_result = None
-        self._iterations = problem.config.iterations
-        self._total = problem.slices * self._iterations
+        self.current = run
         self._started = time.monotonic()
         self._set_running(True)
+        problem = run.problem
         where = (f"slice {captured.slice_index}" if captured.slice_index is not None
                  else f"{problem.slices} slice(s)")
+        if captured.region is not None:
+            rows, cols = captured.region
+            where += f", the {rows.stop - rows.start}x{cols.stop - cols.start} box around the mask"
         self.status.setText(f"Running on {where}, device "
                             f"{src_core.resolve_device(problem.config.device)}...")
         self.progress.setValue(0)
         self.progress.setFormat("starting...")
         self._draw_plot(force=True)
-
         if self.threaded:
-            worker = thread_worker(self._driver.events, start_thread=False)()
-            worker.yielded.connect(self._on_update)
-            worker.returned.connect(self._on_outcome)
-            worker.aborted.connect(self._on_aborted)
-            worker.finished.connect(self._on_finished)
+            worker = run.start(threaded=True)
             # closing the dock widget or the viewer mid-run stops the engine at its next step
-            self._on_destroyed = [self._driver.request_stop, worker.quit]
+            self._on_destroyed = [run.driver.request_stop, worker.quit]
             for slot in self._on_destroyed:
                 self.destroyed.connect(slot)
-            self.worker = worker
-            worker.start()
         else:
-            outcome = self._driver.run_here(self._on_update)
-            self._on_outcome(outcome)
-            self._on_finished()
+            run.start(threaded=False)
 
     def stop(self, *_) -> None:
         """Finish after the current iteration and keep the partial result as a layer."""
-        if self._driver is None:
+        if not self.is_running:
             return
-        self._driver.request_stop()
+        self.current.stop()
         self.stop_button.enabled = False
         self.status.setText("Stopping after the current iteration...")
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.enabled = not running
         self.stop_button.enabled = running
         self.form.enabled = not running
+        for button in (self.save_button, self.copy_button):
+            button.enabled = not running and self.result_layer is not None
+        if running:
+            self.run_button.enabled = False
+        else:
+            self.check()
 
     def _on_update(self, update) -> None:
-        outputs = self._outputs
-        if outputs is None:
+        run = self.current
+        if run is None:
             return
-        outputs.on_update(update)
         event = update.event
         if update.kind == "progress":
-            done = update.position * self._iterations + event.iteration
+            done = run.done_iterations(update)
             ips = event.iterations_per_second
-            left = (self._total - done) / ips if ips and ips > 0 else float("nan")
-            self.progress.setValue(int(1000 * done / max(self._total, 1)))
+            left = (run.total - done) / ips if ips and ips > 0 else float("nan")
+            self.progress.setValue(int(1000 * done / max(run.total, 1)))
             self.progress.setFormat(f"%p%  \u00b7  {ips:.1f} it/s  \u00b7  "
                                     f"{describe_time(left)} left")
             parts = []
@@ -585,27 +664,43 @@ class DIPWidget(QWidget):
             parts.append(f"fit {event.fit_psnr:.2f} dB")
             if event.psnr is not None:
                 parts.append(f"PSNR {event.psnr:.2f} dB")
-            if not self._driver.stop_requested:
+            if not run.stop_requested:
                 self.status.setText("  \u00b7  ".join(parts))
             self._draw_plot()
-        elif update.kind == "slice" and update.count > 1:
-            self.status.setText(f"slice {update.position + 1}/{update.count}...")
+        elif update.message and not run.stop_requested:
+            where = f"slice {update.position + 1}/{update.count}: " if update.count > 1 else ""
+            self.status.setText(where + update.message + "...")
+            if update.kind == "slice" and update.position == 0:
+                self.progress.setFormat("setting up...")
         elif update.kind in ("recovery", "early_stop"):
             self.status.setText(event.message)
 
-    def _on_outcome(self, outcome) -> None:
-        outputs = self._outputs
-        if outputs is None:
-            return
-        try:
-            layer = outputs.finish(outcome)
-        except Exception as exc:
-            self._report_error(f"could not add the result: {error_message(exc)}")
-            return
+    def _on_done(self, run: LayerRun) -> None:
+        """The run ended (main thread): report it and make the panel ready for the next."""
+        for slot in self._on_destroyed:  # or they would keep the finished run's data alive
+            try:
+                self.destroyed.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        self._on_destroyed = []
+        result = self._report_outcome(run)
+        if result is not None:
+            self.result_layer = result
+        self._set_running(False)
+        self.run_finished.emit(result)
+
+    def _report_outcome(self, run: LayerRun):
+        outcome = run.outcome
+        if run.outputs is None or outcome is None:  # abandoned, or the worker was aborted
+            self.status.setText("Aborted.")
+            return None
+        if run.finish_error is not None:
+            self._report_error(f"could not add the result: {error_message(run.finish_error)}")
+            return None
         if outcome.error is not None:
             self._report_error(error_message(outcome.error))
-            return
-        self.result_layer = self._pending_result = layer
+            return None
+        layer = run.result
         seconds = time.monotonic() - self._started
         if outcome.stopped:
             self.status.setText(f"Stopped; partial result kept as '{layer.name}'.")
@@ -621,6 +716,42 @@ class DIPWidget(QWidget):
             self.progress.setValue(1000)
         self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")
         self._draw_plot(force=True)
+        return layer
+
+    # ------------------------------------------------------------------ after a run
+    def save_last_run(self, *_, path=None):
+        """Write the last result, its history JSON and its curve (asks where, unless ``path``)."""
+        layer = self.result_layer
+        if layer is None or layer not in self.viewer.layers:
+            self._report_error("no result to save: run a restoration first (or its layer was "
+                               "removed).")
+            return None
+        overwrite = False
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save the run", f"{layer.name}.tif",
+                                                  "TIFF (*.tif *.tiff);;PNG (*.png)")
+            if not path:
+                return None
+            overwrite = True  # the dialog has asked before replacing
+        try:
+            files = save_run(layer, path, overwrite=overwrite)
+        except (DIPError, OSError) as exc:
+            self._report_error(error_message(exc))
+            return None
+        self.status.setText("Saved " + ", ".join(str(p) for p in files.values()))
+        return files
+
+    def copy_as_python(self, *_) -> str | None:
+        """Put the src_core.restore(...) call that repeats the last run on the clipboard."""
+        layer = self.result_layer
+        if layer is None:
+            self._report_error("nothing to copy: run a restoration first.")
+            return None
+        code = python_call(layer)
+        QApplication.clipboard().setText(code)
+        self.status.setText("Copied the src_core.restore(...) call; paste it in the napari "
+                            "console (Window > Console) or a notebook.")
+        return code
 
     # ------------------------------------------------------------------ lifecycle
     def hideEvent(self, event) -> None:  # noqa: N802 (Qt's name)
@@ -640,31 +771,7 @@ class DIPWidget(QWidget):
             main = None
         if not self.is_running or self.window() is main:
             return
-        outputs, self._outputs = self._outputs, None   # no layer arrives after the panel closed
-        if outputs is not None and outputs.preview is not None and outputs.preview in self.viewer.layers:
-            self.viewer.layers.remove(outputs.preview)
-        if self._driver is not None:
-            self._driver.request_stop()
-        if self.worker is not None:
-            self.worker.quit()
-
-    def _on_aborted(self) -> None:
-        if self._driver is not None:
-            self._driver.close()
-        self.status.setText("Aborted.")
-
-    def _on_finished(self) -> None:
-        for slot in self._on_destroyed:  # or they would keep the finished run's data alive
-            try:
-                self.destroyed.disconnect(slot)
-            except (TypeError, RuntimeError):
-                pass
-        self._on_destroyed = []
-        self._driver = None
-        self.worker = None
-        self._set_running(False)
-        result, self._pending_result = self._pending_result, None
-        self.run_finished.emit(result)
+        self.current.abandon()
 
     # ------------------------------------------------------------------ plot
     def _draw_plot(self, force: bool = False) -> None:
@@ -673,7 +780,8 @@ class DIPWidget(QWidget):
         if not force and now - self._plot_drawn_at < 0.5:
             return
         self._plot_drawn_at = now
-        self._curves.update(self._outputs.curve_list() if self._outputs is not None else [])
+        outputs = None if self.current is None else self.current.outputs
+        self._curves.update(outputs.curve_list() if outputs is not None else [])
         self.canvas.draw_idle()
 
     # ------------------------------------------------------------------ masks

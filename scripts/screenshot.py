@@ -52,7 +52,7 @@ def main() -> None:
 
     app = QApplication.instance()
     deadline = time.monotonic() + args.timeout
-    outputs = widget._outputs
+    outputs = widget.current.outputs
     while len(outputs.frames) < args.previews:
         if time.monotonic() > deadline or not widget.is_running:
             raise SystemExit("no previews in time (or the run ended); see the widget status")
@@ -67,7 +67,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False)
     print(f"saved {out} after {len(outputs.frames)} previews "
-          f"(iteration {outputs.frame_tags[-1][1]})")
+          f"(iteration {outputs.frames[-1][1]})")
 
     widget.stop()
     while widget.is_running and time.monotonic() < deadline:

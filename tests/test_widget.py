@@ -118,7 +118,9 @@ def test_run_through_widget_adds_layers(viewer, errors):
 
     stack = viewer.layers["img DIP iterations"]
     assert stack.data.shape == (4, 40, 48) and stack.data.dtype == np.uint16
-    assert stack.axis_labels[0] == "iteration" and tuple(stack.scale) == (1.0, 2.0, 0.5)
+    # the iteration axis counts iterations: the slider reads 5, 10, 15, 20
+    assert stack.axis_labels[0] == "iteration" and tuple(stack.scale) == (5.0, 2.0, 0.5)
+    assert tuple(stack.translate) == (5.0, 5.0, 7.0)
     assert stack.metadata["iterations"] == [5, 10, 15, 20]
     observed = square_labels() == 0
     np.testing.assert_array_equal(result.data[observed], clean[observed])  # observed pixels kept
@@ -181,7 +183,7 @@ def test_the_ui_stays_responsive_during_a_run(viewer, qtbot, errors):
     timer = QTimer()
     def tick():
         ticks.append(time.perf_counter())
-        if widget.is_running and widget._outputs is not None and widget._outputs.frames:
+        if widget.is_running and widget.current.outputs is not None and widget.current.outputs.frames:
             layer_counts.append(len(viewer.layers))
 
     timer.timeout.connect(tick)
@@ -204,7 +206,7 @@ def test_closing_the_panel_stops_the_run_and_adds_nothing(make_napari_viewer, qt
     widget.mask.value = viewer.layers["hole"]
     with qtbot.waitSignal(widget.run_finished, timeout=60_000):
         widget.run()
-        qtbot.waitUntil(lambda: len(widget._outputs.frames) >= 1, timeout=30_000)
+        qtbot.waitUntil(lambda: len(widget.current.outputs.frames) >= 1, timeout=30_000)
         widget.hide()                       # hidden (a tab switch, a minimised window) ...
         qtbot.wait(300)
         assert widget.is_running            # ... is not closed
@@ -227,7 +229,7 @@ def test_stop_keeps_partial_result(viewer, qtbot, errors):
 
     with qtbot.waitSignal(widget.run_finished, timeout=60_000) as finished:
         widget.run()
-        qtbot.waitUntil(lambda: len(widget._outputs.frames) >= 2, timeout=30_000)
+        qtbot.waitUntil(lambda: len(widget.current.outputs.frames) >= 2, timeout=30_000)
         widget.stop_button.clicked.emit()   # the button's own signal
         assert not widget.stop_button.enabled
 
@@ -278,16 +280,26 @@ def test_stack_all_slices_and_current_slice(viewer, errors):
     assert result.data.shape == (3, 32, 32) and result.data.dtype == np.float32
     assert len(result.metadata["histories"]) == 3
     assert tuple(result.axis_labels) == ("z", "y", "x")
-    assert viewer.layers["zs DIP iterations"].metadata["slices"] == [0, 0, 1, 1, 2, 2]
+    frames = viewer.layers["zs DIP iterations"]
+    # an iteration axis of its own in front of z, so z keeps its own slider
+    assert frames.data.shape == (2, 3, 32, 32) and frames.metadata["iterations"] == [5, 10]
+    assert tuple(frames.axis_labels) == ("iteration", "z", "y", "x")
+    assert tuple(frames.scale) == (5.0, 3.0, 1.0, 1.0)
+    assert viewer.dims.ndim == 4
 
     widget.slices.value = "current"
-    viewer.dims.set_point(0, 6.0)            # world z of slice 2 (z scale 3)
+    viewer.dims.set_point(1, 6.0)            # world z of slice 2 (z scale 3; axis 0 is iteration)
     widget.image.value = image
     widget.run()
-    one = viewer.layers["zs DIP [1]"]
+    # the second run replaced the first one's layers: no "[1]" names, nothing piles up
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["zs", "hole", "zs DIP iterations", "zs DIP", "zs DIP PSNR curve"], names
+    one = viewer.layers["zs DIP"]
     assert one.data.shape == (1, 32, 32)
     assert one.metadata["slice_index"] == (2,)
     assert tuple(one.translate) == (6.0, 0.0, 0.0) and tuple(one.scale) == (3.0, 1.0, 1.0)
+    frames = viewer.layers["zs DIP iterations"]
+    assert frames.data.shape == (2, 1, 32, 32) and tuple(frames.translate) == (5.0, 6.0, 0.0, 0.0)
     assert errors == []
 
 
@@ -365,13 +377,20 @@ def test_random_task_and_random_mask_button(viewer, errors):
 
 # ----------------------------------------------------------------------------- bad input
 
-def run_expecting_error(viewer, widget, errors, *needles):
+def run_expecting_error(viewer, widget, errors, *needles, flagged=True):
+    """``flagged``: the panel shows the problem before Run and keeps Run disabled; a run
+    started anyway (from code) gives the same message and changes nothing."""
     before = snapshot(viewer)
+    if flagged:
+        assert not widget.run_button.enabled
+        for needle in needles:
+            assert needle in widget.check_label.text(), widget.check_label.text()
     widget.run()
     assert len(errors) == 1, errors
     for needle in needles:
         assert needle in errors[0], errors[0]
-    assert widget.last_error and not widget.is_running and widget.run_button.enabled
+    assert widget.last_error and not widget.is_running
+    assert widget.run_button.enabled is not flagged
     assert_unchanged(viewer, before)
 
 
@@ -395,7 +414,7 @@ def test_empty_mask_for_inpainting(viewer, errors):
     viewer.add_labels(np.zeros((32, 32), np.uint8), name="hole")
     widget = make_widget(viewer)
     widget.mask.value = viewer.layers["hole"]
-    run_expecting_error(viewer, widget, errors, "no painted pixels")
+    run_expecting_error(viewer, widget, errors, "no painted pixels", flagged=False)
 
 
 def test_3d_mask_on_2d_image(viewer, errors):
@@ -541,3 +560,164 @@ def test_restore_layer_from_console(viewer):
     with pytest.raises(DIPError, match="no painted pixels"):
         viewer.add_labels(np.zeros((40, 48), np.uint8), name="empty")
         napari_dip.restore_layer(viewer, "img", "empty", preset="cpu")
+
+
+def test_restore_layer_without_waiting_reports_to_the_activity_dock(viewer, qtbot):
+    """wait=False: napari stays usable, progress shows in the Activity dock, Cancel there is
+    Stop (the partial result is kept)."""
+    from napari.utils import progress
+
+    viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    run = napari_dip.restore_layer(viewer, "img", "hole", preset="cpu", scales=2,
+                                   down_channels=8, up_channels=8, skip_channels=2,
+                                   iterations=100_000, report_every=2, device="cpu", threads=1,
+                                   wait=False)
+    assert run.worker is not None and not run.done       # returned at once
+    entries = [p for p in progress._all_instances if p is run.activity]
+    assert entries and entries[0].total == 100_000
+    qtbot.waitUntil(lambda: run.activity is not None and run.activity.n >= 4, timeout=30_000)
+    with qtbot.waitSignal(run.worker.finished, timeout=30_000):
+        run.activity.cancel()                            # the Activity dock's Cancel button
+    assert run.done and run.activity is None
+    assert run.outcome.stopped and run.result is viewer.layers[run.result.name]
+    assert run.result.name.startswith("img DIP (stopped at ")
+    assert run not in progress._all_instances
+
+
+# ----------------------------------------------------------------------------- lifecycle, layers
+
+def test_restoring_only_around_the_mask_pastes_back_seamlessly(viewer, errors):
+    clean = (smooth((96, 120)) * 60000).astype(np.uint16)
+    viewer.add_image(clean, name="img", translate=(10.0, 20.0), scale=(0.5, 0.5))
+    labels = np.zeros((96, 120), np.uint8)
+    labels[40:46, 50:58] = 1
+    viewer.add_labels(labels, name="hole")
+    widget = make_widget(viewer, preview_every=5)
+    widget.mask.value = viewer.layers["hole"]
+    whole_estimate = widget.check_label.text()
+    widget.region.value = "damage"
+    # 2 scales: 8 px of context around the hole, grown to the network's minimum
+    assert "Estimate for the 22x24 box:" in widget.check_label.text(), widget.check_label.text()
+    assert widget.check_label.text() != whole_estimate
+    widget.run()
+    assert errors == []
+    result = viewer.layers["img DIP"]
+    assert result.data.shape == (96, 120) and result.data.dtype == np.uint16
+    assert result.metadata["region"] == [[32, 54], [42, 66]]
+    outside = np.ones((96, 120), bool)
+    outside[32:54, 42:66] = False
+    np.testing.assert_array_equal(result.data[outside], clean[outside])   # untouched outside
+    hole = labels == 1
+    np.testing.assert_array_equal(result.data[~hole], clean[~hole])       # observed kept
+    assert result.data[hole].mean() > 0.5 * clean[hole].mean()             # the hole filled
+    stack = viewer.layers["img DIP iterations"]                           # placed on the box
+    assert stack.data.shape[1:] == (22, 24)
+    assert tuple(stack.translate)[1:] == (10.0 + 32 * 0.5, 20.0 + 42 * 0.5)
+
+
+def test_a_new_run_replaces_the_last_ones_layers_unless_kept(viewer, errors):
+    viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, iterations=10)
+    widget.mask.value = viewer.layers["hole"]
+    widget.run()
+    first = viewer.layers["img DIP"]
+    first.name = "img DIP mine"                    # renamed: the user's now, always kept
+    widget.run()
+    widget.keep_earlier.value = True
+    widget.run()
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["img", "hole", "img DIP mine", "img DIP iterations", "img DIP",
+                     "img DIP PSNR curve", "img DIP iterations (run 2)", "img DIP (run 2)",
+                     "img DIP PSNR curve (run 2)"], names
+    assert not any(re.search(r"\[\d+\]", name) for name in names)
+    assert errors == []
+
+
+def test_run_is_disabled_until_the_inputs_fit_and_the_choice_never_jumps(viewer, errors):
+    viewer.add_image(smooth((32, 32)), name="a")
+    viewer.add_image(smooth((32, 32)), name="b")
+    viewer.add_labels(square_labels((32, 30)), name="hole")
+    widget = make_widget(viewer)
+    widget.image.value = viewer.layers["a"]
+    widget.mask.value = viewer.layers["hole"]
+    assert not widget.run_button.enabled                      # flagged before Run
+    assert "mask 'hole' has shape (32, 30)" in widget.check_label.text()
+    viewer.layers["hole"].data = square_labels((32, 32))
+    viewer.layers.remove("hole")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget.mask.value = viewer.layers["hole"]
+    assert widget.run_button.enabled and "\u26a0" not in widget.check_label.text()
+    viewer.layers.remove("a")                                 # the chosen image goes away
+    assert widget.image.value is None                         # not silently "b"
+    assert not widget.run_button.enabled and "was removed" in widget.status.text()
+    viewer.layers.selection.active = viewer.layers["b"]
+    viewer.layers.move(1, 0)                                   # other layer events: still empty
+    assert widget.image.value is None
+    assert errors == []
+
+
+def test_the_run_holds_its_layers_when_they_are_removed(viewer, qtbot, errors):
+    image = viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=40, preview_every=10)
+    widget.mask.value = viewer.layers["hole"]
+    with qtbot.waitSignal(widget.run_finished, timeout=90_000) as finished:
+        widget.run()
+        viewer.layers.remove("hole")
+        viewer.layers.remove(image)
+    result = finished.args[0]
+    assert errors == [] and result is not None
+    assert result.data.shape == (32, 32) and result.metadata["history"]["iterations"][-1] == 40
+
+
+def test_a_sample_sets_its_task(viewer):
+    widget = make_widget(viewer)
+    viewer.open_sample("napari-dip", "cells")
+    assert widget.image.value.name == "noisy cells" and widget.task.value == "denoise"
+    viewer.open_sample("napari-dip", "house")
+    assert widget.image.value.name == "house (50% missing)" and widget.task.value == "inpaint"
+
+
+# ----------------------------------------------------------------------------- after a run
+
+def test_save_run_and_copy_as_python(viewer, errors, tmp_path):
+    clean = (smooth((32, 32)) * 60000).astype(np.uint16)
+    viewer.add_image(clean, name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, iterations=10)
+    widget.mask.value = viewer.layers["hole"]
+    assert not widget.save_button.enabled and not widget.copy_button.enabled
+    widget.run()
+    assert widget.save_button.enabled and widget.copy_button.enabled
+    result = viewer.layers["img DIP"]
+
+    files = widget.save_last_run(path=tmp_path / "out.tif")
+    assert sorted(p.name for p in files.values()) == ["out.dip-psnr.png", "out.dip.json", "out.tif"]
+    import json
+
+    import src_core
+
+    saved = src_core.read_image(files["image"])
+    assert saved.dtype == np.uint16 and np.array_equal(saved, result.data)
+    record = json.loads(files["history"].read_text())
+    assert src_core.RunConfig.from_dict(record["config"]).network.scales == 2
+    assert record["histories"][0]["iterations"] == [5, 10] and record["task"] == "inpaint"
+    assert widget.save_last_run(path=tmp_path / "out.tif") is None       # never overwritten
+    assert "already exist" in errors[-1]
+    assert widget.save_last_run(path=tmp_path / "out.jpg") is None
+    assert "TIFF or PNG" in errors[-1]
+
+    code = widget.copy_as_python()
+    from qtpy.QtWidgets import QApplication
+
+    assert QApplication.clipboard().text() == code
+    assert "src_core.restore(image, mask, task='inpaint'" in code and "preset='cpu'" in code
+    exec(code, {"viewer": viewer})                                        # it runs as copied
+    again = viewer.layers["img DIP (again)"].data
+    assert again.dtype == np.uint16 and again.shape == (32, 32)
+    hole = square_labels((32, 32)) == 1
+    np.testing.assert_array_equal(again[~hole], clean[~hole])
+    diff = np.abs(again[hole].astype(float) - result.data[hole].astype(float)).mean()
+    assert diff < 0.02 * 60000, diff                                     # the same run again

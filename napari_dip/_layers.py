@@ -1,0 +1,250 @@
+"""A run's layers: built from the driver's updates, on the main thread only.
+
+One preview, one iteration stack, one curve and one result per source layer:
+a new run of the same source replaces the layers an earlier run left (unless
+asked to keep them; a layer the user renamed is theirs and always kept), so
+names never pile up napari's ``[1]``, ``[2]`` suffixes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+import src_core
+from src_core import Progress
+
+from ._capture import Captured
+from ._curves import render_curves
+from ._driver import Outcome, Update
+
+ROLE_KEY = "napari_dip"        # our output layers: metadata[ROLE_KEY] = role
+ROLES = ("input", "preview", "iterations", "curve", "result")
+NAMED_KEY = "napari_dip_named"  # the name we gave; a layer renamed since is the user's
+
+
+def earlier_outputs(viewer, source_name: str) -> list:
+    """The layers earlier runs of this source left, still under the names we gave them."""
+    return [layer for layer in viewer.layers
+            if layer.metadata.get(ROLE_KEY) in ROLES
+            and layer.metadata.get("source") == source_name
+            and layer.metadata.get(NAMED_KEY) == layer.name]
+
+
+class OutputLayers:
+    """Turns a run's updates into napari layers; call only on the main thread.
+
+    ``live=True`` keeps a preview layer updated in place (at most every
+    ``preview_every_s`` seconds; removed when the result arrives).  The main
+    thread's work per update stays small whatever the run length:
+    intermediate outputs (every ``snapshot_every`` iterations) are only
+    collected during the run and become one stack layer at the end, with an
+    ``iteration`` axis of its own in front of the source's stack (Z/T) axes;
+    the PSNR curve becomes an image layer to the right of the image once, at
+    the end (the widget draws the live curve itself).
+    """
+
+    preview_every_s = 0.25
+
+    def __init__(self, viewer, captured: Captured, problem: src_core.Problem, live: bool = True,
+                 keep_earlier: bool = False):
+        self.viewer = viewer
+        self.captured = captured
+        self.problem = problem
+        self.live = live
+        self.source = captured.source
+        self.curves: dict[int, dict] = {}
+        self.frames: list[tuple] = []          # (slice position, iteration, plane)
+        self.preview = self.stack = self.curve_layer = None
+        self.position = 0
+        self._preview_at = -math.inf
+        if not keep_earlier:
+            mine = {self.source.name, captured.mask_name, captured.reference_name}
+            for layer in earlier_outputs(viewer, self.source.name):
+                if layer.name not in mine:
+                    viewer.layers.remove(layer)
+        name = self.source.name
+        if captured.task == "random":
+            self._add("input", self._place_like_source(problem.corrupted()),
+                      f"{name} DIP input ({captured.missing_fraction:.0%} missing)",
+                      **self._source_kwargs(cropped=True))
+        if live:
+            first = self._user_plane(problem.images[0] * problem.masks[0])
+            self.preview = self._add("preview", first, f"{name} DIP preview", rgb=self.source.rgb,
+                                     **captured.placed(stack=False), **self.source.look_kwargs())
+
+    # layers ---------------------------------------------------------------------
+    def _free_name(self, base: str) -> str:
+        taken = {layer.name for layer in self.viewer.layers}
+        if base not in taken:
+            return base
+        k = 2
+        while f"{base} (run {k})" in taken:
+            k += 1
+        return f"{base} (run {k})"
+
+    def _add(self, role: str, data, base: str, metadata: dict | None = None, **kwargs):
+        name = self._free_name(base)
+        meta = {**(metadata or {}), ROLE_KEY: role, "source": self.source.name, NAMED_KEY: name}
+        return self.viewer.add_image(data, name=name, metadata=meta, **kwargs)
+
+    # conversions ---------------------------------------------------------------
+    def _user_plane(self, chw: np.ndarray) -> np.ndarray:
+        """One engine slice in the input's dtype and layout, for display."""
+        return self.problem.scaling.from_unit(self.problem.slice_to_user_float(chw))
+
+    def _source_kwargs(self, cropped: bool) -> dict:
+        return dict(rgb=self.source.rgb, **self.captured.placed(stack=True, cropped=cropped),
+                    **self.source.look_kwargs())
+
+    def _place_like_source(self, data: np.ndarray) -> np.ndarray:
+        """Captured data with the source's stack axes (length 1 when one slice ran)."""
+        if self.captured.slice_index is None:
+            return data
+        return data[(np.newaxis,) * len(self.captured.slice_index)]
+
+    # updates -------------------------------------------------------------------
+    def curve_list(self) -> list:
+        many = len(self.curves) > 1 or self.problem.slices > 1
+        return [(f"slice {p + 1}" if many else "", c["iterations"], c["psnr"], c["fit"])
+                for p, c in sorted(self.curves.items())]
+
+    def on_update(self, update: Update) -> None:
+        self.position = update.position
+        if update.kind == "slice":
+            self.curves[update.position] = {"iterations": [], "psnr": [], "fit": []}
+            return
+        event = update.event
+        if isinstance(event, Progress):
+            curve = self.curves.setdefault(update.position,
+                                           {"iterations": [], "psnr": [], "fit": []})
+            if not curve["iterations"] or curve["iterations"][-1] < event.iteration:
+                curve["iterations"].append(event.iteration)
+                curve["psnr"].append(event.psnr)
+                curve["fit"].append(event.fit_psnr)
+            if event.output is not None:
+                self.add_frame(update.position, event.iteration, event.output)
+
+    def add_frame(self, position: int, iteration: int, chw: np.ndarray) -> None:
+        plane = self._user_plane(chw)
+        now = time.monotonic()
+        if self.preview is not None and now - self._preview_at >= self.preview_every_s:
+            self.preview.data = plane  # in place: same layer, new pixels
+            self._preview_at = now
+        self.frames.append((position, iteration, plane))
+
+    def _stack_data(self) -> tuple[np.ndarray, list]:
+        """(iteration, *stack axes, plane) array of the frames, and its iterations.  A slice
+        without a frame at some iteration shows its latest earlier one (or its input)."""
+        iterations = sorted({it for _, it, _ in self.frames})
+        row = {it: i for i, it in enumerate(iterations)}
+        first = self._user_plane(self.problem.images[0])
+        count = self.problem.slices
+        data = np.empty((len(iterations), count, *first.shape), dtype=first.dtype)
+        have = np.zeros((len(iterations), count), dtype=bool)
+        for position, it, plane in self.frames:
+            data[row[it], position] = plane
+            have[row[it], position] = True
+        for position in range(count):
+            latest = self._user_plane(self.problem.images[position] * self.problem.masks[position])
+            for i in range(len(iterations)):
+                if have[i, position]:
+                    latest = data[i, position]
+                else:
+                    data[i, position] = latest
+        stack_shape = self.problem.layout.stack_shape if self.captured.slice_index is None else ()
+        data = data.reshape(len(iterations), *stack_shape, *first.shape)
+        return self._place_like_source_stacked(data), iterations
+
+    def _place_like_source_stacked(self, data: np.ndarray) -> np.ndarray:
+        if self.captured.slice_index is None:
+            return data
+        return data[(slice(None), *(np.newaxis,) * len(self.captured.slice_index))]
+
+    def _add_stack(self) -> None:
+        """The collected intermediate outputs as one layer with an iteration axis in front."""
+        if not self.frames:
+            return
+        data, iterations = self._stack_data()
+        kw = self.captured.placed(stack=True)
+        kw["scale"] = (1.0, *kw["scale"])
+        kw["translate"] = (float(iterations[0]) if len(iterations) else 0.0, *kw["translate"])
+        if len(iterations) > 1 and len(set(np.diff(iterations))) == 1:
+            kw["scale"] = (float(iterations[1] - iterations[0]), *kw["scale"][1:])
+        kw["axis_labels"] = ("iteration", *kw["axis_labels"])
+        if "units" in kw:
+            kw["units"] = ("pixel", *kw["units"])
+        self.stack = self._add("iterations", data, f"{self.source.name} DIP iterations",
+                               metadata={"iterations": iterations}, rgb=self.source.rgb,
+                               visible=False, **kw, **self.source.look_kwargs())
+        self.frames = []  # the stack layer holds them now
+
+    def update_curve_layer(self, title: str = "") -> None:
+        curves = self.curve_list()
+        if not any(len(c[1]) for c in curves):
+            return
+        rgb = render_curves(curves, title or f"{self.source.name}: PSNR")
+        s = self.source
+        whole = self.captured.image if self.captured.region is None else self.captured.full_image
+        h, w = whole.shape[-3:-1] if s.rgb else whole.shape[-2:]
+        factor = h * s.scale[-2] / rgb.shape[0]
+        translate = (s.translate[-2], s.translate[-1] + w * s.scale[-1] * 1.04)
+        if self.curve_layer is None:
+            self.curve_layer = self._add("curve", rgb, f"{s.name} DIP PSNR curve", rgb=True,
+                                         scale=(factor, factor), translate=translate,
+                                         axis_labels=s.axis_labels[-2:])
+        else:
+            self.curve_layer.data = rgb
+
+    # the end ---------------------------------------------------------------------
+    def remove_preview(self) -> None:
+        if self.preview is not None and self.preview in self.viewer.layers:
+            self.viewer.layers.remove(self.preview)
+        self.preview = None
+
+    def finish(self, outcome: Outcome):
+        """Add the result layer (partial when stopped); returns it, or None on error."""
+        if outcome.error is None:
+            self.remove_preview()
+        if outcome.error is not None or outcome.output is None:
+            return None
+        self._add_stack()
+        problem = self.problem
+        data = self._place_like_source(self.captured.paste(problem.to_user(outcome.output)))
+        name = f"{self.source.name} DIP"
+        if outcome.stopped:
+            position, iteration = outcome.stopped_at
+            if problem.slices > 1:
+                name += (f" (stopped at slice {position + 1}/{problem.slices}, "
+                         f"iteration {iteration})")
+            else:
+                name += f" (stopped at {iteration})"
+        histories = [h.to_dict() for h in outcome.histories]
+        region = self.captured.region
+        metadata = {
+            "history": histories[0] if histories else None,
+            "histories": histories,
+            "task": self.captured.task,
+            "config": problem.config.to_dict(),
+            "notes": list(problem.notes),
+            "stopped": outcome.stopped,
+            "mask": self.captured.mask_name,
+            "reference": self.captured.reference_name,
+            "slice_index": self.captured.slice_index,
+            "region": None if region is None else [[r.start, r.stop] for r in region],
+            "label": self.captured.label,
+            "mask_sliced": self.captured.mask_sliced,
+            "mask_channels": self.captured.mask_channels,
+            "keep_observed": problem.keep_observed,
+        }
+        layer = self._add("result", data, name, metadata=metadata,
+                          **self._source_kwargs(cropped=False))
+        # the final curves come from the histories (every report, not only live ones)
+        self.curves = {i: {"iterations": h.iterations, "psnr": h.psnr, "fit": h.fit_psnr}
+                       for i, h in enumerate(outcome.histories)}
+        self.update_curve_layer()
+        if self.curve_layer is not None:
+            self.curve_layer.metadata.update({"histories": histories})
+        return layer

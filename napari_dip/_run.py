@@ -1,0 +1,125 @@
+"""One restoration run started from napari: its worker, its layers and its Activity entry.
+
+Shared by the dock widget and the console call, so both run the same way: the
+layers are captured and checked on the main thread (bad input fails before
+any work), the engine runs in a ``thread_worker`` (or in the calling thread),
+and each update reaches the layers, napari's Activity dock (cancelable: Cancel
+there is Stop) and the caller's own callback on the main thread.
+"""
+
+from __future__ import annotations
+
+from napari.qt.threading import thread_worker
+from napari.utils import cancelable_progress
+
+from src_core import Progress
+
+from ._capture import Captured
+from ._driver import Driver, Outcome, Update, prepare
+from ._layers import OutputLayers
+
+
+class _Activity(cancelable_progress):
+    """napari's cancelable progress, whose Cancel acts at once: the stock one only calls
+    back from inside a loop over it, and a run's progress is set by hand."""
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
+
+
+class LayerRun:
+    """A started (or startable) run over captured layers.
+
+    ``result`` is the result layer once the run has ended well; ``outcome``
+    the driver's :class:`~napari_dip._driver.Outcome`; ``worker`` napari's
+    worker while threaded (connect to ``worker.finished`` to hear the end).
+    ``on_update(update)`` and ``on_done(run)`` are called on the main thread.
+    """
+
+    def __init__(self, viewer, captured: Captured, *, live: bool = True,
+                 keep_earlier: bool = False, on_update=None, on_done=None):
+        self.viewer = viewer
+        self.captured = captured
+        self.problem = prepare(captured)
+        self.outputs = OutputLayers(viewer, captured, self.problem, live=live,
+                                    keep_earlier=keep_earlier)
+        self.driver = Driver(self.problem)
+        self.iterations = self.problem.config.iterations
+        self.total = self.problem.slices * self.iterations
+        self.on_update, self.on_done = on_update, on_done
+        self.worker = None
+        self.activity = None
+        self.outcome: Outcome | None = None
+        self.result = None
+        self.finish_error: BaseException | None = None
+        self.done = False
+
+    # ------------------------------------------------------------------ control
+    def start(self, threaded: bool = True):
+        """Run in a worker thread (returns the worker) or here, to the end (returns None)."""
+        self.activity = _Activity(total=self.total, desc=f"DIP {self.captured.source.name}",
+                                            cancel_callback=self.stop)
+        if not threaded:
+            self._on_outcome(self.driver.run_here(self._on_update))
+            self._on_finished()
+            return None
+        worker = thread_worker(self.driver.events, start_thread=False)()
+        worker.yielded.connect(self._on_update)
+        worker.returned.connect(self._on_outcome)
+        worker.aborted.connect(self.driver.close)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """End after the current iteration, keeping the partial result."""
+        self.driver.request_stop()
+
+    def abandon(self) -> None:
+        """End without adding any layer (the panel or the viewer closed)."""
+        self.outputs.remove_preview()
+        self.outputs = None
+        self.driver.request_stop()
+        if self.worker is not None:
+            self.worker.quit()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.driver.stop_requested
+
+    # ------------------------------------------------------------------ main-thread slots
+    def done_iterations(self, update: Update) -> int:
+        return update.position * self.iterations + update.event.iteration
+
+    def _on_update(self, update: Update) -> None:
+        if self.outputs is None:
+            return
+        self.outputs.on_update(update)
+        if self.activity is not None:
+            if isinstance(update.event, Progress):
+                self.activity.update(self.done_iterations(update) - self.activity.n)
+            elif update.message:
+                self.activity.set_description(f"DIP {self.captured.source.name}: {update.message}")
+        if self.on_update is not None:
+            self.on_update(update)
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        if self.outputs is None:
+            return
+        try:
+            self.result = self.outputs.finish(outcome)
+        except Exception as exc:  # reported by on_done like an engine error
+            self.finish_error = exc
+
+    def _on_finished(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
+        self.worker = None
+        self.done = True
+        if self.on_done is not None:
+            self.on_done(self)
