@@ -389,7 +389,8 @@ class DIPWidget(QWidget):
         self.check()
 
     def _pick_partners(self) -> None:
-        """Masks and references made for the chosen image (samples, the random-mask button)."""
+        """Masks and references made for the chosen image (samples, the random-mask button);
+        else, for the mask, the topmost Labels layer of the image's size (one painted by hand)."""
         image = self.image.value
         if image is None:
             return
@@ -401,6 +402,12 @@ class DIPWidget(QWidget):
             if (self.reference.value is None and isinstance(layer, Image)
                     and meta.get(REFERENCE_FOR_KEY) == image.name):
                 self.reference.value = layer
+        if self.mask.value is None:
+            fitting = [layer for layer in self.viewer.layers if isinstance(layer, Labels)
+                       and MASK_FOR_KEY not in layer.metadata
+                       and tuple(np.shape(layer.data))[-2:] == image_plane(image)]
+            if fitting:
+                self.mask.value = fitting[-1]
 
     def _task_changed(self, *_) -> None:
         """Show only the fields that apply to the task."""
@@ -525,18 +532,18 @@ class DIPWidget(QWidget):
             return current_index(self.viewer, image)
         return None
 
-    def _run_plane(self, image, mask_layer, config) -> tuple:
+    def _run_plane(self, image, mask_layer, config, region=None) -> tuple:
         """The (H, W) the network will see: the image's, or the box around the mask."""
         plane = image_plane(image)
-        if (self.region.value != "damage" or self.task.value != "inpaint" or mask_layer is None
-                or config is None):
+        region = region or self.region.value
+        if region != "damage" or self.task.value != "inpaint" or mask_layer is None or config is None:
             return plane
         labels = mask_layer.data
         index = self._slice_index(image)
         if index is not None and tuple(labels.shape) != plane:
             labels = labels[index]
         observed = src_core.mask_from_labels(labels, int(self.label.value) or None)
-        if getattr(image, "rgb", False) and observed.ndim == image.ndim:
+        if getattr(image, "rgb", False) and observed.ndim == np.ndim(image.data):  # per channel
             observed = observed.all(axis=-1)
         box = damage_region(observed, config)
         return plane if box is None else (box[0].stop - box[0].start, box[1].stop - box[1].start)
@@ -560,8 +567,10 @@ class DIPWidget(QWidget):
         text = f"Estimate{where}: {src_core.speed.describe_estimate(estimate)}"
         if estimate["total_s"] > src_core.speed.LONG_RUN_S and not estimate["device"].startswith("cuda"):
             text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
-            if self.task.value == "inpaint" and self.region.value == "whole":
-                text += ", and 'around the mask' restores only the damaged part"
+            if self.region.value == "whole" and self.region.visible:
+                box = self._run_plane(image, self.mask.value, config, region="damage")
+                if box != plane:
+                    text += f"; 'around the mask' restores only a {box[0]}x{box[1]} box"
         return text
 
     # ------------------------------------------------------------------ running

@@ -721,3 +721,12 @@ def test_save_run_and_copy_as_python(viewer, errors, tmp_path):
     np.testing.assert_array_equal(again[~hole], clean[~hole])
     diff = np.abs(again[hole].astype(float) - result.data[hole].astype(float)).mean()
     assert diff < 0.02 * 60000, diff                                     # the same run again
+
+
+def test_a_hand_painted_mask_of_the_image_size_is_picked(viewer):
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(np.zeros((16, 16), np.uint8), name="other size")
+    widget = make_widget(viewer)
+    assert widget.mask.value is None                       # nothing fits: nothing picked
+    painted = viewer.add_labels(square_labels((32, 32)), name="Labels")
+    assert widget.mask.value is painted
