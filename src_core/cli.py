@@ -16,7 +16,6 @@ before it starts.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import os
@@ -29,29 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, RunConfig
+from .config import PRESETS, RunConfig, parse_settings
 from .errors import DIPError
 from .io import check_writable, json_default
 
 
-def _parse_value(text: str):
-    """'0.01' -> 0.01, '[4, 4]' -> [4, 4], 'true' -> True, anything else stays a string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text  # the configuration's checks then say what the setting takes
-
-
 def _overrides(args) -> dict:
-    out = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise DIPError(f"--set takes KEY=VALUE (got {item!r}), e.g. --set scales=4")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+    out = parse_settings(args.set)
     for name in ("iterations", "lr", "seed", "device", "report_every", "sigma_p", "optimizer"):
         value = getattr(args, name, None)
         if value is not None:

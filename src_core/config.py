@@ -8,6 +8,7 @@ network fields either flat (``scales=4``) or dotted (``network.scales=4``).
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import math
@@ -18,6 +19,10 @@ from .network import NetworkConfig
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 OPTIMIZERS = ("adam", "lbfgs")
+#: the fast path's settings (``src_core.speed`` decides what "auto" means on a device)
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+COMPILE_MODES = ("auto", "on", "off")
 #: every task, with the words a user reads for it (the CLI, the API and the widget list these)
 TASK_HELP = {
     "inpaint": "fill the painted mask",
@@ -104,8 +109,6 @@ class RunConfig:
         for name in ("device", "preset"):
             if not isinstance(getattr(self, name), str):
                 raise DIPError(f"{name} must be a string (got {getattr(self, name)!r}).")
-        from .speed import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS
-
         for name, allowed in (("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
                               ("compile", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
@@ -187,6 +190,28 @@ class RunConfig:
                     f"network settings are {sorted(net_names)}."
                 )
         return new
+
+
+def parse_value(text: str):
+    """'0.01' -> 0.01, '[4, 4]' -> [4, 4], 'true' -> True, anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text  # the configuration's checks then say what the setting takes
+
+
+def parse_settings(items, example: str = "scales=4") -> dict:
+    """Command-line ``KEY=VALUE`` settings (``--set``) as overrides for :meth:`RunConfig.replace`."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise DIPError(f"--set takes KEY=VALUE (got {item!r}), e.g. --set {example}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
 
 
 def _parse_json(text):

@@ -204,7 +204,6 @@ class _Members:
                 nets.append(build_network(config.network, output_channels=channels))
             nets[-1].head_as_gemm = memory_format == torch.channels_last
         self.count = len(nets)
-        self.template = nets[0]
         if self.count == 1:
             self.module = nets[0].to(device=device, memory_format=memory_format)
             self.params = list(self.module.parameters())
@@ -589,7 +588,11 @@ class DIPBatch:
                     if guard.stalled:
                         stalled = True
                 if not isinstance(optimizer, torch.optim.LBFGS):
-                    if skip:  # a restored member takes a zero-gradient step, as in the original
+                    # A member the guard just restored steps with a zero gradient.  The original
+                    # steps with the stale gradient of the diverged weights; zeroing it keeps
+                    # that gradient off the good weights, so the step comes from Adam's
+                    # restored moments alone (a deliberate difference, docs/engine.md).
+                    if skip:
                         for p in params:
                             if p.grad is not None:
                                 if k == 1:
@@ -771,8 +774,6 @@ class DIPRun(DIPBatch):
         super().__init__(image[None], mask[None], config, reference, seeds=[config.seed],
                          validation=None if validation is None else np.asarray(validation)[None],
                          keep_observed=keep_observed, stop=stop, threads=threads, checkpoint=checkpoint)
-        self.image, self.mask = self.images[0], self.masks[0]
-        self.reference = None if reference is None else self.references[0]
 
     def _progress(self, *args, **kwargs):
         p = super()._progress(*args, **kwargs)

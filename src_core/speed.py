@@ -16,9 +16,7 @@ import torch
 
 from .errors import DIPError
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-COMPILE_MODES = ("auto", "on", "off")
+from .config import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS  # noqa: F401 (named here too)
 
 
 def cpu_has_native_bf16() -> bool:

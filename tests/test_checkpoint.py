@@ -1,6 +1,5 @@
 """A run killed mid-way and resumed from its checkpoint ends exactly where an uninterrupted one does."""
 
-import json
 import subprocess
 import sys
 import textwrap

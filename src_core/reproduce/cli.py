@@ -15,7 +15,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..errors import DIPError
+from ..config import parse_settings
 from .common import PRESET_NAMES, TABLE1_IMAGES
 
 PRESET_HELP = ("paper: full-size images and the paper's settings (hours on a CPU; for a GPU). "
@@ -74,14 +74,7 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _overrides(args) -> dict:
-    from ..cli import _parse_value
-
-    out = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise DIPError(f"--set takes KEY=VALUE (got {item!r}), e.g. --set iterations=500")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+    out = parse_settings(args.set, example="iterations=500")
     if args.iterations is not None:
         out["iterations"] = args.iterations
     return out
