@@ -317,10 +317,17 @@ def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
                 and not isinstance(w, type(widget.preset_info))]
     assert len(controls) > 20
     assert [w.label for w in controls if not w.tooltip and w.widget_type != "Container"] == []
+    # the help link opens docs/plugin.md (the checkout's copy in an editable install)
+    from urllib.parse import unquote, urlparse
+
+    link = re.search(r'href="([^"]+)"', widget.help_label.text()).group(1)
+    assert link.endswith("docs/plugin.md") and Path(unquote(urlparse(link).path)).is_file()
     widget.task.value = "inpaint"
     assert not widget.mask.native.isHidden() and widget.mask_seed.native.isHidden()
+    assert not widget.region.native.isHidden()
     widget.task.value = "denoise"
     assert widget.mask.native.isHidden() and widget.missing_fraction.native.isHidden()
+    assert widget.region.native.isHidden()
 
 
 def test_keep_observed_is_a_control_and_the_task_follows_the_preset(viewer, errors):
