@@ -40,7 +40,7 @@ from .config import TASKS, RunConfig, default_preset, preset
 from .devices import resolve_device
 from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
 from .errors import DIPError
-from .imaging import Layout, Scaling
+from .imaging import Layout, Scaling, check_reference
 from .io import atomic_path, check_writable, json_default
 from .masks import bernoulli_mask
 from . import speed
@@ -295,9 +295,7 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     references = None
     if reference is not None:
         reference = np.asarray(reference)
-        if reference.shape != image.shape:
-            raise DIPError(f"reference shape {reference.shape} does not match image shape "
-                           f"{image.shape}; give the clean version of the same image.")
+        check_reference(reference.shape, image.shape)
         # a reference of another dtype is scaled by its own meaning (a float [0, 1] reference
         # for a uint8 image is not divided by 255), one of the same dtype like the image
         ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)

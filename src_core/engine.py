@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint, fingerprint
 from .config import RunConfig
 from .devices import free_device_memory, resolve_device
 from .errors import DIPError
-from .imaging import pad_reflect
+from .imaging import check_reference, pad_reflect
 from .network import SkipNet, build_network
 from . import speed
 
@@ -329,9 +329,7 @@ class DIPBatch:
                                f"{images.shape[1:]}; give one clean image per image.")
             self.references = [_check_chw(r, "reference") for r in refs]
             for r, im in zip(self.references, self.images):
-                if r.shape != im.shape:
-                    raise DIPError(f"reference shape {r.shape} does not match image shape {im.shape}; "
-                                   "give the clean version of the same image.")
+                check_reference(r.shape, im.shape)
         self.seeds = list(seeds) if seeds is not None else [self.config.seed + i for i in range(k)]
         if len(self.seeds) != k:
             raise DIPError(f"{len(self.seeds)} seeds for {k} images; give one seed per image.")
@@ -765,10 +763,7 @@ class DIPRun(DIPBatch):
         mask = _check_mask(mask, image.shape)
         if reference is not None:
             reference = _check_chw(reference, "reference")
-            if reference.shape != image.shape:
-                raise DIPError(
-                    f"reference shape {reference.shape} does not match image shape "
-                    f"{image.shape}; give the clean version of the same image.")
+            check_reference(reference.shape, image.shape)
             reference = reference[None]
         config = (config or RunConfig()).validate()
         super().__init__(image[None], mask[None], config, reference, seeds=[config.seed],

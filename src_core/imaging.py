@@ -187,3 +187,10 @@ def pad_reflect(chw: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice
     mode = "reflect" if min(h, w) > 1 else "edge"
     padded = np.pad(chw, widths, mode=mode) if (t or b or l or r) else chw
     return padded, (slice(t, t + h), slice(l, l + w))
+
+
+def check_reference(reference_shape: tuple, image_shape: tuple) -> None:
+    """A reference is the clean version of the same image: the same shape, or an error."""
+    if tuple(reference_shape) != tuple(image_shape):
+        raise DIPError(f"reference shape {tuple(reference_shape)} does not match image shape "
+                       f"{tuple(image_shape)}; give the clean version of the same image.")
