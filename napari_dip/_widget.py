@@ -94,7 +94,6 @@ class DIPWidget(QWidget):
         self.problems: list = []
         self._filling = False
         self._filled: dict = {}
-        self._estimates: dict = {}
         self._plot_drawn_at = -math.inf
         self._image_auto = True
         self._auto_picking = False
@@ -555,14 +554,11 @@ class DIPWidget(QWidget):
         if image is not None and self._slice_index(image) is None:
             data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
             slices = int(np.prod(data_shape)) if len(data_shape) else 1
-        key = (config.to_json(), plane, channels, slices, self._threads())
-        if key not in self._estimates:
-            try:
-                self._estimates[key] = src_core.speed.estimate_time(
-                    config, channels, plane, slices=slices, threads=self._threads())
-            except DIPError:
-                return ""
-        estimate = self._estimates[key]
+        try:  # the network's cost is cached by the engine, so this is quick after the first
+            estimate = src_core.speed.estimate_time(config, channels, plane, slices=slices,
+                                                    threads=self._threads())
+        except DIPError:
+            return ""
         where = "" if plane == image_plane(image) else f" for the {plane[0]}x{plane[1]} box"
         text = f"Estimate{where}: {src_core.speed.describe_estimate(estimate)}"
         if estimate["total_s"] > src_core.speed.LONG_RUN_S and not estimate["device"].startswith("cuda"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import json
 import os
 import platform
 import threading
@@ -95,11 +97,21 @@ def available_memory(device: torch.device) -> int | None:
 def network_cost(network_config, channels: int, size) -> dict:
     """A shape-only (meta device) forward pass: FLOPs, activation elements, parameters, output size.
 
-    Nothing is allocated and nothing is computed, so it is instant at any size.
+    Nothing is allocated and nothing is computed, so the cost does not grow with the size;
+    the pass itself takes up to a second (building and tracing the network), so its answer
+    is kept per network, channels and size: the widget asks again at every change of a field.
     """
+    key = json.dumps(network_config.to_dict(), sort_keys=True)
+    return dict(_network_cost(key, int(channels), tuple(int(s) for s in size)))
+
+
+@functools.lru_cache(maxsize=256)
+def _network_cost(network_json: str, channels: int, size: tuple) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .network import build_network
+    from .network import NetworkConfig, build_network
+
+    network_config = NetworkConfig(**json.loads(network_json))
 
     with torch.device("meta"):
         meta_net = build_network(network_config, channels)
