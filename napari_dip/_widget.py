@@ -458,7 +458,7 @@ class DIPWidget(QWidget):
             self.task.value = entry["task"]
         text = f"{entry['description']} [task: {entry['task']}]"
         # explicit line breaks: a word-wrapped label in a form row gets a wrong height
-        self.preset_info.value = textwrap.fill(text, 52)
+        self.preset_info.value = textwrap.fill(text, 36)
         self.preset_info.tooltip = text
         self.check()
 
