@@ -53,8 +53,8 @@ class Source:
 class Captured:
     """Copies of everything one run reads: arrays, settings and the source's geometry.
 
-    With a ``region`` (rows, columns of the plane) the arrays are cut to it
-    and ``full_image`` holds the whole captured image to paste the answer into.
+    With a ``region`` (rows, columns of the plane) the arrays are cut to it;
+    ``full_image`` is always the whole captured image (the answer is pasted into it).
     """
 
     source: Source
@@ -71,7 +71,7 @@ class Captured:
     threads: int | None = None         # CPU threads; None: the free cores less one for the GUI
     keep_observed: bool | None = None  # None: the engine's default (on, except for denoising)
     region: tuple | None = None        # (rows, columns) slices of the plane, or None: all of it
-    full_image: np.ndarray | None = None
+    full_image: np.ndarray | None = None  # the whole captured image (``image`` when no region)
     label: int | None = None
     mask_sliced: bool = False          # the mask layer has stack axes (cut to the slice)
     mask_channels: bool = False        # the mask layer has the RGB image's channel axis
@@ -203,10 +203,27 @@ def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: st
     return mask_layer
 
 
-def damage_region(observed: np.ndarray, config: RunConfig) -> tuple | None:
+def read_mask(mask_layer, image_layer, slice_index: tuple | None = None,
+              label: int | None = None) -> tuple[np.ndarray, bool, bool]:
+    """The engine's mask (True = observed, a new array) of a Labels layer checked by
+    :func:`check_layers`, cut to ``slice_index``; with whether it was cut (it has stack axes)
+    and whether it has the RGB image's channel axis."""
+    labels = _plain_data(mask_layer, "mask")
+    rgb = bool(getattr(image_layer, "rgb", False))
+    shape = tuple(np.shape(_plain_data(image_layer, "image")))
+    plane = shape[-3:-1] if rgb else shape[-2:]
+    per_channel = rgb and tuple(np.shape(labels)) == shape
+    sliced = slice_index is not None and tuple(np.shape(labels)) != plane
+    if sliced:
+        labels = labels[tuple(slice_index)]
+    return src_core.mask_from_labels(np.asarray(labels), label or None), sliced, per_channel
+
+
+def damage_region(observed: np.ndarray, config: RunConfig, per_channel: bool = False) -> tuple | None:
     """The part of the plane worth restoring around the holes (None: the whole image)."""
     net = config.network
-    return src_core.masks.damaged_box(observed, margin=net.context(), min_side=net.min_size())
+    plane = observed.all(axis=-1) if per_channel else observed
+    return src_core.masks.damaged_box(plane, margin=net.context(), min_side=net.min_size())
 
 
 def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "inpaint",
@@ -227,7 +244,6 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     source = _layer_source(image_layer)
     data = _plain_data(image_layer, "image")
     shape = tuple(np.shape(data))
-    plane = shape[-3:-1] if source.rgb else shape[-2:]
     stack_shape = (shape[:-1] if source.rgb else shape)[:-2]
     if slice_index is not None and not stack_shape:
         slice_index = None  # a 2D image has one slice: "current" and "all" are the same
@@ -242,14 +258,10 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
         return np.array(array[tuple(slice_index)])
 
     mask = mask_name = None
-    mask_sliced = False
+    mask_sliced = mask_rgb = False
     if mask_layer is not None:
         mask_name = str(mask_layer.name)
-        labels = _plain_data(mask_layer, "mask")
-        mask_sliced = slice_index is not None and tuple(np.shape(labels)) != plane
-        if mask_sliced:
-            labels = labels[tuple(slice_index)]
-        observed = src_core.mask_from_labels(np.asarray(labels), label or None)  # a new array
+        observed, mask_sliced, mask_rgb = read_mask(mask_layer, image_layer, slice_index, label)
         painted = int(observed.size - np.count_nonzero(observed))
         if task == "inpaint" and painted == 0:
             which = f" with label {label}" if label else ""
@@ -264,11 +276,8 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
 
     reference = take(reference_layer.data) if reference_layer is not None else None
     image = take(data)
-    mask_rgb = mask is not None and source.rgb and mask.ndim == image.ndim  # per-channel mask
-    box = None
-    if region == "damage" and task == "inpaint":
-        box = damage_region(mask.all(axis=-1) if mask_rgb else mask, config)
-    captured = Captured(source=source, image=image, mask=mask, reference=reference, task=task,
+    box = damage_region(mask, config, mask_rgb) if region == "damage" and task == "inpaint" else None
+    captured = Captured(source=source, image=image, full_image=image, mask=mask, reference=reference, task=task,
                         threads=threads, keep_observed=keep_observed, config=config,
                         missing_fraction=float(missing_fraction), mask_seed=int(mask_seed),
                         slice_index=None if slice_index is None else tuple(slice_index),
@@ -276,7 +285,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
                         mask_channels=mask_rgb,
                         reference_name=None if reference_layer is None else str(reference_layer.name))
     if box is not None:
-        captured.region, captured.full_image = box, image
+        captured.region = box
         index = captured.plane_index()
         captured.image = np.ascontiguousarray(image[index])
         if reference is not None:

@@ -99,11 +99,12 @@ class OutputLayers:
         return dict(rgb=self.source.rgb, **self.captured.placed(stack=True, cropped=cropped),
                     **self.source.look_kwargs())
 
-    def _place_like_source(self, data: np.ndarray) -> np.ndarray:
-        """Captured data with the source's stack axes (length 1 when one slice ran)."""
+    def _place_like_source(self, data: np.ndarray, leading: int = 0) -> np.ndarray:
+        """Captured data with the source's stack axes (length 1 when one slice ran), after
+        ``leading`` axes of its own (the iteration axis)."""
         if self.captured.slice_index is None:
             return data
-        return data[(np.newaxis,) * len(self.captured.slice_index)]
+        return data[(*(slice(None),) * leading, *(np.newaxis,) * len(self.captured.slice_index))]
 
     # updates -------------------------------------------------------------------
     def curve_list(self) -> list:
@@ -156,12 +157,7 @@ class OutputLayers:
                     data[i, position] = latest
         stack_shape = self.problem.layout.stack_shape if self.captured.slice_index is None else ()
         data = data.reshape(len(iterations), *stack_shape, *first.shape)
-        return self._place_like_source_stacked(data), iterations
-
-    def _place_like_source_stacked(self, data: np.ndarray) -> np.ndarray:
-        if self.captured.slice_index is None:
-            return data
-        return data[(slice(None), *(np.newaxis,) * len(self.captured.slice_index))]
+        return self._place_like_source(data, leading=1), iterations
 
     def _add_stack(self) -> None:
         """The collected intermediate outputs as one layer with an iteration axis in front."""
@@ -187,7 +183,7 @@ class OutputLayers:
             return
         rgb = render_curves(curves, title or f"{self.source.name}: PSNR")
         s = self.source
-        whole = self.captured.image if self.captured.region is None else self.captured.full_image
+        whole = self.captured.full_image
         h, w = whole.shape[-3:-1] if s.rgb else whole.shape[-2:]
         factor = h * s.scale[-2] / rgb.shape[0]
         translate = (s.translate[-2], s.translate[-1] + w * s.scale[-1] * 1.04)

@@ -27,7 +27,8 @@ import src_core
 from src_core import DIPError
 
 from ._capture import (MASK_FOR_KEY, REFERENCE_FOR_KEY, TASK_FOR_KEY, capture, check_layers,
-                       current_index, damage_region, image_plane, random_mask_labels)
+                       current_index, damage_region, image_plane, random_mask_labels,
+                       read_mask)
 from ._curves import BACKGROUND, LiveCurves
 from ._driver import describe_time, run_threads
 from ._export import python_call, save_run
@@ -537,14 +538,9 @@ class DIPWidget(QWidget):
         region = region or self.region.value
         if region != "damage" or self.task.value != "inpaint" or mask_layer is None or config is None:
             return plane
-        labels = mask_layer.data
-        index = self._slice_index(image)
-        if index is not None and tuple(labels.shape) != plane:
-            labels = labels[index]
-        observed = src_core.mask_from_labels(labels, int(self.label.value) or None)
-        if getattr(image, "rgb", False) and observed.ndim == np.ndim(image.data):  # per channel
-            observed = observed.all(axis=-1)
-        box = damage_region(observed, config)
+        observed, _, per_channel = read_mask(mask_layer, image, self._slice_index(image),
+                                             int(self.label.value) or None)
+        box = damage_region(observed, config, per_channel)
         return plane if box is None else (box[0].stop - box[0].start, box[1].stop - box[1].start)
 
     def _estimate(self, config, image, plane) -> str:

@@ -651,7 +651,6 @@ def test_run_is_disabled_until_the_inputs_fit_and_the_choice_never_jumps(viewer,
     widget.mask.value = viewer.layers["hole"]
     assert not widget.run_button.enabled                      # flagged before Run
     assert "mask 'hole' has shape (32, 30)" in widget.check_label.text()
-    viewer.layers["hole"].data = square_labels((32, 32))
     viewer.layers.remove("hole")
     viewer.add_labels(square_labels((32, 32)), name="hole")
     widget.mask.value = viewer.layers["hole"]
