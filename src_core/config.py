@@ -22,7 +22,9 @@ OPTIMIZERS = ("adam", "lbfgs")
 #: the fast path's settings (``src_core.speed`` decides what "auto" means on a device)
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-COMPILE_MODES = ("auto", "on", "off")
+#: "graph": record one iteration as a CUDA graph and replay it; "on", "reduce-overhead",
+#: "max-autotune": torch.compile in that mode; "off": plain eager kernels
+COMPILE_MODES = ("auto", "on", "off", "graph", "reduce-overhead", "max-autotune")
 #: every task, with the words a user reads for it (the CLI, the API and the widget list these)
 TASK_HELP = {
     "inpaint": "fill the painted mask",

@@ -347,7 +347,10 @@ class DIPBatch:
                                                          self.amp_dtype)
         if self.config.optimizer == "lbfgs":  # torch's L-BFGS flattens gradients with view()
             self.memory_format = torch.contiguous_format
-        self.compile = speed.resolve_compile(self.config.compile, self.device) and k == 1
+        compile_mode = speed.resolve_compile(self.config.compile, self.device)
+        self.compile = compile_mode if k == 1 else False
+        self.graph = speed.resolve_graph(self.config.compile, self.device, self.config.optimizer,
+                                         self.amp_dtype)
         self.multiple = 2 ** self.config.network.scales
         hp, wp = h + (-h) % self.multiple, w + (-w) % self.multiple
         wmv = self.config.early_stop and self.validation is None
@@ -402,7 +405,7 @@ class DIPBatch:
     def fast_path(self) -> dict:
         return {"precision": str(self.amp_dtype or torch.float32).replace("torch.", ""),
                 "memory_format": "channels_last" if self.memory_format == torch.channels_last else "contiguous",
-                "compile": self.compile, "members": len(self.images),
+                "compile": self.compile, "cuda_graph": self.graph, "members": len(self.images),
                 **({"batch_strategy": self.strategy} if len(self.images) > 1 else {})}
 
     # the loop -----------------------------------------------------------------
@@ -459,22 +462,32 @@ class DIPBatch:
         compiled = None
         if self.compile:
             try:
-                compiled = torch.compile(members.module)
+                compiled = torch.compile(members.module,
+                                         mode=None if self.compile == "default" else self.compile)
             except Exception as exc:  # torch.compile is unavailable here: stay eager
                 self._note_fallback(histories, exc)
+        # no cast cache: each weight is cast once a pass anyway, and a CUDA graph must not keep one
         autocast = torch.autocast(device_type=dev.type, dtype=self.amp_dtype or torch.float32,
-                                  enabled=self.amp_dtype is not None)
+                                  enabled=self.amp_dtype is not None, cache_enabled=False)
         current = {}
+        step_graph = _StepGraph(dev) if self.graph and not compiled else None
 
         def closure():
-            nonlocal compiled
-            optimizer.zero_grad(set_to_none=True)
-            if cfg.sigma_p == 0:
-                inp = z_fmt
-            else:
+            if cfg.sigma_p != 0:  # drawn outside any graph: the same random stream either way
                 for i, g in enumerate(noise_gens):
                     noise[i].normal_(generator=g)
-                inp = torch.add(z, noise, alpha=cfg.sigma_p).contiguous(memory_format=fmt)
+            if step_graph is not None:
+                out, per_member, loss = step_graph.step(forward_backward, optimizer)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                out, per_member, loss = forward_backward()
+            current["out"], current["loss"] = out, per_member
+            return loss
+
+        def forward_backward():
+            nonlocal compiled
+            inp = z_fmt if cfg.sigma_p == 0 else torch.add(z, noise, alpha=cfg.sigma_p).contiguous(
+                memory_format=fmt)
             with autocast:
                 if compiled is not None:
                     try:
@@ -489,8 +502,7 @@ class DIPBatch:
             per_member = ((out - target) * mask_t).square().mean(dim=(1, 2, 3))
             loss = per_member.sum()
             (scaler.scale(loss) if scaler is not None else loss).backward()
-            current["out"], current["loss"] = out, per_member
-            return loss
+            return out, per_member, loss
 
         def estimate() -> torch.Tensor:
             return ema if ema is not None else current["out"].detach()
@@ -558,6 +570,9 @@ class DIPBatch:
         threads_before = torch.get_num_threads()
         if self.threads:  # process-wide in torch: set for this run, put back after it
             torch.set_num_threads(self.threads)
+        cudnn_benchmark = torch.backends.cudnn.benchmark
+        if dev.type == "cuda":  # one image size for thousands of steps: pick the fastest kernels
+            torch.backends.cudnn.benchmark = True
         for h in histories:
             h.fast_path["reuse_freed_memory"] = allocator.available
             h.fast_path["threads"] = self.threads
@@ -655,6 +670,10 @@ class DIPBatch:
 
             elapsed = time.perf_counter() - t0
             logs = loss_log[:self.completed].cpu().numpy()
+            if step_graph is not None:
+                for h in histories:
+                    h.fast_path["cuda_graph"] = step_graph.captured
+                    h.notes.extend(step_graph.notes)
             if held is not None and held.best is not None:
                 final = held.answer(histories)
             elif es is not None and stop_reason is not None:
@@ -681,11 +700,13 @@ class DIPBatch:
             self.network = None
             current.clear()
             del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, guard, compiled
+            del step_graph
             del held, kept
             self._saved_weights = self._members = self._held = None
             free_device_memory(dev)
             allocator.off()  # after the tensors are gone, so the trim frees them
             torch.set_num_threads(threads_before)
+            torch.backends.cudnn.benchmark = cudnn_benchmark
 
     @staticmethod
     def _padded_masks(masks, shape, crop) -> np.ndarray:
@@ -709,8 +730,15 @@ class DIPBatch:
         host = to_host(estimate()) if need_host else None
         psnrs, ssims = [None] * len(losses), [None] * len(losses)
         if self.references is not None:
-            for i, ref in enumerate(self.references):
-                psnrs[i], ssims[i] = psnr_ssim(host[i], ref, cfg.compute_ssim)
+            scores = [(host[i], ref, cfg.compute_ssim) for i, ref in enumerate(self.references)]
+            if len(scores) > 1:  # SSIM is ~25 ms a 512x512 member on the host while the device waits
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(min(len(scores), speed.usable_cores())) as pool:
+                    scores = list(pool.map(lambda args: psnr_ssim(*args), scores))
+            else:
+                scores = [psnr_ssim(*scores[0])]
+            psnrs, ssims = map(list, zip(*scores))
         held = self._held
         vals = held.check(it, estimate()) if held is not None and record else None
         elapsed = time.perf_counter() - t0
@@ -777,6 +805,67 @@ class DIPRun(DIPBatch):
 
     def _finished(self, outputs, histories, stopped):
         return Finished(outputs[0], histories[0], self.completed, stopped)
+
+
+class _StepGraph:
+    """An iteration's forward and backward pass, recorded once as a CUDA graph and then replayed.
+
+    The first ``WARMUP`` iterations run eagerly on a side stream (autograd
+    and cuDNN settle their streams, workspaces and kernel choices there, as
+    capture requires), the next one is recorded and every later one replays
+    the recording: the same kernels on the same memory, launched at once.
+    The noise draw and the optimiser step stay outside, so the random
+    streams, the guard and checkpoints behave exactly as in eager mode.  If
+    recording fails, the run goes on eagerly with a note in its history.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.graph = None
+        self.outputs = None
+        self.calls = 0
+        self.failed = False
+        self.notes: list[str] = []
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def step(self, forward_backward, optimizer):
+        """(out, per-member loss, loss) of this iteration, with the gradients in ``.grad``."""
+        if self.graph is not None:
+            self.graph.replay()
+            return self.outputs
+        optimizer.zero_grad(set_to_none=True)  # at recording: .grad then lives in the graph's memory
+        if self.failed:
+            return forward_backward()
+        self.calls += 1
+        main = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(main)
+        try:
+            with torch.cuda.stream(self.stream):
+                if self.calls <= self.WARMUP:
+                    return forward_backward()
+                return self._record(forward_backward, optimizer)
+        finally:
+            main.wait_stream(self.stream)
+
+    def _record(self, forward_backward, optimizer):
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                outputs = forward_backward()
+        except Exception as exc:  # this iteration and the rest run eagerly
+            self.failed = True
+            self.notes.append(f"CUDA graph unavailable ({type(exc).__name__}: {str(exc)[:200]}); ran eager")
+            optimizer.zero_grad(set_to_none=True)
+            return forward_backward()
+        graph.replay()  # recording ran nothing: this is the iteration's computation
+        self.graph, self.outputs = graph, outputs
+        return outputs
 
 
 class _Guard:

@@ -316,7 +316,7 @@ class SkipNet(nn.Module):
 
     def forward(self, z):
         y = self.body(z)
-        if y.dtype != torch.float32:
+        if y.dtype in (torch.bfloat16, torch.float16):
             # Mixed precision: the body ran in bf16/fp16; the 1x1 head, the sigmoid (and
             # the loss) stay in float32 so the output is not quantised to 8 mantissa bits.
             with torch.autocast(device_type=y.device.type, enabled=False):

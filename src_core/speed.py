@@ -69,13 +69,34 @@ def resolve_memory_format(requested: str, device: torch.device, amp_dtype) -> to
     return torch.channels_last if requested == "channels_last" else torch.contiguous_format
 
 
-def resolve_compile(requested: str, device: torch.device) -> bool:
+def resolve_compile(requested: str, device: torch.device) -> str | bool:
+    """The torch.compile mode of the network ("default", "reduce-overhead", ...), or False."""
     if requested not in COMPILE_MODES:
         raise DIPError(f"compile must be one of {COMPILE_MODES} (got {requested!r}).")
-    if requested == "auto":
+    if requested in ("auto", "off", "graph"):
         # Measured on the CPU: compiling costs more than it saves for this conv-bound net.
         return False
-    return requested == "on"
+    return "default" if requested == "on" else requested
+
+
+def resolve_graph(requested: str, device: torch.device, optimizer: str, amp_dtype) -> bool:
+    """Whether each iteration's forward and backward pass is replayed as one CUDA graph.
+
+    Eager PyTorch launches every kernel from Python; for this network that is
+    hundreds of launches an iteration, which on a GPU takes longer than the
+    arithmetic.  A graph (CUDA only) launches them at once.  Adam only (L-BFGS
+    calls the pass several times a step) and not with float16's loss scaler.
+    """
+    if requested == "graph":
+        if device.type != "cuda":
+            raise DIPError(f"compile='graph' needs a CUDA device (this run is on {device}); "
+                           "use compile='auto' or 'off'.")
+        if optimizer != "adam" or amp_dtype == torch.float16:
+            raise DIPError("compile='graph' works with optimizer='adam' in float32 or bfloat16; "
+                           "use compile='auto' or 'off' for this run.")
+        return True
+    return (requested == "auto" and device.type == "cuda" and optimizer == "adam"
+            and amp_dtype != torch.float16)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -154,7 +175,10 @@ def estimate_memory(network_config, channels: int, size, amp_dtype, members: int
 # (the elementwise layers: BatchNorm, activations, joins, which dominate narrow networks).
 CPU_FLOPS_PER_THREAD = 67e9
 CPU_ELEMENTS_PER_THREAD = 1.3e9
-CUDA_FLOPS = 150e12  # not measured yet: a quarter of an H100's dense bf16 peak
+# An H100 with the step graph (bf16, channels_last): 13.0 ms an iteration at 512x512 (465 GFLOP),
+# 5.0 ms at 256x256 (116 GFLOP), i.e. about 40 TFLOP/s plus 2 ms (docs/benchmarks.md, GPU section):
+# the elementwise layers, not the convolutions, set the pace.
+CUDA_FLOPS = 40e12
 
 
 def usable_cores() -> int:

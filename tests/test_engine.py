@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from src_core import DIPError, DIPRun, EarlyStop, Finished, Progress, Recovery, bernoulli_mask
+from src_core import speed
 
 
 def _events(run):
@@ -259,6 +260,38 @@ def test_compile_failing_on_first_call_falls_back_too(tiny, small_image, monkeyp
     monkeypatch.setattr(torch, "compile", lazy_broken_compile)
     fin = DIPRun(small_image[None], None, tiny(iterations=4, compile="on")).run()
     assert fin.completed == 4 and "inductor failed" in " ".join(fin.history.notes)
+
+
+@pytest.mark.parametrize("mode, expected", [("on", None), ("reduce-overhead", "reduce-overhead"),
+                                            ("max-autotune", "max-autotune")])
+def test_compile_modes_reach_torch_compile(tiny, small_image, monkeypatch, mode, expected):
+    seen = {}
+
+    def recording_compile(module, mode=None):
+        seen["mode"] = mode
+        return module
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    fin = DIPRun(small_image[None], None, tiny(iterations=2, compile=mode)).run()
+    assert seen == {"mode": expected}
+    assert fin.history.fast_path["compile"] == ("default" if mode == "on" else mode)
+    assert fin.history.fast_path["cuda_graph"] is False
+
+
+def test_step_graph_is_cuda_only_and_adam_only(tiny, small_image):
+    """'graph' records the step as a CUDA graph: asked for elsewhere, it is refused up front."""
+    with pytest.raises(DIPError, match="compile='graph' needs a CUDA device"):
+        DIPRun(small_image[None], None, tiny(iterations=2, compile="graph"))
+    cuda = torch.device("cuda")
+    assert speed.resolve_graph("auto", cuda, "adam", torch.bfloat16) is True
+    assert speed.resolve_graph("auto", cuda, "lbfgs", torch.bfloat16) is False  # several passes a step
+    assert speed.resolve_graph("auto", cuda, "adam", torch.float16) is False   # the loss scaler
+    assert speed.resolve_graph("off", cuda, "adam", None) is False
+    assert speed.resolve_graph("auto", torch.device("cpu"), "adam", None) is False
+    with pytest.raises(DIPError, match="optimizer='adam'"):
+        speed.resolve_graph("graph", cuda, "lbfgs", None)
+    fin = DIPRun(small_image[None], None, tiny(iterations=2)).run()
+    assert fin.history.fast_path["cuda_graph"] is False  # "auto" on a CPU: eager
 
 
 @pytest.mark.parametrize("strategy", ["vmap", "loop"])
