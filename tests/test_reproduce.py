@@ -111,6 +111,24 @@ def test_table1_outputs_resume_and_refusals(tmp_path, dip_calls, monkeypatch):
         run_figure7(out, preset="tiny", device="cpu", quiet=True)
 
 
+def test_table1_seeds_batched_give_the_records_of_separate_runs(tmp_path, dip_calls):
+    """A GPU fits an image's seeds as one batch; each seed's record must be its single run's."""
+    kwargs = dict(preset="tiny", images=["house"], seeds=[0, 1, 2], device="cpu", quiet=True)
+    run_table1(tmp_path / "one_by_one", batch_seeds=False, **kwargs)
+    assert len(dip_calls) == 3
+    run_table1(tmp_path / "batched", batch_seeds=True, **kwargs)
+    assert len(dip_calls) == 3  # the batch does not go through the single-run path
+    for seed in (0, 1, 2):
+        single = json.loads((tmp_path / "one_by_one" / "units" / f"house_seed{seed}.json").read_text())
+        batched = json.loads((tmp_path / "batched" / "units" / f"house_seed{seed}.json").read_text())
+        assert batched["batched_with_seeds"] == [0, 1, 2] and single["batched_with_seeds"] is None
+        assert batched["config"]["seed"] == seed and batched["mask_seed"] == seed
+        for key in ("dip_final", "dip_kept", "biharmonic"):
+            assert batched["psnr"][key] == pytest.approx(single["psnr"][key], abs=1e-3), (seed, key)
+        assert batched["history"]["iterations"] == single["history"]["iterations"]
+    assert "dip_final" in json.loads((tmp_path / "batched" / "table1.json").read_text())["images"]["house"]
+
+
 class _Counter:
     def __init__(self, function):
         self.function = function

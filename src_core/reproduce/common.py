@@ -567,6 +567,7 @@ class DIPOutcome:
     history: dict
     wall_s: float
     device: str
+    batch_seeds: list | None = None  # the seeds fitted together with this one, if batched
 
 
 def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray, reference_chw: np.ndarray, config,
@@ -586,6 +587,36 @@ def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray, reference_chw: np.ndarra
     history = result.history.to_dict()
     history.pop("config", None)  # the unit record holds the configuration once
     return DIPOutcome(from_user(result.image), history, wall, result.history.device)
+
+
+def run_dip_restarts(image_chw: np.ndarray, masks_hw: list, reference_chw: np.ndarray, config, seeds,
+                     progress=None) -> list[DIPOutcome]:
+    """Several seeds of :func:`run_dip` on one image as one batch of networks (``DIPBatch``).
+
+    Each member is built, drawn and masked exactly as its single run would
+    be, so the results are those runs' (up to the order of floating-point
+    sums); on a GPU one pass over K networks costs much less than K passes.
+    ``wall_s`` of each is the batch's time divided by K.
+    """
+    from ..engine import DIPBatch
+
+    k = len(seeds)
+    images = np.repeat(image_chw[None], k, axis=0)
+    batch = DIPBatch(images, np.stack([m[None] for m in masks_hw]), config, references=reference_chw,
+                     seeds=list(seeds))
+    t0 = time.perf_counter()
+    finished = None
+    for event in batch:
+        if event.kind == "progress" and progress is not None:
+            progress.batch_callback(event, k)
+        finished = event
+    wall = time.perf_counter() - t0
+    outcomes = []
+    for output, history in zip(finished.outputs, finished.histories):
+        history = history.to_dict()
+        history.pop("config", None)
+        outcomes.append(DIPOutcome(output, history, wall / k, history["device"], list(seeds)))
+    return outcomes
 
 
 class Progress:
@@ -611,6 +642,14 @@ class Progress:
             if event.psnr is not None:
                 post["psnr"] = f"{event.psnr:.2f}dB"
             self.bar.set_postfix(post, refresh=False)
+
+    def batch_callback(self, event, members: int) -> None:
+        """A batch's progress: each of its iterations is ``members`` units' iterations."""
+        if event.kind == "progress":
+            self.bar.update(members * event.iteration - self.unit_done)
+            self.unit_done = members * event.iteration
+            if event.psnr[0] is not None:
+                self.bar.set_postfix({"psnr": "/".join(f"{p:.2f}" for p in event.psnr)}, refresh=False)
 
     def finish(self, iterations: int) -> None:
         """Count the rest of a unit that stopped early (ES-WMV) as done."""
