@@ -335,10 +335,10 @@ def main(argv=None):
     sizes = args.sizes or ([256, 512] if gpu else [128, 256])
     iterations = args.iterations or (200 if gpu else 10)
     warmup = args.warmup or (50 if gpu else 3)
-    from src_core.cli import _parse_value
+    from src_core.config import parse_value
 
     engine_overrides = dict(item.split("=", 1) for item in args.engine_set)
-    cfg = preset("table1", device=str(device), **{k: _parse_value(v) for k, v in engine_overrides.items()})
+    cfg = preset("table1", device=str(device), **{k: parse_value(v) for k, v in engine_overrides.items()})
     report = {"device": device.type, "machine": machine_line(device),
               "date": datetime.date.today().isoformat(),
               "command": "python benchmarks/fast_path.py " + " ".join(argv if argv is not None else sys.argv[1:])}
