@@ -32,15 +32,9 @@ import torch
 
 import src_core
 from src_core import DIPBatch, DIPRun, bernoulli_mask, preset
-from src_core.engine import make_input
 from src_core.network import build_network
-from skimage.transform import resize
 
-
-def problem(size: int, seed: int = 0):
-    clean = src_core.load_sample("table1/house.png").astype(np.float32) / 255.0
-    clean = resize(clean, (size, size), anti_aliasing=True).astype(np.float32)[None]
-    return clean, bernoulli_mask((size, size), 0.5, seed=seed)[None]
+from fast_path import problem  # the same House problem as the CPU benchmark (benchmarks/ is on sys.path)
 
 
 def environment(device) -> dict:

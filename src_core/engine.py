@@ -470,7 +470,7 @@ class DIPBatch:
         autocast = torch.autocast(device_type=dev.type, dtype=self.amp_dtype or torch.float32,
                                   enabled=self.amp_dtype is not None, cache_enabled=False)
         current = {}
-        step_graph = _StepGraph(dev) if self.graph and not compiled else None
+        step_graph = _StepGraph(dev) if self.graph else None  # never with torch.compile (speed.py)
 
         def closure():
             if cfg.sigma_p != 0:  # drawn outside any graph: the same random stream either way
@@ -700,8 +700,7 @@ class DIPBatch:
             self.network = None
             current.clear()
             del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, guard, compiled
-            del step_graph
-            del held, kept
+            del step_graph, held, kept
             self._saved_weights = self._members = self._held = None
             free_device_memory(dev)
             allocator.off()  # after the tensors are gone, so the trim frees them

@@ -595,7 +595,8 @@ def run_dip_restarts(image_chw: np.ndarray, masks_hw: list, reference_chw: np.nd
 
     Each member is built, drawn and masked exactly as its single run would
     be, so the results are those runs' (up to the order of floating-point
-    sums); on a GPU one pass over K networks costs much less than K passes.
+    sums).  Whether one pass over K networks beats K passes depends on the
+    device and size (slower at 512x512 on an H100, docs/benchmarks.md).
     ``wall_s`` of each is the batch's time divided by K.
     """
     from ..engine import DIPBatch

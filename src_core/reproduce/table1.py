@@ -152,17 +152,16 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
         folder.save(uid[unit], merged, arrays)
 
     try:
-        if baselines_only:
-            for unit in pending:
-                progress.start(f"{unit[0]} seed {unit[1]}")
-                folder.save(buid[unit], base_of(unit))
-                progress.bar.update(1)
-        for name in dict.fromkeys(n for n, _ in pending) if not baselines_only else ():
+        for unit in pending if baselines_only else ():
+            progress.start(f"{unit[0]} seed {unit[1]}")
+            folder.save(buid[unit], base_of(unit))
+            progress.bar.update(1)
+        for name in () if baselines_only else dict.fromkeys(n for n, _ in pending):
             todo = [s for n, s in pending if n == name]
             if batch_seeds and len(todo) > 1:
                 progress.start(f"{name} seeds {','.join(map(str, todo))}")
                 bases = [base_of((name, s)) for s in todo]
-                dips = _dip_restarts(name, todo, data[name], settings, config, progress, command, env)
+                dips = _dip_restarts(todo, data[name], settings, config, progress, command, env)
                 for seed, base_record, dip in zip(todo, bases, dips):
                     save((name, seed), base_record, dip)
                 progress.finish(iters * len(todo))
@@ -197,10 +196,8 @@ def _without_dip(record: dict) -> dict:
 
 
 def _baselines(name, seed, item, settings, command, env):
-    from ..masks import bernoulli_mask
-
     ref = item["reference"]
-    mask = bernoulli_mask(ref.shape[1:], settings["missing_fraction"], seed)
+    mask = _mask(item, settings, seed)
     t0 = time.perf_counter()
     bih = biharmonic(ref, mask)
     t_bih = time.perf_counter() - t0
@@ -221,6 +218,7 @@ def _baselines(name, seed, item, settings, command, env):
 
 
 def _mask(item, settings, seed):
+    """The unit's Bernoulli mask: the same for its baselines and its DIP run."""
     from ..masks import bernoulli_mask
 
     return bernoulli_mask(item["reference"].shape[1:], settings["missing_fraction"], seed)
@@ -233,7 +231,7 @@ def _dip(name, seed, item, settings, config, progress, command, env):
     return _dip_record(ref, mask, cfg, C.run_dip(ref, mask, ref, cfg, progress), settings, command, env)
 
 
-def _dip_restarts(name, seeds, item, settings, config, progress, command, env):
+def _dip_restarts(seeds, item, settings, config, progress, command, env):
     """The image's seeds as one batch (one pass over K networks: a GPU's way); a record per seed."""
     ref = item["reference"]
     masks = [_mask(item, settings, seed) for seed in seeds]
