@@ -35,14 +35,16 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, fingerprint
-from .classical import CLASSICAL, METHODS, classical_answer
-from .config import TASKS, RunConfig, default_preset, preset
+from .classical import METHODS, classical_answer
+from .config import RunConfig, preset
 from .devices import resolve_device
 from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
 from .errors import DIPError
 from .imaging import Layout, Scaling, check_reference
 from .io import atomic_path, check_writable, json_default
 from .masks import bernoulli_mask
+from .operators import Identity, Operator, split_mask
+from .tasks import TASKS_BY_NAME, Task, get_task
 from . import speed
 
 #: observed pixels held out of the fit by default, to measure quality without ground truth
@@ -51,15 +53,15 @@ DEFAULT_VALIDATE = 0.05
 MIN_HELD_OUT = 64
 
 
-def make_config(task: str = "inpaint", preset_name: str | None = None,
-                config: RunConfig | None = None, **overrides) -> RunConfig:
+def make_config(task: str | Task = "inpaint", preset_name: str | None = None,
+                config: RunConfig | None = None, task_options: dict | None = None,
+                **overrides) -> RunConfig:
     """A validated RunConfig from a preset (or a given config) plus overrides.
 
     With neither a preset nor a config, the preset fits the device the run
-    will use (:func:`src_core.config.default_preset`).
+    will use (:meth:`src_core.tasks.Task.default_preset`).
     """
-    if task not in TASKS:
-        raise DIPError(f"task must be one of {TASKS} (got {task!r}).")
+    task = task if isinstance(task, Task) else get_task(task)
     if config is not None and preset_name is not None:
         raise DIPError("give either a preset or a config, not both.")
     if isinstance(config, dict):  # e.g. the "config" of a saved history
@@ -72,7 +74,7 @@ def make_config(task: str = "inpaint", preset_name: str | None = None,
         raise DIPError(f"preset must be a preset name (got {preset_name!r}); see src_core.preset_names().")
     if preset_name is None:
         device = resolve_device(overrides.get("device", "auto"))
-        preset_name, task_settings = default_preset(task, device.type)
+        preset_name, task_settings = task.default_preset(device.type, task_options or {})
         overrides = {**task_settings, **overrides}
     return preset(preset_name, **overrides)
 
@@ -98,6 +100,7 @@ class Problem:
     classical: str | None = None         # the classical method compared (and blended) with
     validate: float = 0.0                # the fraction of observed pixels held out
     threads: int | None = None           # CPU threads of each run (None: not a CPU run)
+    operator: Operator = field(default_factory=Identity)  # the degradation (the mask aside)
     _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -106,8 +109,19 @@ class Problem:
 
     @property
     def blends(self) -> bool:
-        """With held-out pixels, DIP is blended with the classical answer."""
-        return self.held_out is not None and self.classical is not None
+        """With held-out pixels, DIP is blended with the classical answer (where both
+        answers live on the observed grid: not for super-resolution or deconvolution)."""
+        return self.held_out is not None and self.classical is not None and self.operator.identity
+
+    @property
+    def output_layout(self) -> Layout:
+        """The user's layout for the answer (super-resolution makes Y and X larger)."""
+        return self.layout.resized(self.operator.output_shape(self.images.shape[1:])[1:])
+
+    def placeholder(self, index: int) -> np.ndarray:
+        """What a slice that was not run is given back as: its input (enlarged if need be)."""
+        f = self.operator.factor
+        return np.repeat(np.repeat(self.images[index], f, axis=-2), f, axis=-1) if f > 1 else self.images[index]
 
     def fitted_mask(self, index: int) -> np.ndarray:
         mask = self.masks[index]
@@ -121,11 +135,11 @@ class Problem:
         held = None if self.held_out is None else self.held_out[index]
         return DIPRun(self.images[index], mask, self.config, ref, validation=held,
                       keep_observed=self.keep_observed, stop=stop, threads=self.threads,
-                      checkpoint=checkpoint)
+                      checkpoint=checkpoint, operator=self.operator)
 
     def estimate(self) -> dict:
         """Time the whole run will take here, from the network's cost (before any work)."""
-        return speed.estimate_time(self.config, self.layout.channels, self.layout.spatial_shape,
+        return speed.estimate_time(self.config, self.layout.channels, self.output_layout.spatial_shape,
                                    slices=self.slices, threads=self.threads)
 
     def classical_answer(self, index: int, fitted_only: bool = False) -> tuple[np.ndarray, float]:
@@ -138,7 +152,7 @@ class Problem:
         if key not in self._classical_cache:
             mask = self.fitted_mask(index) if fitted_only else self.masks[index]
             t0 = time.perf_counter()
-            answer = classical_answer(self.classical, self.images[index], mask)
+            answer = classical_answer(self.classical, self.images[index], mask, self.operator)
             self._classical_cache[key] = (answer, time.perf_counter() - t0)
         return self._classical_cache[key]
 
@@ -159,7 +173,10 @@ class Problem:
         if self.classical is not None:
             classical, seconds = self.classical_answer(index)
             summary["classical_seconds"] = seconds
-        if self.held_out is not None:
+        if self.held_out is not None and not self.operator.identity:  # judged through the operator
+            summary["held_out_pixels"] = int(self.held_out[index].sum())
+            summary["val_psnr_dip"] = max((v for v in history.val_psnr if v is not None), default=None)
+        elif self.held_out is not None:
             held = self.held_out[index]
             truth = self.images[index][held]
             summary["held_out_pixels"] = int(held.sum())
@@ -179,8 +196,9 @@ class Problem:
             ref = self.references[index]
             summary["psnr_answer"] = psnr_ssim(answer, ref, with_ssim=False)[0]
             summary["psnr_dip"] = psnr_ssim(kept(dip), ref, with_ssim=False)[0]
-            summary["psnr_corrupted"] = psnr_ssim(self.images[index] * observed, ref,
-                                                  with_ssim=False)[0]
+            if self.operator.identity:
+                summary["psnr_corrupted"] = psnr_ssim(self.images[index] * observed, ref,
+                                                      with_ssim=False)[0]
             if self.classical is not None:
                 summary["psnr_classical"] = psnr_ssim(classical, ref, with_ssim=False)[0]
                 summary["iterations_to_classical"] = _first_reaching(history, summary["psnr_classical"])
@@ -192,7 +210,9 @@ class Problem:
         return self.to_user(self.images * self.masks)
 
     def to_user(self, nchw: np.ndarray) -> np.ndarray:
-        return self.scaling.from_unit(self.layout.from_nchw(nchw))
+        """(N, C, H, W) in [0, 1] -> the user's layout, dtype and range (for inputs or answers)."""
+        layout = self.layout if nchw.shape[-2:] == self.images.shape[-2:] else self.output_layout
+        return self.scaling.from_unit(layout.from_nchw(nchw))
 
     def slice_to_user_float(self, chw: np.ndarray) -> np.ndarray:
         """One engine slice as (H, W) or (H, W, C) float in [0, 1], for previews."""
@@ -224,12 +244,20 @@ def _first_reaching(history: History, level: float) -> int | None:
     return None
 
 
-def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
+def prepare(image, mask=None, *, task: str | None = None, reference=None,
             missing_fraction: float = 0.5, mask_seed: int = 0, channel_axis="auto",
             preset: str | None = None, config: RunConfig | None = None,
             keep_observed: bool | None = None, validate: float | None = None,
-            classical: str | None = "auto", threads=None, **overrides) -> Problem:
+            classical: str | None = "auto", threads=None, operator: Operator | None = None,
+            **overrides) -> Problem:
     """Check everything and convert to engine form; no network is built yet.
+
+    ``task``: one of ``src_core.TASKS`` (default "inpaint"), with its own
+    options by name (``factor=4`` for "sr", ``psf=`` a Gaussian sigma or a
+    2D PSF array for "deconvolve").  ``operator``: your own degradation
+    instead of a task (a :class:`src_core.operators.Operator`, e.g.
+    ``Blur(psf).then(Downsample(2))``); ``mask`` then marks the observed
+    pixels of the observation, and ``reference`` is at the answer's size.
 
     ``keep_observed`` (default: on, except for denoising): the answer equals
     the input wherever it was observed.  ``validate`` (default 0.05): the
@@ -242,7 +270,20 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     leaves free (:func:`src_core.speed.default_threads`), since more threads
     than free cores is many times slower.
     """
-    cfg = make_config(task, preset, config, **overrides)
+    spec = _task_for(task, operator)
+    task_options = {o.name: overrides.pop(o.name) for o in spec.options if o.name in overrides}
+    for other in TASKS_BY_NAME.values():
+        for option in other.options:
+            if option.name in overrides:
+                raise DIPError(f"{option.name!r} is an option of task {other.name!r}, not of {spec.name!r}.")
+    if operator is None:
+        operator = spec.operator(**task_options)
+    operator, operator_mask = split_mask(operator)
+    if operator_mask is not None:
+        if mask is not None:
+            raise DIPError("give the mask once: as mask= or inside the operator (Mask), not both.")
+        mask = operator_mask
+    cfg = make_config(spec, preset, config, task_options, **overrides)
     threads = speed.resolve_threads(threads, resolve_device(cfg.device))
     image = np.asarray(image)
     layout = Layout.infer(image.shape, channel_axis)
@@ -250,12 +291,13 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     images = layout.to_nchw(scaling.to_unit(image)).copy()
     notes = []
 
-    if task == "inpaint":
+    task = spec.name
+    if spec.mask == "required":
         if mask is None:
             raise DIPError("inpainting needs a mask (True/1 = observed, False/0 = missing); "
                            "for a random mask use task='random'.")
         masks = layout.mask_to_nchw(_as_bool_mask(mask)).copy()
-    elif task == "random":
+    elif spec.mask == "random":
         if mask is not None:
             raise DIPError("task='random' makes its own Bernoulli mask; "
                            "pass your mask with task='inpaint' instead.")
@@ -269,9 +311,14 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
             masks = layout.mask_to_nchw(_as_bool_mask(mask)).copy()
         else:
             masks = np.ones(images.shape, dtype=bool)
-        if cfg.ema == 0:
-            cfg = cfg.replace(ema=0.99)
-            notes.append("denoise: the answer is the EMA of outputs (ema=0.99)")
+    if spec.ema and cfg.ema == 0:
+        cfg = cfg.replace(ema=spec.ema)
+        notes.append(f"{task}: the answer is the EMA of outputs (ema={spec.ema})")
+    operator.check(images.shape[1:])
+    answer_layout = layout.resized(operator.output_shape(images.shape[1:])[1:])
+    if operator.factor > 1:
+        notes.append(f"{operator!r}: the answer is {operator.factor}x larger along Y and X "
+                     f"({answer_layout.spatial_shape[0]}x{answer_layout.spatial_shape[1]})")
 
     finite = np.isfinite(images)
     if not finite.all():
@@ -295,11 +342,11 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
     references = None
     if reference is not None:
         reference = np.asarray(reference)
-        check_reference(reference.shape, image.shape)
+        check_reference(reference.shape, answer_layout.shape, image.shape)
         # a reference of another dtype is scaled by its own meaning (a float [0, 1] reference
         # for a uint8 image is not divided by 255), one of the same dtype like the image
         ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
-        references = layout.to_nchw(ref_scaling.to_unit(reference)).copy()
+        references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
         if not np.isfinite(references).all():
             if task == "random" and reference is image:
                 raise DIPError("task 'random' measures PSNR against the image itself, so the image "
@@ -309,11 +356,14 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
         references = np.clip(references, 0.0, 1.0)
 
     h, w = layout.spatial_shape
-    cfg.network.check_fits(h, w)
+    cfg.network.check_fits(*answer_layout.spatial_shape)
     if keep_observed is None:
-        keep_observed = task != "denoise"
+        keep_observed = spec.keep_observed
+    if keep_observed and not operator.identity:
+        raise DIPError(f"keep_observed needs observed pixels that are answer pixels; with {operator!r} "
+                       "they are not: leave keep_observed off.")
     if classical == "auto":
-        classical = CLASSICAL[task]
+        classical = spec.classical
     if classical is not None and classical not in METHODS:
         raise DIPError(f"classical must be 'auto', None or one of {METHODS} (got {classical!r}).")
     validate = DEFAULT_VALIDATE if validate is None else validate
@@ -333,7 +383,8 @@ def prepare(image, mask=None, *, task: str = "inpaint", reference=None,
                          f"(seed {cfg.seed}); the answer is the best-validated iterate")
     problem = Problem(task, cfg, layout, scaling, images, masks, references, notes,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
-                      validate=float(validate) if held_out is not None else 0.0, threads=threads)
+                      validate=float(validate) if held_out is not None else 0.0, threads=threads,
+                      operator=operator)
     if problem.blends:
         notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
                      "held-out pixels")
@@ -348,7 +399,9 @@ class _SliceStore:
         self.every_s = every_s
         self.fingerprint = fingerprint(problem.images, problem.masks, problem.held_out,
                                        problem.references, problem.config.to_json(),
-                                       problem.keep_observed, problem.classical, problem.validate)
+                                       problem.keep_observed, problem.classical, problem.validate,
+                                       *([] if isinstance(problem.operator, Identity) else
+                                         [problem.operator.describe()]))
 
     def checkpoint(self, index: int) -> Checkpoint:
         return Checkpoint(self.folder / f"slice-{index:05d}.ckpt", self.every_s)
@@ -378,6 +431,17 @@ class _SliceStore:
                            "run that slice again.") from None
         history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
         return answer, history
+
+
+def _task_for(task, operator) -> Task:
+    """The registered task, or for a user's own operator a task that knows only that."""
+    if operator is None:
+        return get_task("inpaint" if task is None else task)
+    if task is not None:
+        raise DIPError(f"give a task or your own operator, not both (got task={task!r} and an operator).")
+    split_mask(operator)  # checks that it is an Operator
+    return Task("custom", "your own operator", mask="optional", paper_preset=lambda o: "restore",
+                classical=None, keep_observed=False)
 
 
 def _as_bool_mask(mask) -> np.ndarray:
@@ -449,12 +513,12 @@ class RestoreResult:
                 "slices": [h.to_dict() for h in self.histories]}
 
 
-def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_fraction: float = 0.5,
+def restore(image, mask=None, *, task: str | None = None, reference=None, missing_fraction: float = 0.5,
             mask_seed: int = 0, channel_axis="auto", preset: str | None = None,
             config: RunConfig | None = None, keep_observed: bool | None = None,
             validate: float | None = None, classical: str | None = "auto", callback=None,
             stop=None, threads=None, checkpoint_dir=None, checkpoint_every_s: float = 300.0,
-            **overrides) -> RestoreResult:
+            operator: Operator | None = None, **overrides) -> RestoreResult:
     """Restore an image with Deep Image Prior; returns the result and its history.
 
     ``image``: (Y, X), (Y, X, C) or a stack (Z/T, Y, X[, C]); uint8, uint16 or
@@ -462,8 +526,8 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     True/1 = observed.  ``preset``: one of ``src_core.preset_names()``
     (default: one that fits the device: ``cpu`` on a CPU, the paper's setting
     for the task on a GPU); any RunConfig or NetworkConfig field can be
-    overridden by keyword.  ``keep_observed``, ``validate``, ``classical`` and
-    ``threads``: see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
+    overridden by keyword.  ``task`` options (``factor``, ``psf``), ``operator``,
+    ``keep_observed``, ``validate``, ``classical`` and ``threads``: see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
     ``stop`` (a ``threading.Event``): once set, the current slice finishes
     after its current iteration with its partial answer, later slices are
     not run (they keep the input), and ``result.stopped`` is True.
@@ -484,7 +548,7 @@ def restore(image, mask=None, *, task: str = "inpaint", reference=None, missing_
     problem = prepare(image, mask, task=task, reference=reference, missing_fraction=missing_fraction,
                       mask_seed=mask_seed, channel_axis=channel_axis, preset=preset, config=config,
                       keep_observed=keep_observed, validate=validate, classical=classical,
-                      threads=threads, **overrides)
+                      threads=threads, operator=operator, **overrides)
     return restore_problem(problem, image, callback=callback, stop=stop, checkpoint_dir=checkpoint_dir,
                            checkpoint_every_s=checkpoint_every_s)
 
@@ -496,13 +560,17 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
     ``image`` is the user's input, which slices that were not run are given
     back as; the other arguments are :func:`restore`'s.
     """
-    outputs = np.empty_like(problem.images)
+    outputs = np.empty((problem.slices, *problem.operator.output_shape(problem.images.shape[1:])),
+                       dtype=np.float32)
     histories = []
     store = _SliceStore(checkpoint_dir, problem, checkpoint_every_s) if checkpoint_dir is not None else None
 
     def result(done: int) -> RestoreResult:
         if done < problem.slices:  # slices not run keep the input
-            outputs[done:] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[done:]
+            if problem.operator.factor == 1:
+                outputs[done:] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[done:]
+            else:
+                outputs[done:] = [problem.placeholder(i) for i in range(done, problem.slices)]
         classical_images = None
         if problem.classical is not None:
             classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]

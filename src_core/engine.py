@@ -25,7 +25,8 @@ from .checkpoint import Checkpoint, fingerprint
 from .config import RunConfig
 from .devices import free_device_memory, resolve_device
 from .errors import DIPError
-from .imaging import check_reference, pad_reflect
+from .imaging import check_reference
+from .operators import Identity, Operator, check_maps, padded_grid, split_mask
 from .network import SkipNet, build_network
 from . import speed
 
@@ -284,8 +285,14 @@ class DIPBatch:
     def __init__(self, images, masks=None, config: RunConfig | None = None, references=None,
                  seeds: list[int] | None = None, strategy: str = "auto", validation=None,
                  keep_observed: bool = False, stop: threading.Event | None = None,
-                 threads: int | None = None, checkpoint: Checkpoint | None = None):
+                 threads: int | None = None, checkpoint: Checkpoint | None = None,
+                 operator: Operator | None = None):
         self.config = (config or RunConfig()).validate()
+        self.operator, operator_mask = split_mask(operator)
+        if operator_mask is not None:
+            if masks is not None:
+                raise DIPError("give the mask once: either as masks or inside the operator (Mask).")
+            masks = operator_mask
         self.checkpoint = checkpoint
         if checkpoint is not None and self.config.optimizer != "adam":
             raise DIPError("checkpoints are made for Adam runs; use optimizer='adam' or no checkpoint.")
@@ -298,6 +305,8 @@ class DIPBatch:
         if k == 0:
             raise DIPError("a batch needs at least one image (got K=0).")
         self.images = [_check_chw(im, "image") for im in images]
+        self.operator.check(self.images[0].shape)
+        self.output_shape = self.operator.output_shape(self.images[0].shape)
         if masks is None:
             masks = [None] * k
         else:
@@ -318,6 +327,9 @@ class DIPBatch:
             if any((v & m).any() for v, m in zip(self.validation, self.masks)):
                 raise DIPError("validation pixels must be held out of the mask (disjoint from it).")
         self.keep_observed = bool(keep_observed)
+        if self.keep_observed and not self.operator.identity:
+            raise DIPError(f"keep_observed needs observed pixels that are output pixels; with "
+                           f"{self.operator!r} the observation is not, so leave keep_observed off.")
         if references is None:
             self.references = None
         else:
@@ -328,8 +340,8 @@ class DIPBatch:
                 raise DIPError(f"references of shape {refs.shape} for {k} images of shape "
                                f"{images.shape[1:]}; give one clean image per image.")
             self.references = [_check_chw(r, "reference") for r in refs]
-            for r, im in zip(self.references, self.images):
-                check_reference(r.shape, im.shape)
+            for r in self.references:
+                check_reference(r.shape, self.output_shape)
         self.seeds = list(seeds) if seeds is not None else [self.config.seed + i for i in range(k)]
         if len(self.seeds) != k:
             raise DIPError(f"{len(self.seeds)} seeds for {k} images; give one seed per image.")
@@ -340,7 +352,7 @@ class DIPBatch:
             raise DIPError("batched runs use Adam; run L-BFGS one image at a time (DIPRun).")
         if k > 1 and self.config.early_stop:
             raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
-        c, h, w = self.images[0].shape
+        c, h, w = self.output_shape
         self.config.network.check_fits(h, w)
         self.amp_dtype = speed.resolve_precision(self.config.precision, self.device)
         self.memory_format = speed.resolve_memory_format(self.config.memory_format, self.device,
@@ -351,8 +363,16 @@ class DIPBatch:
         self.compile = compile_mode if k == 1 else False
         self.graph = speed.resolve_graph(self.config.compile, self.device, self.config.optimizer,
                                          self.amp_dtype)
-        self.multiple = 2 ** self.config.network.scales
-        hp, wp = h + (-h) % self.multiple, w + (-w) % self.multiple
+        self.grid = padded_grid(self.images[0].shape[-2:], self.operator.factor, self.operator.margin,
+                                2 ** self.config.network.scales)
+        hp, wp = self.grid.output
+        if (self.grid.output[0] // self.operator.factor, self.grid.output[1] // self.operator.factor) \
+                != self.grid.observation or self.output_shape[1:] != tuple(
+                    self.operator.factor * n for n in self.images[0].shape[-2:]):
+            raise DIPError(f"{self.operator!r}.output_shape {self.output_shape} is not the observation "
+                           f"{self.images[0].shape} enlarged by its factor ({self.operator.factor}); "
+                           "a size-changing operator sets factor and keeps the default output_shape.")
+        check_maps(self.operator, c, self.grid.output, self.grid.observation)
         wmv = self.config.early_stop and self.validation is None
         extra = ((1 if self.config.ema > 0 else 0) + (self.config.es_window + 1 if wmv else 0)
                  + (1 if self.config.guard else 0)
@@ -399,7 +419,8 @@ class DIPBatch:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed: the problem, the settings, the seeds."""
         return fingerprint(self.images, self.masks, self.validation, self.references,
-                           self.config.to_json(), self.seeds, self.keep_observed)
+                           self.config.to_json(), self.seeds, self.keep_observed,
+                           *([] if isinstance(self.operator, Identity) else [self.operator.describe()]))
 
     @property
     def fast_path(self) -> dict:
@@ -414,11 +435,12 @@ class DIPBatch:
         dev = self.device
         t_setup = time.perf_counter()
         k = len(self.images)
-        padded, crops = zip(*(pad_reflect(im, self.multiple) for im in self.images))
-        crop = crops[0]
-        c, hp, wp = padded[0].shape
-        mask_np = self._padded_masks(self.masks, (k, c, hp, wp), crop)
+        grid = self.grid
+        c, (hp, wp) = self.output_shape[0], grid.output
+        operator = self.operator.to(dev)
+        mask_np = self._padded_masks(self.masks, (k, c, *grid.observation), grid.observation_crop)
         observed = mask_np.reshape(k, -1).mean(axis=1)
+        crop = grid.output_crop
 
         members = self._members = _Members(cfg, c, self.seeds, dev, self.memory_format, self.strategy)
         if k == 1:
@@ -431,20 +453,25 @@ class DIPBatch:
         noise = torch.empty_like(z)  # depend on the memory format; the sum is converted
         z_fmt = z.contiguous(memory_format=fmt)
         mask_t = torch.from_numpy(mask_np.astype(np.float32)).to(dev).contiguous(memory_format=fmt)
-        image_t = torch.from_numpy(np.stack(padded).astype(np.float32)).to(dev)
+        padded = np.zeros(mask_np.shape, dtype=np.float32)  # the padding is never observed
+        padded[:, :, grid.observation_crop[0], grid.observation_crop[1]] = np.stack(self.images)
+        image_t = torch.from_numpy(padded).to(dev)
         target = (image_t * mask_t).contiguous(memory_format=fmt)
         held = None
         if self.validation is not None:
-            held = _HeldOut(image_t, self._padded_masks(self.validation, mask_np.shape, crop), cfg)
+            held = _HeldOut(image_t, self._padded_masks(self.validation, mask_np.shape, grid.observation_crop),
+                            operator)
         kept = None
         if self.keep_observed:  # the loss pixels only: held-out ones stay the network's guess
             kept = (torch.from_numpy(mask_np).to(dev), image_t)
         del image_t
         total = cfg.iterations
         loss_log = torch.zeros((total, k), device=dev)
-        ema = torch.zeros_like(target) if cfg.ema > 0 else None
+        out_grid = torch.zeros((k, c, hp, wp), device=dev).contiguous(memory_format=fmt)
+        ema = torch.zeros_like(out_grid) if cfg.ema > 0 else None
 
-        es = _WindowVariance(cfg, target, total) if cfg.early_stop and held is None else None
+        es = _WindowVariance(cfg, out_grid, total) if cfg.early_stop and held is None else None
+        del out_grid
         self._held = held
 
         params = members.params
@@ -454,7 +481,7 @@ class DIPBatch:
         optimizer = torch.optim.Adam(params, lr=adam_lr, fused=fused)
         scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         use_lbfgs = cfg.optimizer == "lbfgs"
-        guard = _Guard(cfg, members, observed) if cfg.guard else None
+        guard = _Guard(cfg, members, observed, operator) if cfg.guard else None
         self._saved_weights = guard.weights if guard else None
         histories = [History(device=str(dev), config={**cfg.to_dict(), "seed": s}, fast_path=self.fast_path)
                      for s in self.seeds]
@@ -499,7 +526,7 @@ class DIPBatch:
                 else:
                     out = forward(inp)
             out = out.float()
-            per_member = ((out - target) * mask_t).square().mean(dim=(1, 2, 3))
+            per_member = operator.loss(out, target, mask_t)
             loss = per_member.sum()
             (scaler.scale(loss) if scaler is not None else loss).backward()
             return out, per_member, loss
@@ -633,7 +660,7 @@ class DIPBatch:
                         history0.early_stop = {"iteration": it, "best_iteration": best_it}
                 snapshot = bool(cfg.snapshot_every) and it % cfg.snapshot_every == 0
                 if report or stop_reason is not None or snapshot:
-                    event = self._progress(it, total, loss, observed, estimate, to_host, t0, histories,
+                    event = self._progress(it, total, loss, observed, operator, estimate, to_host, t0, histories,
                                            snapshot, record=report or stop_reason is not None)
                     if (self.checkpoint is not None and report and it < total and stop_reason is None
                             and self.checkpoint.due()):
@@ -660,7 +687,7 @@ class DIPBatch:
                                        f"(lr={cfg.lr:g} may be too high)")
                     break
                 if self._stop.is_set():  # set by the consumer, possibly from another thread
-                    event = None if report else self._progress(it, total, loss, observed, estimate,
+                    event = None if report else self._progress(it, total, loss, observed, operator, estimate,
                                                                to_host, t0, histories, snapshot, record=True)
                     if self.checkpoint is not None and it < total:
                         self.checkpoint.save(state(it))  # a stopped run can be resumed
@@ -700,7 +727,7 @@ class DIPBatch:
             self.network = None
             current.clear()
             del members, optimizer, z, z_fmt, noise, target, mask_t, loss_log, ema, es, guard, compiled
-            del step_graph, held, kept
+            del step_graph, held, kept, operator
             self._saved_weights = self._members = self._held = None
             free_device_memory(dev)
             allocator.off()  # after the tensors are gone, so the trim frees them
@@ -721,10 +748,11 @@ class DIPBatch:
             h.notes.append(note)
             h.fast_path["compile"] = False
 
-    def _progress(self, it, total, loss, observed, estimate, to_host, t0, histories, snapshot, record):
+    def _progress(self, it, total, loss, observed, operator, estimate, to_host, t0, histories, snapshot,
+                  record):
         cfg = self.config
         losses = loss.tolist()
-        fits = [_psnr_from_mse(v / max(o, 1e-12)) for v, o in zip(losses, observed)]
+        fits = [operator.fit_psnr(v, o) for v, o in zip(losses, observed)]
         need_host = snapshot or self.references is not None
         host = to_host(estimate()) if need_host else None
         psnrs, ssims = [None] * len(losses), [None] * len(losses)
@@ -785,17 +813,17 @@ class DIPRun(DIPBatch):
                  config: RunConfig | None = None, reference: np.ndarray | None = None,
                  validation: np.ndarray | None = None, keep_observed: bool = False,
                  stop: threading.Event | None = None, threads: int | None = None,
-                 checkpoint: Checkpoint | None = None):
+                 checkpoint: Checkpoint | None = None, operator: Operator | None = None):
         image = _check_chw(image, "image")
-        mask = _check_mask(mask, image.shape)
+        if mask is not None:
+            mask = _check_mask(mask, image.shape)[None]
         if reference is not None:
-            reference = _check_chw(reference, "reference")
-            check_reference(reference.shape, image.shape)
-            reference = reference[None]
+            reference = _check_chw(reference, "reference")[None]
         config = (config or RunConfig()).validate()
-        super().__init__(image[None], mask[None], config, reference, seeds=[config.seed],
+        super().__init__(image[None], mask, config, reference, seeds=[config.seed],
                          validation=None if validation is None else np.asarray(validation)[None],
-                         keep_observed=keep_observed, stop=stop, threads=threads, checkpoint=checkpoint)
+                         keep_observed=keep_observed, stop=stop, threads=threads, checkpoint=checkpoint,
+                         operator=operator)
 
     def _progress(self, *args, **kwargs):
         p = super()._progress(*args, **kwargs)
@@ -882,8 +910,9 @@ class _Guard:
 
     MAX_FALLS = 3  # falls in a row from the same weights: the run cannot progress
 
-    def __init__(self, cfg: RunConfig, members: "_Members", observed):
+    def __init__(self, cfg: RunConfig, members: "_Members", observed, operator: Operator | None = None):
         self.cfg = cfg
+        self.operator = operator or Identity()  # its fit metric reads the losses
         self.members = members
         self.k = members.count
         self.observed = observed
@@ -895,7 +924,7 @@ class _Guard:
         self.good_estimate = None
 
     def fits(self, losses) -> list[float]:
-        return [_psnr_from_mse(v / max(o, 1e-12)) for v, o in zip(losses, self.observed)]
+        return [self.operator.fit_psnr(v, o) for v, o in zip(losses, self.observed)]
 
     def start(self, estimate: torch.Tensor) -> None:
         """After iteration 1: the starting estimate is the fallback until a check passes."""
@@ -1023,7 +1052,8 @@ class _HeldOut:
     member keeps a device copy of its estimate at its best validation PSNR.
     """
 
-    def __init__(self, image: torch.Tensor, mask_np: np.ndarray, cfg: RunConfig):
+    def __init__(self, image: torch.Tensor, mask_np: np.ndarray, operator: Operator):
+        self.operator = operator
         self.mask_np = mask_np
         self.mask = torch.from_numpy(mask_np.astype(np.float32)).to(image.device)
         self.target = image * self.mask
@@ -1034,7 +1064,7 @@ class _HeldOut:
 
     def check(self, it: int, estimate: torch.Tensor) -> list[float]:
         est = estimate.detach().float().clamp(0, 1)
-        mse = ((est - self.target) * self.mask).square().sum(dim=(1, 2, 3)) / self.count
+        mse = ((self.operator.apply(est) - self.target) * self.mask).square().sum(dim=(1, 2, 3)) / self.count
         psnrs = [_psnr_from_mse(v) for v in mse.tolist()]
         if self.best is None:
             self.best = est.clone()
@@ -1062,12 +1092,12 @@ class _WindowVariance:
     host reads the variance log only at report iterations.
     """
 
-    def __init__(self, cfg: RunConfig, target: torch.Tensor, total: int):
+    def __init__(self, cfg: RunConfig, output: torch.Tensor, total: int):
         self.window = cfg.es_window
-        self.buffer = torch.zeros((self.window, *target.shape[1:]), device=target.device)
-        self.best = torch.zeros_like(target)
-        self.best_var = torch.full((), float("inf"), device=target.device)
-        self.log = torch.full((total,), float("inf"), device=target.device)
+        self.buffer = torch.zeros((self.window, *output.shape[1:]), device=output.device)
+        self.best = torch.zeros_like(output)
+        self.best_var = torch.full((), float("inf"), device=output.device)
+        self.log = torch.full((total,), float("inf"), device=output.device)
 
     def push(self, it: int, out: torch.Tensor) -> None:
         self.buffer[(it - 1) % self.window].copy_(out[0])

@@ -130,6 +130,13 @@ class Layout:
     def slices(self) -> int:
         return int(np.prod(self.stack_shape)) if self.stack_shape else 1
 
+    def resized(self, spatial: tuple) -> "Layout":
+        """The same layout with other Y and X sizes (a super-resolved answer's)."""
+        rest = [i for i in range(len(self.shape)) if i != self.channel_axis]
+        shape = list(self.shape)
+        shape[rest[-2]], shape[rest[-1]] = (int(n) for n in spatial)
+        return Layout(tuple(shape), self.channel_axis)
+
     def to_nchw(self, array: np.ndarray) -> np.ndarray:
         """(slices, channels, H, W) view-or-copy of an array in this layout."""
         a = np.asarray(array)
@@ -189,8 +196,13 @@ def pad_reflect(chw: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice
     return padded, (slice(t, t + h), slice(l, l + w))
 
 
-def check_reference(reference_shape: tuple, image_shape: tuple) -> None:
-    """A reference is the clean version of the same image: the same shape, or an error."""
-    if tuple(reference_shape) != tuple(image_shape):
+def check_reference(reference_shape: tuple, answer_shape: tuple, image_shape: tuple | None = None) -> None:
+    """A reference is the clean version of the answer: the same shape, or an error (which
+    names the input's shape too when the answer is larger, as in super-resolution)."""
+    if tuple(reference_shape) != tuple(answer_shape):
+        if image_shape is not None and tuple(image_shape) != tuple(answer_shape):
+            raise DIPError(f"reference shape {tuple(reference_shape)} does not match the answer's "
+                           f"shape {tuple(answer_shape)} (the input is {tuple(image_shape)}); give "
+                           "the clean image at the answer's size.")
         raise DIPError(f"reference shape {tuple(reference_shape)} does not match image shape "
-                       f"{tuple(image_shape)}; give the clean version of the same image.")
+                       f"{tuple(answer_shape)}; give the clean version of the same image.")

@@ -74,4 +74,28 @@ def test_input_kind_brings_its_channel_count():
 def test_every_task_has_its_words():
     import src_core
 
-    assert src_core.TASKS == tuple(src_core.TASK_HELP) == ("inpaint", "random", "denoise")
+    assert src_core.TASKS == tuple(src_core.TASK_HELP) == ("inpaint", "random", "denoise", "sr", "deconvolve")
+    assert all(src_core.TASK_HELP.values())
+
+
+def test_each_task_names_a_preset_that_exists_and_fits_it():
+    from src_core.tasks import TASKS_BY_NAME
+
+    for task in TASKS_BY_NAME.values():
+        name = task.paper_preset(task.resolve({}))
+        assert name in src_core_presets()
+        assert task.default_preset("cpu", {})[0] == "cpu"
+    assert TASKS_BY_NAME["sr"].default_preset("cuda", {"factor": 8}) == ("sr8", {})
+
+
+def src_core_presets():
+    import src_core
+
+    return src_core.preset_names()
+
+
+def test_presets_follow_the_notebooks_guard():
+    # the restoration and denoising notebooks have the backtracking guard; inpainting and SR do not
+    assert {n: preset(n).guard for n in ("table1", "denoise", "text", "vase", "library", "sr4", "sr8")} == {
+        "table1": True, "denoise": True, "text": False, "vase": False, "library": False,
+        "sr4": False, "sr8": False}

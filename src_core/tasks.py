@@ -1,0 +1,111 @@
+"""The tasks, in one registry that the API, the command line and the widget all read.
+
+A task is a degradation (an operator builder, see :mod:`src_core.operators`)
+together with what a user expects of it: the words that explain it, how it
+gets its mask, its paper preset on a GPU and its settings on a CPU, the
+classical method it is compared with, and whether observed pixels are kept
+in the answer.  Adding a task here adds it to ``restore(task=...)``, to a
+``dip <task>`` subcommand and to the widget's task list.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import DIPError
+from .operators import Blur, Downsample, Identity, Operator, gaussian_psf
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task's own setting (not a RunConfig field): given to the API by name, and as
+    ``--<name>`` on the command line."""
+
+    name: str
+    default: object
+    help: str
+    kind: type = int
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    help: str
+    #: "required": the user paints or loads one; "random": the task draws a Bernoulli mask;
+    #: "optional": every pixel is observed unless a mask says otherwise
+    mask: str
+    #: the paper's preset (a GPU's default) by the task's options
+    paper_preset: Callable[[dict], str]
+    classical: str | None
+    keep_observed: bool
+    #: settings on top of the small ``cpu`` preset when no preset is named on a CPU
+    cpu_settings: dict = field(default_factory=dict)
+    #: the answer is the EMA of outputs at this rate when the configuration has none
+    ema: float = 0.0
+    options: tuple[Option, ...] = ()
+    build: Callable[..., Operator] = lambda **_: Identity()
+
+    def operator(self, **options) -> Operator:
+        """The task's degradation, for these options (defaults filled in)."""
+        return self.build(**self.resolve(options))
+
+    def resolve(self, options: dict) -> dict:
+        known = {o.name for o in self.options}
+        unknown = set(options) - known
+        if unknown:
+            raise DIPError(f"task {self.name!r} has no option {sorted(unknown)[0]!r}; "
+                           f"its options are {sorted(known) or 'none'}.")
+        return {o.name: options.get(o.name, o.default) for o in self.options}
+
+    def default_preset(self, device_type: str, options: dict) -> tuple[str, dict]:
+        """The preset (and settings) when the user names none: the paper's on a GPU, the
+        small ``cpu`` preset elsewhere (the paper's settings take hours on a CPU)."""
+        if device_type == "cuda":
+            return self.paper_preset(self.resolve(options)), {}
+        return "cpu", dict(self.cpu_settings)
+
+
+def _blur(psf=2.0) -> Blur:
+    if isinstance(psf, numbers.Real) and not isinstance(psf, bool):
+        return Blur(gaussian_psf(float(psf)))
+    if psf is None:
+        raise DIPError("deconvolution needs a PSF: an image of a bead (2D array or file) or a "
+                       "Gaussian sigma in pixels, e.g. psf=2.0.")
+    return Blur(np.asarray(psf))
+
+
+_NOISY = {"ema": 0.99, "sigma_p": 1 / 30, "early_stop": True}
+
+TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (
+    Task("inpaint", "fill the painted mask", mask="required", paper_preset=lambda o: "text",
+         classical="biharmonic", keep_observed=True),
+    Task("random", "drop random pixels and restore them", mask="random",
+         paper_preset=lambda o: "table1", classical="biharmonic", keep_observed=True),
+    Task("denoise", "remove noise", mask="optional", paper_preset=lambda o: "denoise",
+         classical="nlm", keep_observed=False, cpu_settings=_NOISY, ema=0.99),
+    Task("sr", "super-resolution: a sharper image, factor times larger", mask="optional",
+         paper_preset=lambda o: "sr8" if o["factor"] >= 8 else "sr4", classical="bicubic",
+         keep_observed=False,
+         options=(Option("factor", 4, "how many times larger along X and Y (the paper: 4, 8)"),),
+         build=lambda factor: Downsample(factor)),
+    Task("deconvolve", "remove the blur of a known PSF (microscopy)", mask="optional",
+         paper_preset=lambda o: "restore", classical="richardson-lucy", keep_observed=False,
+         cpu_settings=_NOISY, ema=0.99,
+         options=(Option("psf", 2.0, "the point-spread function: a Gaussian sigma in pixels, "
+                         "or an image of it", kind=float),),
+         build=_blur),
+)}
+
+#: every task, with the words a user reads for it
+TASK_HELP = {name: t.help for name, t in TASKS_BY_NAME.items()}
+TASKS = tuple(TASKS_BY_NAME)
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS_BY_NAME:
+        raise DIPError(f"task must be one of {TASKS} (got {name!r}); or pass your own operator=.")
+    return TASKS_BY_NAME[name]
