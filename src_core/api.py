@@ -196,7 +196,7 @@ class Problem:
             ref = self.references[index]
             summary["psnr_answer"] = psnr_ssim(answer, ref, with_ssim=False)[0]
             summary["psnr_dip"] = psnr_ssim(kept(dip), ref, with_ssim=False)[0]
-            if self.operator.identity:
+            if self.operator.factor == 1:  # the observation itself, as an answer
                 summary["psnr_corrupted"] = psnr_ssim(self.images[index] * observed, ref,
                                                       with_ssim=False)[0]
             if self.classical is not None:

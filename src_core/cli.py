@@ -4,6 +4,8 @@
     dip inpaint photo.png --mask mask.png      # mask: white = observed (the DIP files' convention)
     dip random barbara.png --fraction 0.5      # drop 50% of pixels, restore, PSNR vs the input
     dip denoise noisy.tif --reference clean.tif
+    dip sr small.png --factor 4                # super-resolution: a 4x larger answer
+    dip deconvolve cells.tif --psf 2.0         # a Gaussian PSF of sigma 2 px, or --psf bead.tif
     dip presets                                # the paper's settings by name
 
 Every run writes ``<name>_restored``, ``<name>_corrupted``, ``<name>_classical`` (the
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import PRESETS, RunConfig, parse_settings
+from .classical import METHODS
+from .tasks import TASKS_BY_NAME
 from .errors import DIPError
 from .io import check_writable, json_default
 
@@ -85,9 +89,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="fraction of observed pixels held out of the fit to measure quality without "
                         "ground truth (default 0.05; 0 = off, the paper's protocol)")
     p.add_argument("--classical", default="auto",
-                   choices=["auto", "none", "biharmonic", "tv", "nlm", "tv-denoise"],
+                   choices=["auto", "none", *METHODS],
                    help="the instant classical answer written beside DIP's and, for inpainting, "
-                        "blended with it (default auto: biharmonic, or nlm for denoising)")
+                        "blended with it (default auto: biharmonic, nlm for denoising, bicubic for "
+                        "super-resolution, richardson-lucy for deconvolution)")
     _add_threads(p)
     p.add_argument("--reference", type=Path, help="clean image for true PSNR/SSIM and a PSNR plot")
     p.add_argument("--channel-axis", default="auto",
@@ -115,22 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_threads(p)
 
-    p = sub.add_parser("inpaint", help="fill the missing pixels given by a mask file")
-    p.add_argument("image", type=Path)
-    p.add_argument("--mask", type=Path, required=True, help="mask image; white = observed by default")
-    p.add_argument("--mask-observed", choices=["white", "black"], default="white",
-                   help="which mask colour marks observed pixels (default white, as in the DIP files)")
-    _add_common(p)
-
-    p = sub.add_parser("random", help="drop a random fraction of pixels and restore them (Table 1 protocol)")
-    p.add_argument("image", type=Path)
-    p.add_argument("--fraction", type=float, default=0.5, help="missing fraction (default 0.5)")
-    p.add_argument("--mask-seed", type=int, default=0)
-    _add_common(p)
-
-    p = sub.add_parser("denoise", help="denoise; the answer is the EMA of outputs")
-    p.add_argument("image", type=Path)
-    _add_common(p)
+    for task in TASKS_BY_NAME.values():  # one subcommand per registered task
+        p = sub.add_parser(task.name, help=task.help)
+        p.set_defaults(handler=cmd_task)
+        p.add_argument("image", type=Path)
+        if task.mask == "random":
+            p.add_argument("--fraction", type=float, default=0.5, help="missing fraction (default 0.5)")
+            p.add_argument("--mask-seed", type=int, default=0)
+        else:
+            p.add_argument("--mask", type=Path, required=task.mask == "required",
+                           help="mask image; white = observed by default" +
+                                ("" if task.mask == "required" else " (default: every pixel observed)"))
+            p.add_argument("--mask-observed", choices=["white", "black"], default="white",
+                           help="which mask colour marks observed pixels (default white, as in the DIP files)")
+        for option in task.options:
+            kind = int if option.kind is int else str  # a PSF is a number (sigma) or an image file
+            p.add_argument(f"--{option.name}", type=kind, default=option.default,
+                           help=f"{option.help} (default {option.default})")
+        _add_common(p)
 
     _add_threads(sub.add_parser("presets", help="list the presets and their settings"))
 
@@ -355,11 +362,12 @@ def summary_lines(result) -> list[str]:
         where = f"slice {index}: " if len(result.histories) > 1 else ""
         method = s.get("classical_method")
         if s.get("psnr_answer") is not None:
-            parts = [f"PSNR: corrupted {s['psnr_corrupted']:.2f} dB", f"DIP {s['psnr_dip']:.2f} dB"]
+            parts = [f"corrupted {s['psnr_corrupted']:.2f} dB"] if "psnr_corrupted" in s else []
+            parts.append(f"DIP {s['psnr_dip']:.2f} dB")
             if method:
                 parts.append(f"{method} {s['psnr_classical']:.2f} dB ({s['classical_seconds']:.2f} s)")
             parts.append(f"answer {s['psnr_answer']:.2f} dB")
-            lines.append(where + ", ".join(parts))
+            lines.append(where + "PSNR: " + ", ".join(parts))
         elif s.get("val_psnr_dip") is not None:
             parts = [f"held-out pixels ({s['held_out_pixels']}): DIP {s['val_psnr_dip']:.2f} dB"]
             if s.get("val_psnr_classical") is not None:
@@ -424,8 +432,10 @@ def cmd_task(args) -> int:
     from .masks import load_mask
 
     image = read_image(args.image)
+    task = TASKS_BY_NAME[args.command]
     mask_notes = []
-    mask = load_mask(args.mask, args.mask_observed, mask_notes) if args.command == "inpaint" else None
+    mask_file = getattr(args, "mask", None)
+    mask = load_mask(mask_file, args.mask_observed, mask_notes) if mask_file is not None else None
     if not args.quiet:
         for note in mask_notes:
             print(f"mask {args.mask.name}: {note}")
@@ -439,15 +449,30 @@ def cmd_task(args) -> int:
         kwargs["config"] = RunConfig.load(args.config)
     elif args.preset:
         kwargs["preset"] = args.preset
-    if args.command == "random":
+    if task.mask == "random":
         kwargs.update(missing_fraction=args.fraction, mask_seed=args.mask_seed)
+    for option in task.options:
+        kwargs[option.name] = _option_value(option, getattr(args, option.name))
     suffix = args.image.suffix.lower() if args.image.suffix.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
     run_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
              name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
-             inputs=(args.image, args.mask if args.command == "inpaint" else None, args.reference,
-                     args.config), overwrite=args.overwrite, resume=args.resume,
+             inputs=(args.image, mask_file, args.reference, args.config) + tuple(
+                 Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file()),
+             overwrite=args.overwrite, resume=args.resume,
              checkpoint_minutes=args.checkpoint_every, **kwargs)
     return 0
+
+
+def _option_value(option, value):
+    """A task option from the command line: numbers as numbers, anything else an image file."""
+    if option.kind is int or not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        from .io import read_image
+
+        return read_image(Path(value)).astype(np.float64)
 
 
 def cmd_presets(args) -> int:
@@ -465,8 +490,7 @@ def cmd_presets(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"demo": cmd_demo, "inpaint": cmd_task, "random": cmd_task, "denoise": cmd_task,
-                "presets": cmd_presets}
+    handlers = {"demo": cmd_demo, "presets": cmd_presets}
     try:
         set_threads(args)
         handler = handlers.get(args.command) or args.handler

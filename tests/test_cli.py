@@ -64,3 +64,33 @@ def test_presets_listed(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "table1" in out and "lr=0.001" in out and "library" in out
+
+
+def test_every_registered_task_is_a_subcommand():
+    from src_core.cli import build_parser
+    from src_core.tasks import TASKS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(TASKS) <= set(sub.choices)
+
+
+def test_sr_writes_a_larger_answer_and_the_bicubic_baseline(tmp_path, photo, capsys):
+    out = tmp_path / "sr"
+    assert main(["sr", str(photo), "--factor", "2", "-o", str(out), *SMALL]) == 0
+    assert read_image(out / "photo_restored.png").shape == (64, 64)
+    assert read_image(out / "photo_classical.png").shape == (64, 64)
+    assert read_image(out / "photo_corrupted.png").shape == (32, 32)
+    record = json.loads((out / "photo_history.json").read_text())
+    assert record["slices"][0]["summary"]["classical_method"] == "bicubic"
+
+
+def test_deconvolve_takes_a_psf_file_or_a_sigma_and_refuses_a_bad_one(tmp_path, photo, capsys):
+    psf = np.zeros((7, 7), np.float32)
+    psf[2:5, 2:5] = 1
+    psf_path = write_image(tmp_path / "psf.tif", psf)
+    assert main(["deconvolve", str(photo), "--psf", str(psf_path), "-o", str(tmp_path / "a"), *SMALL]) == 0
+    assert read_image(tmp_path / "a" / "photo_restored.png").shape == (32, 32)
+    assert main(["deconvolve", str(photo), "--psf", "1.5", "-o", str(tmp_path / "b"), *SMALL]) == 0
+    assert main(["deconvolve", str(photo), "--psf", "-1", "-o", str(tmp_path / "c"), *SMALL]) == 2
+    assert "sigma" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "photo_restored.png").exists()
