@@ -11,7 +11,7 @@ fill; the engine's masks are True = observed (``src_core.mask_from_labels``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -75,6 +75,7 @@ class Captured:
     label: int | None = None
     mask_sliced: bool = False          # the mask layer has stack axes (cut to the slice)
     mask_channels: bool = False        # the mask layer has the RGB image's channel axis
+    task_options: dict = field(default_factory=dict)  # e.g. {"factor": 4}, {"psf": 2.0 or an array}
 
     @property
     def channel_axis(self):
@@ -100,17 +101,21 @@ class Captured:
     def plane_offset(self) -> tuple:
         return (0, 0) if self.region is None else (self.region[0].start, self.region[1].start)
 
-    def placed(self, stack: bool, cropped: bool = True) -> dict:
+    def placed(self, stack: bool, cropped: bool = True, factor: int = 1) -> dict:
         """scale/translate/axis labels/units of a layer of captured data: with the source's
         stack axes (``stack``) or the plane only, moved to the captured slice and, when
-        ``cropped``, to the region."""
+        ``cropped``, to the region.  ``factor``: the layer's Y and X pixels are that many
+        times smaller (a super-resolved answer), with its pixel edges on the source's."""
         s = self.source
         n = s.ndim if stack else 2
         plane = self.plane_offset() if cropped else (0, 0)
         offset = (*self.stack_offset(), *plane)[-n:]
-        kwargs = dict(scale=s.scale[-n:], axis_labels=s.axis_labels[-n:],
-                      translate=tuple(t + o * sc for t, o, sc in
-                                      zip(s.translate[-n:], offset, s.scale[-n:])))
+        translate = [t + o * sc for t, o, sc in zip(s.translate[-n:], offset, s.scale[-n:])]
+        scale = list(s.scale[-n:])
+        for axis in (-2, -1):  # napari puts pixel centres at translate + index * scale
+            translate[axis] += (1.0 / factor - 1.0) * scale[axis] / 2
+            scale[axis] /= factor
+        kwargs = dict(scale=tuple(scale), axis_labels=s.axis_labels[-n:], translate=tuple(translate))
         if s.units is not None:
             kwargs["units"] = s.units[-n:]
         return kwargs
@@ -152,7 +157,8 @@ def current_index(viewer, layer) -> tuple:
     return tuple(int(np.clip(round(float(point[i])), 0, shape[i] - 1)) for i in range(n_stack))
 
 
-def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: str = "inpaint"):
+def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: str = "inpaint",
+                 factor: int = 1):
     """Every check on the layers that needs no copy of their data; raises DIPError.
 
     Returns ``mask_layer``, or None where the task ignores the mask.
@@ -195,11 +201,15 @@ def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: st
                            "use a Labels layer (painted = to fill).")
     if reference_layer is not None:
         ref_shape = tuple(np.shape(_plain_data(reference_layer, "reference")))
-        if ref_shape != shape:
+        answer = list(shape)
+        for axis in ((-3, -2) if rgb else (-2, -1)):
+            answer[axis] *= factor
+        if ref_shape != tuple(answer):
+            larger = f" ({factor}x the image along Y and X)" if factor > 1 else ""
             raise DIPError(
                 f"reference '{reference_layer.name}' has shape {ref_shape} but image "
                 f"'{image_layer.name}' has shape {shape}; the reference must be the clean version "
-                "of the same image.")
+                f"of the same image, of shape {tuple(answer)}{larger}.")
     return mask_layer
 
 
@@ -229,7 +239,8 @@ def damage_region(observed: np.ndarray, config: RunConfig, per_channel: bool = F
 def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "inpaint",
             label: int | None = None, config: RunConfig, slice_index: tuple | None = None,
             missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
-            keep_observed: bool | None = None, region: str = "whole") -> Captured:
+            keep_observed: bool | None = None, region: str = "whole",
+            task_options: dict | None = None) -> Captured:
     """Check the chosen layers and copy what the run needs.
 
     ``slice_index``: restore only this stack position (``None``: every slice).
@@ -238,7 +249,9 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     Raises :class:`src_core.DIPError` with a message naming the layers; the
     layers themselves are only read.
     """
-    mask_layer = check_layers(image_layer, mask_layer, reference_layer, task=task)
+    task_options = dict(task_options or {})
+    mask_layer = check_layers(image_layer, mask_layer, reference_layer, task=task,
+                              factor=int(task_options.get("factor", 1)))
     if region not in REGIONS:
         raise DIPError(f"region must be one of {REGIONS} (got {region!r}).")
     source = _layer_source(image_layer)
@@ -282,7 +295,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
                         missing_fraction=float(missing_fraction), mask_seed=int(mask_seed),
                         slice_index=None if slice_index is None else tuple(slice_index),
                         mask_name=mask_name, label=label, mask_sliced=mask_sliced,
-                        mask_channels=mask_rgb,
+                        mask_channels=mask_rgb, task_options=task_options,
                         reference_name=None if reference_layer is None else str(reference_layer.name))
     if box is not None:
         captured.region = box

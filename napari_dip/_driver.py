@@ -30,7 +30,8 @@ def prepare(captured: Captured) -> src_core.Problem:
         captured.image, captured.mask, task=captured.task, reference=captured.reference,
         missing_fraction=captured.missing_fraction, mask_seed=captured.mask_seed,
         channel_axis=captured.channel_axis, config=captured.config,
-        keep_observed=captured.keep_observed, threads=run_threads(captured.threads))
+        keep_observed=captured.keep_observed, threads=run_threads(captured.threads),
+        **captured.task_options)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Driver:
     def events(self):
         problem = self.problem
         count = problem.slices
-        output = problem.images.copy()
+        output = np.stack([problem.placeholder(i) for i in range(count)])  # a copy: unrestored slices
         histories = []
         stopped_at = None
         try:

@@ -70,10 +70,12 @@ class OutputLayers:
             self._add("input", self._place_like_source(problem.corrupted()),
                       f"{name} DIP input ({captured.missing_fraction:.0%} missing)",
                       **self._source_kwargs(cropped=True))
+        self.factor = problem.operator.factor  # the answer's pixels are this much smaller
         if live:
-            first = self._user_plane(problem.images[0] * problem.masks[0])
-            self.preview = self._add("preview", first, f"{name} DIP preview", rgb=self.source.rgb,
-                                     **captured.placed(stack=False), **self.source.look_kwargs())
+            first = problem.images[0] * problem.masks[0] if self.factor == 1 else problem.placeholder(0)
+            self.preview = self._add("preview", self._user_plane(first), f"{name} DIP preview",
+                                     rgb=self.source.rgb, **captured.placed(stack=False, factor=self.factor),
+                                     **self.source.look_kwargs())
 
     # layers ---------------------------------------------------------------------
     def _free_name(self, base: str) -> str:
@@ -95,8 +97,8 @@ class OutputLayers:
         """One engine slice in the input's dtype and layout, for display."""
         return self.problem.scaling.from_unit(self.problem.slice_to_user_float(chw))
 
-    def _source_kwargs(self, cropped: bool) -> dict:
-        return dict(rgb=self.source.rgb, **self.captured.placed(stack=True, cropped=cropped),
+    def _source_kwargs(self, cropped: bool, factor: int = 1) -> dict:
+        return dict(rgb=self.source.rgb, **self.captured.placed(stack=True, cropped=cropped, factor=factor),
                     **self.source.look_kwargs())
 
     def _place_like_source(self, data: np.ndarray, leading: int = 0) -> np.ndarray:
@@ -141,7 +143,7 @@ class OutputLayers:
         without a frame at some iteration shows its latest earlier one (or its input)."""
         iterations = sorted({it for _, it, _ in self.frames})
         row = {it: i for i, it in enumerate(iterations)}
-        first = self._user_plane(self.problem.images[0])
+        first = self._user_plane(self.problem.placeholder(0))
         count = self.problem.slices
         data = np.empty((len(iterations), count, *first.shape), dtype=first.dtype)
         have = np.zeros((len(iterations), count), dtype=bool)
@@ -149,7 +151,8 @@ class OutputLayers:
             data[row[it], position] = plane
             have[row[it], position] = True
         for position in range(count):
-            latest = self._user_plane(self.problem.images[position] * self.problem.masks[position])
+            start = self.problem.images[position] * self.problem.masks[position]
+            latest = self._user_plane(start if self.factor == 1 else self.problem.placeholder(position))
             for i in range(len(iterations)):
                 if have[i, position]:
                     latest = data[i, position]
@@ -164,7 +167,7 @@ class OutputLayers:
         if not self.frames:
             return
         data, iterations = self._stack_data()
-        kw = self.captured.placed(stack=True)
+        kw = self.captured.placed(stack=True, factor=self.factor)
         kw["scale"] = (1.0, *kw["scale"])
         kw["translate"] = (float(iterations[0]) if len(iterations) else 0.0, *kw["translate"])
         if len(iterations) > 1 and len(set(np.diff(iterations))) == 1:
@@ -234,9 +237,10 @@ class OutputLayers:
             "mask_sliced": self.captured.mask_sliced,
             "mask_channels": self.captured.mask_channels,
             "keep_observed": problem.keep_observed,
+            "task_options": {k: v for k, v in self.captured.task_options.items() if np.isscalar(v)},
         }
         layer = self._add("result", data, name, metadata=metadata,
-                          **self._source_kwargs(cropped=False))
+                          **self._source_kwargs(cropped=False, factor=self.factor))
         # the final curves come from the histories (every report, not only live ones)
         self.curves = {i: {"iterations": h.iterations, "psnr": h.psnr, "fit": h.fit_psnr}
                        for i, h in enumerate(outcome.histories)}

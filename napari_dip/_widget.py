@@ -114,6 +114,15 @@ class DIPWidget(QWidget):
         self.task = W.ComboBox(label="task", choices=TASK_CHOICES, value="inpaint",
                                tooltip="What to restore: fill a painted mask, drop random pixels "
                                "and restore them (to test on a clean image), or remove noise.")
+        self.factor = W.SpinBox(label="SR factor", value=4, min=2, max=16,
+                                tooltip="Super-resolution: the result is this many times larger along "
+                                "X and Y (the paper: 4 and 8); its layer has the same extent.")
+        self.psf_sigma = W.FloatSpinBox(label="PSF sigma (px)", value=2.0, min=0.1, max=50.0, step=0.1,
+                                        tooltip="Deconvolution: the blur as a Gaussian of this "
+                                        "standard deviation, in pixels (used when no PSF layer is chosen).")
+        self.psf = W.ComboBox(label="PSF layer", choices=self._image_choices, nullable=True,
+                              tooltip="Deconvolution: an image of the point-spread function (a bead; "
+                              "2D, or the in-focus plane of a 3D PSF). Empty: the Gaussian above.")
         self.mask = W.ComboBox(label="mask", choices=self._label_choices, nullable=True,
                                tooltip="Labels layer: painted pixels are the ones to fill.")
         self.label = W.SpinBox(label="mask label", value=0, min=0, max=2**31 - 1,
@@ -209,7 +218,8 @@ class DIPWidget(QWidget):
                                         tooltip="Copy the src_core.restore(...) call that repeats "
                                         "the last run, for the napari console or a notebook.")
 
-        inputs = W.Container(widgets=[self.image, self.task, self.mask, self.label,
+        inputs = W.Container(widgets=[self.image, self.task, self.factor, self.psf_sigma, self.psf,
+                                      self.mask, self.label,
                                       self.missing_fraction, self.mask_seed,
                                       self.random_mask_button, self.reference, self.slices,
                                       self.region],
@@ -239,7 +249,7 @@ class DIPWidget(QWidget):
         self.form = W.Container(widgets=[inputs, basic], labels=False)
         # long layer names and preset descriptions must not widen the dock over the canvas
         for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.region,
-                      self.preset,
+                      self.preset, self.psf,
                       self.upsample, self.input_kind, self.optimizer, self.device):
             combo.native.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -312,7 +322,8 @@ class DIPWidget(QWidget):
         for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                   self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
                   self.report_every, self.task, self.early_stop, self.mask, self.reference,
-                  self.label, self.region, self.slices, self.threads, self.device):
+                  self.label, self.region, self.slices, self.threads, self.device, self.factor,
+                  self.psf_sigma, self.psf):
             w.changed.connect(self.check)
         self._task_changed()
 
@@ -416,9 +427,11 @@ class DIPWidget(QWidget):
             w.visible = task == "inpaint"
         for w in (self.missing_fraction, self.mask_seed):
             w.visible = task == "random"
-        self.keep_observed.visible = task != "denoise"  # every pixel is observed, and noisy
+        self.keep_observed.visible = src_core.get_task(task).keep_observed  # observed pixels are answer pixels
+        self.factor.visible = task == "sr"
+        self.psf_sigma.visible = self.psf.visible = task == "deconvolve"
         self.region.visible = task == "inpaint"
-        self.early_stop.value = task == "denoise"
+        self.early_stop.value = task in ("denoise", "deconvolve")  # noisy data: stop before fitting it
 
     def _show_advanced(self, shown: bool) -> None:
         self.advanced.native.setVisible(shown)
@@ -506,8 +519,12 @@ class DIPWidget(QWidget):
         image = self.image.value
         plane = None
         try:
-            mask = check_layers(image, self.mask.value, self.reference.value, task=self.task.value)
+            factor = int(self.factor.value) if self.task.value == "sr" else 1
+            mask = check_layers(image, self.mask.value, self.reference.value, task=self.task.value,
+                                factor=factor)
             plane = self._run_plane(image, mask, config)
+            if self.task.value == "deconvolve":
+                src_core.get_task("deconvolve").operator(**self.task_options())  # checks the PSF
         except DIPError as exc:
             problems.append(str(exc))
         if config is not None and plane is not None:
@@ -551,7 +568,9 @@ class DIPWidget(QWidget):
             data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
             slices = int(np.prod(data_shape)) if len(data_shape) else 1
         try:  # the network's cost is cached by the engine, so this is quick after the first
-            estimate = src_core.speed.estimate_time(config, channels, plane, slices=slices,
+            factor = int(self.factor.value) if self.task.value == "sr" else 1
+            estimate = src_core.speed.estimate_time(config, channels, (plane[0] * factor, plane[1] * factor),
+                                                    slices=slices,
                                                     threads=self._threads())
         except DIPError:
             return ""
@@ -589,8 +608,23 @@ class DIPWidget(QWidget):
             label=int(self.label.value) or None, config=self.build_config(),
             slice_index=self._slice_index(image), missing_fraction=float(self.missing_fraction.value),
             mask_seed=int(self.mask_seed.value), threads=self._threads(),
-            keep_observed=bool(self.keep_observed.value) if task != "denoise" else None,
-            region=self.region.value if task == "inpaint" else "whole")
+            keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,
+            region=self.region.value if task == "inpaint" else "whole", task_options=self.task_options())
+
+    def task_options(self) -> dict:
+        """The chosen task's own settings (src_core.tasks), from their fields."""
+        task = self.task.value
+        if task == "sr":
+            return {"factor": int(self.factor.value)}
+        if task == "deconvolve":
+            layer = self.psf.value
+            if layer is None:
+                return {"psf": float(self.psf_sigma.value)}
+            psf = np.asarray(layer.data, dtype=np.float64)
+            if psf.ndim == 3 and not getattr(layer, "rgb", False):
+                psf = psf[psf.shape[0] // 2]  # a 3D bead stack: its middle plane
+            return {"psf": psf}
+        return {}
 
     def run(self, *_) -> None:
         """Capture the inputs and settings now, then restore in a worker thread."""

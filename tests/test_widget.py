@@ -736,3 +736,51 @@ def test_a_hand_painted_mask_of_the_image_size_is_picked(viewer):
     assert widget.mask.value is None                       # nothing fits: nothing picked
     painted = viewer.add_labels(square_labels((32, 32)), name="Labels")
     assert widget.mask.value is painted
+
+
+def test_super_resolution_result_covers_the_input_at_a_finer_scale(viewer, errors):
+    image = viewer.add_image((smooth((20, 24)) * 255).astype(np.uint8), name="small",
+                             scale=(2.0, 1.0), translate=(10.0, 3.0))
+    viewer.add_image((smooth((40, 48)) * 255).astype(np.uint8), name="big")
+    widget = make_widget(viewer, task="sr", factor=2)
+    widget.image.value = image
+    shown = lambda w: not w.native.isHidden()  # noqa: E731 (the dock itself is not on screen)
+    assert shown(widget.factor) and not shown(widget.keep_observed) and not shown(widget.psf)
+    widget.reference.value = viewer.layers["small"]  # the wrong size for a 2x answer: flagged
+    assert any("(40, 48)" in p for p in widget.check())
+    widget.reference.value = viewer.layers["big"]
+    assert widget.check() == []
+    widget.run()
+    assert errors == []
+    result = viewer.layers["small DIP"]
+    assert result.data.shape == (40, 48) and result.metadata["task_options"] == {"factor": 2}
+    assert tuple(result.scale) == (1.0, 0.5)
+    # the same extent: first pixel edge and last pixel edge coincide with the input's
+    for axis in (0, 1):
+        s_in, s_out = image.scale[axis], result.scale[axis]
+        assert np.isclose(image.translate[axis] - s_in / 2, result.translate[axis] - s_out / 2)
+        assert np.isclose(image.translate[axis] + (image.data.shape[axis] - 0.5) * s_in,
+                          result.translate[axis] + (result.data.shape[axis] - 0.5) * s_out)
+    assert viewer.layers["small DIP iterations"].data.shape[1:] == (40, 48)
+    assert result.metadata["history"]["summary"]["classical_method"] == "bicubic"
+
+
+def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):
+    image = viewer.add_image(smooth(), name="blurred")
+    psf = np.zeros((9, 9))
+    psf[3:6, 3:6] = 1.0
+    psf_layer = viewer.add_image(psf, name="bead")
+    widget = make_widget(viewer, task="deconvolve", iterations=10)
+    widget.image.value = image
+    shown = lambda w: not w.native.isHidden()  # noqa: E731
+    assert shown(widget.psf) and shown(widget.psf_sigma) and not shown(widget.factor)
+    assert widget.task_options() == {"psf": 2.0}
+    widget.psf.value = psf_layer
+    assert np.array_equal(widget.task_options()["psf"], psf)
+    psf_layer.data = -psf
+    assert any("negative" in p for p in widget.check())
+    psf_layer.data = psf
+    assert widget.check() == []
+    widget.run()
+    assert errors == [] and viewer.layers["blurred DIP"].data.shape == (40, 48)
+    assert tuple(viewer.layers["blurred DIP"].scale) == tuple(image.scale)
