@@ -14,7 +14,7 @@ from src_core import DIPError
 from src_core.cli import main
 from src_core.io import write_image
 from src_core.reproduce import (biharmonic, common, destabilisation_events, run_experiments, run_figure7,
-                                run_table1, table1_settings, total_variation, tv_inpaint)
+                                run_restoration, run_table1, table1_settings, total_variation, tv_inpaint)
 
 NOT_PAPER = "NOT the paper's setting"
 
@@ -244,6 +244,37 @@ def test_figure7_outputs_and_resume(tmp_path, dip_calls):
     assert 0.4 < panels["barbara"]["observed_fraction"] < 0.6 and panels["kate"]["observed_fraction"] > 0.5
     assert run_figure7(out, preset="tiny", device="cpu", quiet=True)["summary"]["panels"] == panels
     assert len(dip_calls) == 2
+
+
+# ----------------------------------------------------------------------------- SR and denoising
+
+@pytest.mark.parametrize("command, baselines, unit", [("sr", {"bicubic", "nearest"}, "sr_x4"),
+                                                      ("denoise", {"nlm", "tv", "input"}, "denoise_noise_seed0")])
+def test_sr_and_denoise_outputs_resume_and_refusals(tmp_path, dip_calls, command, baselines, unit):
+    out = tmp_path / command
+    result = run_restoration(command, out, preset="tiny", device="cpu", quiet=True)
+    assert len(dip_calls) == 1
+    if command == "sr":  # the network fitted the 4x smaller image, the answer is full size
+        assert dip_calls[0] == (3, 8, 8)
+    for name in (f"{command}.png", f"{command}_curves.png", f"{command}.md", f"{command}.json",
+                 f"units/{unit}.json", f"units/{unit}.npz"):
+        assert (out / name).is_file(), name
+    md = (out / f"{command}.md").read_text()
+    for words in (NOT_PAPER, "ORACLE", "**Ours: DIP, final**", "Command: `python: src_core.reproduce"):
+        assert words in md, words
+    psnr = next(iter(result["summary"]["units"].values()))["psnr"]
+    assert baselines <= {k for k, v in psnr.items() if v is not None}
+    if command == "sr":
+        assert psnr["bicubic"] > psnr["nearest"]  # the baseline itself is sane
+    else:
+        assert psnr["nlm"] > psnr["input"] + 3
+    again = run_restoration(command, out, preset="tiny", device="cpu", quiet=True)
+    assert again["summary"]["units"] == result["summary"]["units"] and len(dip_calls) == 1
+    with pytest.raises(DIPError, match="different configuration"):
+        run_restoration(command, out, preset="tiny", overrides={"iterations": 3}, device="cpu", quiet=True)
+    other = "denoise" if command == "sr" else "sr"
+    with pytest.raises(DIPError, match=f"'dip reproduce {command}'"):
+        run_restoration(other, out, preset="tiny", device="cpu", quiet=True)
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -24,8 +24,10 @@ from .cli import add_reproduce_parser
 from .common import PAPER_DIP, PAPYAN, TABLE1_IMAGES, destabilisation_events
 from .experiments import EXPERIMENTS, experiments_settings, run_experiments
 from .figure7 import figure7_settings, run_figure7
+from .restoration import restoration_settings, run_restoration
 from .table1 import run_table1, table1_settings
 
 __all__ = ["EXPERIMENTS", "PAPER_DIP", "PAPYAN", "TABLE1_IMAGES", "add_reproduce_parser", "biharmonic",
-           "destabilisation_events", "experiments_settings", "figure7_settings", "run_experiments",
+           "destabilisation_events", "experiments_settings", "figure7_settings", "restoration_settings",
+           "run_experiments", "run_restoration",
            "run_figure7", "run_table1", "table1_settings", "total_variation", "tv_inpaint"]

@@ -1,9 +1,11 @@
-"""``dip reproduce table1 | figure7 | experiments``: the paper's results in one command each.
+"""``dip reproduce table1 | figure7 | experiments | sr | denoise``: the paper's results in one command each.
 
     dip reproduce table1 --preset quick -o docs/results/table1
     dip reproduce table1 --preset paper --device cuda -o results/table1_paper      # a GPU
     dip reproduce figure7 --preset quick -o docs/results/figure7
     dip reproduce experiments --preset quick --only width depth -o docs/results/experiments
+    dip reproduce sr --preset quick -o docs/results/sr
+    dip reproduce denoise --preset quick -o docs/results/denoise
 
 A command run again with the same folder skips what is done; a folder
 written with another configuration is refused.
@@ -43,11 +45,11 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``reproduce`` and its three commands to the ``dip`` parser."""
     parser = subparsers.add_parser(
-        "reproduce", help="reproduce the paper's Table 1 and Figure 7 and the reproduction reports' experiments",
+        "reproduce", help="reproduce the paper's Table 1, Figure 7, SR and denoising, and the reports' experiments",
         description="Reproduce the paper's Table 1 and Figure 7 and the reproduction reports' experiments. "
                     "Running a command again with the same folder skips the finished work; a folder written "
                     "with another configuration is refused.")
-    sub = parser.add_subparsers(dest="reproduce_command", required=True, metavar="{table1,figure7,experiments}")
+    sub = parser.add_subparsers(dest="reproduce_command", required=True, metavar="{table1,figure7,experiments,sr,denoise}")
 
     p = sub.add_parser("table1", help="Table 1: 11 images, 50%% missing, several mask seeds, baselines")
     p.add_argument("--images", nargs="+", metavar="NAME", help=f"a subset of {', '.join(TABLE1_IMAGES)}")
@@ -70,6 +72,13 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image", default="barbara", help="Table 1 image of the long runs (default barbara)")
     _common(p, "experiments")
     p.set_defaults(handler=cmd_experiments)
+
+    p = sub.add_parser("sr", help="super-resolution x4 and x8 (zebra), against bicubic upsampling")
+    _common(p, "sr")
+    p.set_defaults(handler=cmd_restoration)
+    p = sub.add_parser("denoise", help="denoising (F16, sigma 25), against non-local means and TV")
+    _common(p, "denoise")
+    p.set_defaults(handler=cmd_restoration)
     return parser
 
 
@@ -137,3 +146,11 @@ def cmd_experiments(args) -> int:
     return _done(run_experiments(_output_dir(args), preset=args.preset, only=args.only, table1_image=args.image,
                                  overrides=_overrides(args), device=args.device, data_dir=args.data_dir,
                                  quiet=args.quiet, command=_command(args, extra)))
+
+
+def cmd_restoration(args) -> int:
+    from .restoration import run_restoration
+
+    return _done(run_restoration(args.reproduce_command, _output_dir(args), preset=args.preset,
+                                 overrides=_overrides(args), device=args.device, data_dir=args.data_dir,
+                                 quiet=args.quiet, command_line=_command(args, [])))

@@ -570,9 +570,10 @@ class DIPOutcome:
     batch_seeds: list | None = None  # the seeds fitted together with this one, if batched
 
 
-def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray, reference_chw: np.ndarray, config,
-            progress=None) -> DIPOutcome:
-    """One DIP inpainting run through the public API (``src_core.restore``), the paper's way.
+def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray | None, reference_chw: np.ndarray, config,
+            progress=None, task: str = "inpaint", **task_options) -> DIPOutcome:
+    """One DIP run through the public API (``src_core.restore``), the paper's way: inpainting
+    by default, or another registered task (``task="sr", factor=4``).
 
     Every reproduction command goes through here (tests count the calls).
     """
@@ -581,8 +582,9 @@ def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray, reference_chw: np.ndarra
     callback = None if progress is None else progress.callback
     t0 = time.perf_counter()
     # the paper's protocol: the network's raw output, every observed pixel fitted, no blend
-    result = restore(to_user(image_chw), mask_hw, task="inpaint", reference=to_user(reference_chw),
-                     config=config, callback=callback, keep_observed=False, validate=0, classical=None)
+    result = restore(to_user(image_chw), mask_hw, task=task, reference=to_user(reference_chw),
+                     config=config, callback=callback, keep_observed=False, validate=0, classical=None,
+                     **task_options)
     wall = time.perf_counter() - t0
     history = result.history.to_dict()
     history.pop("config", None)  # the unit record holds the configuration once
