@@ -91,10 +91,9 @@ def correctness(device, size: int = 128) -> dict:
         target = torch.rand(1, 1, size, size, device=device)
 
         def run(dtype, fmt, amp):
-            m = build_network(cfg.network, 1).to(device)
+            m = build_network(cfg.network, 1, memory_format=fmt).to(device)
             m.load_state_dict(net.state_dict())
             m = m.to(dtype=dtype, memory_format=fmt)
-            m.head_as_gemm = fmt == torch.channels_last
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 y = m(z.to(dtype).contiguous(memory_format=fmt))
             loss = ((y.float() - target) ** 2).mean()

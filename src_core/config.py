@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import DIPError
-from .network import NetworkConfig
+from .network import NetworkConfig, without_default_architecture
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 OPTIMIZERS = ("adam", "lbfgs")
@@ -111,7 +111,9 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["network"] = without_default_architecture(data["network"])
+        return data
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), indent=2, **kwargs)

@@ -202,8 +202,7 @@ class _Members:
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                nets.append(build_network(config.network, output_channels=channels))
-            nets[-1].head_as_gemm = memory_format == torch.channels_last
+                nets.append(build_network(config.network, output_channels=channels, memory_format=memory_format))
         self.count = len(nets)
         if self.count == 1:
             self.module = nets[0].to(device=device, memory_format=memory_format)

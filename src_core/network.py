@@ -86,9 +86,14 @@ class NetworkConfig:
     conv_after_join: bool = True
     sigmoid: bool = True
     bias: bool = True
+    #: the generator, by name in :data:`NETWORKS` (saved only when not the default skip net,
+    #: so configurations written before the registry are unchanged)
+    architecture: str = "skip"
 
     def validate(self) -> "NetworkConfig":
         """Return a copy with every per-scale field expanded to a list, or raise."""
+        if not isinstance(self.architecture, str) or self.architecture not in NETWORKS:
+            raise DIPError(f"architecture must be one of {tuple(NETWORKS)} (got {self.architecture!r}).")
         _whole_in("scales", self.scales, 1, MAX_SCALES)
         _whole_in("input_channels", self.input_channels, 1, MAX_CHANNELS)
         s = self.scales
@@ -145,7 +150,7 @@ class NetworkConfig:
         return 2 * 2 ** self.validate().scales
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return without_default_architecture(asdict(self))
 
     def size_problem(self, height: int, width: int) -> str | None:
         """Why an image of this size cannot go through the network (None if it can), with advice."""
@@ -299,7 +304,7 @@ def _centre_crop_pair(a: torch.Tensor, b: torch.Tensor):
 class SkipNet(nn.Module):
     """The full hourglass: nested scales, a 1x1 output head and an optional sigmoid."""
 
-    def __init__(self, config: NetworkConfig, output_channels: int):
+    def __init__(self, config: NetworkConfig, output_channels: int, channels_last_head: bool = False):
         super().__init__()
         cfg = config.validate()
         if output_channels < 1:
@@ -312,7 +317,7 @@ class SkipNet(nn.Module):
         self.body = deeper
         self.head = nn.Conv2d(cfg.up_channels[0], output_channels, 1, bias=cfg.bias)
         self.sigmoid = cfg.sigmoid
-        self.head_as_gemm = False  # set for channels_last runs, see _head
+        self.head_as_gemm = channels_last_head  # see _head
 
     def forward(self, z):
         y = self.body(z)
@@ -338,14 +343,28 @@ class SkipNet(nn.Module):
         return F.linear(y.permute(0, 2, 3, 1), weight, self.head.bias).permute(0, 3, 1, 2)
 
 
-def build_network(config: NetworkConfig | None = None, output_channels: int = 1) -> SkipNet:
-    """Build the skip network.
+#: the generators by name; ``NetworkConfig.architecture`` picks one (the skip net is the paper's)
+NETWORKS: dict[str, type] = {"skip": SkipNet}
+
+
+def build_network(config: NetworkConfig | None = None, output_channels: int = 1,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """Build the generator that ``config.architecture`` names, for data in ``memory_format``.
 
     >>> net = build_network(NetworkConfig(), output_channels=1)
     >>> count_parameters(net)
     2217573
     """
-    return SkipNet(config or NetworkConfig(), output_channels)
+    config = (config or NetworkConfig()).validate()
+    return NETWORKS[config.architecture](config, output_channels,
+                                          channels_last_head=memory_format == torch.channels_last)
+
+
+def without_default_architecture(network: dict) -> dict:
+    """A network's settings as saved: ``architecture`` only when it is not the default."""
+    if network.get("architecture") == "skip":
+        network = {k: v for k, v in network.items() if k != "architecture"}
+    return network
 
 
 def count_parameters(net: nn.Module) -> int:
