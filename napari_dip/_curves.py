@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from src_core.plots import draw_curves as draw_curves_on
+
 BACKGROUND, FOREGROUND = "#262930", "#d0d4dc"  # napari's dark theme
 
 
@@ -32,17 +34,20 @@ def draw_curves(fig, ax, curves: list, title: str = "") -> None:
     """
     ax.clear()
     has_ref = any(any(v is not None for v in psnr) for _, _, psnr, _ in curves)
-    for label, its, psnr, fit in curves:
+    lines, styles = {}, {}
+    for i, (label, its, psnr, fit) in enumerate(curves):
         suffix = f" {label}" if label else ""
+        colour = f"C{i % 10}"
         if has_ref:
-            y = np.array([np.nan if v is None else v for v in psnr], dtype=float)
-            line, = ax.plot(its, y, linewidth=1.4, label=f"PSNR vs reference{suffix}")
-            ax.plot(its, fit, linewidth=0.9, linestyle="--", color=line.get_color(), alpha=0.6,
-                    label=f"fit (observed){suffix}")
+            lines[f"PSNR vs reference{suffix}"] = (its, psnr)
+            lines[f"fit (observed){suffix}"] = (its, fit)
+            styles[f"PSNR vs reference{suffix}"] = {"linewidth": 1.4, "color": colour}
+            styles[f"fit (observed){suffix}"] = {"linewidth": 0.9, "linestyle": "--", "color": colour,
+                                                 "alpha": 0.6}
         else:
-            ax.plot(its, fit, linewidth=1.4, label=f"fit PSNR (observed pixels){suffix}")
-    ax.set_xlabel("iteration", fontsize=8)
-    ax.set_ylabel("PSNR (dB)", fontsize=8)
+            lines[f"fit PSNR (observed pixels){suffix}"] = (its, fit)
+            styles[f"fit PSNR (observed pixels){suffix}"] = {"linewidth": 1.4, "color": colour}
+    draw_curves_on(ax, lines, legend=False, styles=styles)
     if title:
         ax.set_title(title, fontsize=8)
     _dark_axes(fig, ax)

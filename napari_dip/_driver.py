@@ -7,6 +7,7 @@ console call runs in its own thread; it never touches a layer.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,22 +70,19 @@ class Driver:
 
     def __init__(self, problem: src_core.Problem):
         self.problem = problem
-        self._stop = False
+        self._stop = threading.Event()  # every slice's run watches it
         self._run = None
 
     def request_stop(self) -> None:
-        self._stop = True
-        run = self._run
-        if run is not None:
-            run.request_stop()
+        self._stop.set()
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop
+        return self._stop.is_set()
 
     def close(self) -> None:
         """Abandon the run now (no result) and free device memory."""
-        self._stop = True
+        self._stop.set()
         run = self._run
         if run is not None:
             try:
@@ -106,33 +104,31 @@ class Driver:
         count = problem.slices
         output = np.stack([problem.placeholder(i) for i in range(count)])  # a copy: unrestored slices
         histories = []
-        stopped_at = None
+        stopped_at = finished = None
+        solving = problem.solve(stop=self._stop)
         try:
-            for position in range(count):
-                if self._stop:
-                    break
-                run = problem.run(position)
-                self._run = run
-                if self._stop:
-                    run.request_stop()
-                yield Update("slice", position, count, message=self._setting_up())
-                for event in run:
-                    if isinstance(event, Finished):
-                        yield Update("finishing", position, count, message=self._finishing())
-                        output[position] = problem.answer(position, event)
-                        event.history.notes.extend(problem.notes)
-                        histories.append(event.history)
-                        if event.stopped:
-                            stopped_at = (position, event.completed)
-                    yield Update(event.kind, position, count, event)
-                self._run = None
+            for kind, position, payload in ([] if self._stop.is_set() else solving):
+                if kind == "start":
+                    self._run = payload
+                    yield Update("slice", position, count, message=self._setting_up())
+                elif kind == "event" and isinstance(payload, Finished):
+                    finished = payload  # reported once its answer is put together
+                    yield Update("finishing", position, count, message=self._finishing())
+                elif kind == "event":
+                    yield Update(payload.kind, position, count, payload)
+                elif kind == "answer":
+                    self._run = None
+                    output[position] = payload[0]
+                    histories.append(payload[1])
+                    if finished.stopped:
+                        stopped_at = (position, finished.completed)
+                    yield Update(finished.kind, position, count, finished)
         except Exception as exc:  # reported to the user by the main thread
             return Outcome(None, histories, error=exc)
         finally:
-            if self._run is not None:
-                self._run.close()
-                self._run = None
-        stopped = self._stop and (stopped_at is not None or len(histories) < count)
+            solving.close()  # closes the running slice's run, if any
+            self._run = None
+        stopped = self._stop.is_set() and (stopped_at is not None or len(histories) < count)
         if stopped and stopped_at is None:
             last = histories[-1].timings.get("iterations", 0) if histories else 0
             stopped_at = (len(histories) - 1, last)

@@ -137,6 +137,42 @@ class Problem:
                       keep_observed=self.keep_observed, stop=stop, threads=self.threads,
                       checkpoint=checkpoint, operator=self.operator)
 
+    def solve(self, stop=None, store=None):
+        """Restore the slices in order: the one slice loop of the API, the CLI and the widget.
+
+        A generator of ``(kind, index, payload)``: ``("start", i, run)`` when
+        slice i's run is built (``run.close()`` abandons it), ``("event", i,
+        event)`` for each engine event, ``("answer", i, (answer, history))``
+        when its answer is put together, ``("loaded", i, (answer, history))``
+        for a slice a ``store`` (:class:`_SliceStore`) finished earlier, and
+        ``("stopped", i, None)`` when ``stop`` was set before slice i > 0 (no
+        later slice runs).  Errors propagate from the slice they happen in.
+        """
+        for index in range(self.slices):
+            if index > 0 and stop is not None and stop.is_set():
+                self.notes.append(f"stopped before slice {index}: slices {index}.."
+                                  f"{self.slices - 1} are the input, not restored")
+                yield "stopped", index, None
+                return
+            if store is not None and store.finished(index):
+                yield "loaded", index, store.load(index)
+                continue
+            run = self.run(index, stop=stop, checkpoint=store.checkpoint(index) if store else None)
+            finished = None
+            try:
+                yield "start", index, run
+                for event in run:
+                    yield "event", index, event
+                    if isinstance(event, Finished):
+                        finished = event
+            finally:
+                run.close()
+            answer = self.answer(index, finished)
+            finished.history.notes.extend(self.notes)
+            if store is not None and not finished.stopped:
+                store.save(index, answer, finished.history)
+            yield "answer", index, (answer, finished.history)
+
     def estimate(self) -> dict:
         """Time the whole run will take here, from the network's cost (before any work)."""
         return speed.estimate_time(self.config, self.layout.channels, self.output_layout.spatial_shape,
@@ -582,38 +618,23 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
                              problem.config, problem.task, problem.notes, classical_images,
                              problem.keep_observed, problem.validate, stopped)
 
-    for index in range(problem.slices):
-        if index > 0 and stop is not None and stop.is_set():
-            problem.notes.append(f"stopped before slice {index}: slices {index}.."
-                                 f"{problem.slices - 1} are the input, not restored")
-            return result(index)
-        if store is not None and store.finished(index):
-            outputs[index], history = store.load(index)
-            histories.append(history)
-            continue
-        try:
-            run = problem.run(index, stop=stop, checkpoint=store.checkpoint(index) if store else None)
-            finished = None
-            try:
-                for event in run:
-                    if callback is not None:
-                        callback(event, index)
-                    if isinstance(event, Finished):
-                        finished = event
-            finally:
-                run.close()
-        except Exception as exc:
-            if index == 0:
-                raise
-            error = DIPError(f"slice {index} of {problem.slices} failed ({type(exc).__name__}: "
-                             f"{str(exc)[:300]}); slices 0..{index - 1} finished and are kept in "
-                             "this error's .partial result")
-            problem.notes.append(f"slice {index} failed: {str(exc)[:300]}")
-            error.partial = result(index)
-            raise error from exc
-        outputs[index] = problem.answer(index, finished)
-        finished.history.notes.extend(problem.notes)
-        histories.append(finished.history)
-        if store is not None and not finished.stopped:
-            store.save(index, outputs[index], finished.history)
+    try:
+        for kind, index, payload in problem.solve(stop=stop, store=store):
+            if kind == "stopped":
+                return result(index)
+            if kind == "event" and callback is not None:
+                callback(payload, index)
+            elif kind in ("answer", "loaded"):
+                outputs[index] = payload[0]
+                histories.append(payload[1])
+    except Exception as exc:
+        index = len(histories)  # the slice that failed: every earlier one finished
+        if index == 0:
+            raise
+        error = DIPError(f"slice {index} of {problem.slices} failed ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); slices 0..{index - 1} finished and are kept in "
+                         "this error's .partial result")
+        problem.notes.append(f"slice {index} failed: {str(exc)[:300]}")
+        error.partial = result(index)
+        raise error from exc
     return result(problem.slices)

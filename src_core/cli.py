@@ -35,6 +35,7 @@ from .classical import METHODS
 from .tasks import TASKS_BY_NAME
 from .errors import DIPError
 from .io import check_writable, json_default
+from .progress import ProgressBar
 
 
 def _overrides(args) -> dict:
@@ -150,30 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class ProgressBar:
-    """tqdm bar fed by Progress events: iterations per second, loss and PSNR."""
-
-    def __init__(self, total: int, label: str, quiet: bool = False):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=label, unit="it", disable=quiet, dynamic_ncols=True)
-        self.done = 0
-
-    def __call__(self, event, slice_index=0):
-        if event.kind == "progress":
-            self.bar.update(event.iteration - self.done)
-            self.done = event.iteration
-            info = {"loss": f"{event.loss:.2e}", "fit": f"{event.fit_psnr:.2f}dB"}
-            if event.psnr is not None:
-                info["psnr"] = f"{event.psnr:.2f}dB"
-            self.bar.set_postfix(info, refresh=False)
-        elif event.kind in ("recovery", "early_stop"):
-            self.bar.write(f"{'guard: ' if event.kind == 'recovery' else ''}{event.message}")
-
-    def close(self):
-        self.bar.close()
-
-
 def _channel_axis(text):
     if text in (None, "auto"):
         return "auto"
@@ -223,18 +200,11 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     label = f"DIP {task} ({cfg.preset}, {estimate['device']})"
     bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
 
-    def callback(event, index):
-        if event.kind == "progress":
-            event_copy = type(event)(**{**event.__dict__, "iteration": index * cfg.iterations + event.iteration})
-            bar(event_copy)
-        else:
-            bar(event)
-
     t0 = time.perf_counter()
     stop = threading.Event()
     try:
         with _first_interrupt_stops(stop, bar):
-            result = restore_problem(problem, image, callback=callback, stop=stop,
+            result = restore_problem(problem, image, callback=bar, stop=stop,
                                      checkpoint_dir=checkpoints,
                                      checkpoint_every_s=60.0 * checkpoint_minutes)
     except DIPError as exc:

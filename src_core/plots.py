@@ -17,28 +17,47 @@ def _pyplot():
     return plt
 
 
+LEVEL_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+
+
+def draw_curves(ax, curves: dict, levels: Sequence = (), marks: Sequence[tuple[int, str]] = (),
+                ylabel: str = "PSNR (dB)", legend: bool = True, fontsize: float = 7,
+                styles: dict | None = None) -> None:
+    """The one drawing of PSNR-type curves (files, reproduction figures and the widget).
+
+    ``curves``: name -> (iterations, values), None values left as gaps;
+    ``levels``: (value, name) horizontal lines (a classical method's PSNR);
+    ``marks``: (iteration, name) vertical lines (guard recoveries, an early
+    stop); ``styles``: name -> extra matplotlib line settings.
+    """
+    styles = styles or {}
+    for name, (x, y) in curves.items():
+        values = np.array([np.nan if v is None else v for v in y], dtype=float)
+        ax.plot(x, values, label=name, **{"linewidth": 1.2, **styles.get(name, {})})
+    for i, (value, name) in enumerate(levels):
+        if value is not None:
+            ax.axhline(value, color="black", linewidth=0.9, linestyle=LEVEL_STYLES[i % len(LEVEL_STYLES)],
+                       label=f"{name} ({value:.2f})")
+    for it, name in marks:
+        ax.axvline(it, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f" {name}", (it, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                    fontsize=fontsize - 1, color="grey", va="bottom")
+    ax.set_xlabel("iteration", fontsize=fontsize + 1)
+    ax.set_ylabel(ylabel, fontsize=fontsize + 1)
+    ax.tick_params(labelsize=fontsize)
+    ax.grid(alpha=0.3)
+    if legend and (len(curves) + len(levels)) > 1:
+        ax.legend(fontsize=fontsize - 0.5, loc="lower right")
+
+
 def plot_psnr_curves(curves: dict, path, title: str = "", ylabel: str = "PSNR (dB)",
                      marks: Sequence[tuple[int, str]] = ()) -> Path:
-    """One line per entry of ``curves``: name -> (iterations, values).
-
-    ``marks``: (iteration, label) vertical lines, e.g. guard recoveries or an
-    early stop.
-    """
+    """One line per entry of ``curves`` (see :func:`draw_curves`) as a PNG."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for name, (x, y) in curves.items():
-        y = np.array([np.nan if v is None else v for v in y], dtype=float)
-        ax.plot(x, y, label=name, linewidth=1.4)
-    for it, label in marks:
-        ax.axvline(it, color="grey", linestyle=":", linewidth=1)
-        ax.text(it, ax.get_ylim()[0], f" {label}", rotation=90, va="bottom", fontsize=7, color="grey")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
+    draw_curves(ax, curves, marks=marks, ylabel=ylabel, fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    if len(curves) > 1:
-        ax.legend(fontsize=8)
     return _save(fig, path)
 
 

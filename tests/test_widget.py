@@ -250,7 +250,7 @@ def test_worker_error_becomes_notification(viewer, qtbot, errors, monkeypatch):
     """Errors inside the worker (a RuntimeError such as CUDA out-of-memory) reach the user."""
     import src_core
 
-    def broken(self, index=0):
+    def broken(self, index=0, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     viewer.add_image(smooth((32, 32)), name="img")

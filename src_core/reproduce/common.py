@@ -622,50 +622,11 @@ def run_dip_restarts(image_chw: np.ndarray, masks_hw: list, reference_chw: np.nd
     return outcomes
 
 
-class Progress:
-    """One tqdm bar over all iterations of a command; units already done count as done."""
+def Progress(total: int, done: int, desc: str, quiet: bool = False):
+    """One bar over all iterations of a reproduction command (:class:`src_core.progress.ProgressBar`)."""
+    from ..progress import ProgressBar
 
-    def __init__(self, total: int, done: int, desc: str, quiet: bool = False):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=max(total, 1), initial=min(done, total), desc=desc, unit="it",
-                        disable=quiet, dynamic_ncols=True)
-        self.unit_done = 0
-        self.quiet = quiet
-
-    def start(self, name: str) -> None:
-        self.unit_done = 0
-        self.bar.set_description(name, refresh=False)
-
-    def callback(self, event, index=0) -> None:
-        if event.kind == "progress":
-            self.bar.update(event.iteration - self.unit_done)
-            self.unit_done = event.iteration
-            post = {"fit": f"{event.fit_psnr:.1f}dB"}
-            if event.psnr is not None:
-                post["psnr"] = f"{event.psnr:.2f}dB"
-            self.bar.set_postfix(post, refresh=False)
-
-    def batch_callback(self, event, members: int) -> None:
-        """A batch's progress: each of its iterations is ``members`` units' iterations."""
-        if event.kind == "progress":
-            self.bar.update(members * event.iteration - self.unit_done)
-            self.unit_done = members * event.iteration
-            if event.psnr[0] is not None:
-                self.bar.set_postfix({"psnr": "/".join(f"{p:.2f}" for p in event.psnr)}, refresh=False)
-
-    def finish(self, iterations: int) -> None:
-        """Count the rest of a unit that stopped early (ES-WMV) as done."""
-        if iterations > self.unit_done:
-            self.bar.update(iterations - self.unit_done)
-        self.unit_done = 0
-
-    def write(self, text: str) -> None:
-        if not self.quiet:
-            self.bar.write(text)
-
-    def close(self) -> None:
-        self.bar.close()
+    return ProgressBar(total, desc, quiet, done=done)
 
 
 # ----------------------------------------------------------------------------- Markdown

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import _pyplot, save_figure
-
-LEVEL_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+from ..plots import _pyplot, draw_curves, save_figure
 
 
 def _footer(fig, label: str) -> None:
@@ -31,32 +29,13 @@ def _values(y):
     return np.array([np.nan if v is None else v for v in y], dtype=float)
 
 
-def _curves_on(ax, curves: dict, levels=(), vlines=(), ylabel="PSNR (dB)", legend=True, fontsize=7):
-    for name, (x, y) in curves.items():
-        ax.plot(x, _values(y), linewidth=1.1, label=name)
-    for i, (value, name) in enumerate(levels):
-        if value is not None:
-            ax.axhline(value, color="black", linewidth=0.9, linestyle=LEVEL_STYLES[i % len(LEVEL_STYLES)],
-                       label=f"{name} ({value:.2f})")
-    for it, name in vlines:
-        ax.axvline(it, color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f" {name}", (it, 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                    fontsize=fontsize - 1, color="grey", va="bottom")
-    ax.set_xlabel("iteration", fontsize=fontsize + 1)
-    ax.set_ylabel(ylabel, fontsize=fontsize + 1)
-    ax.tick_params(labelsize=fontsize)
-    ax.grid(alpha=0.3)
-    if legend and (len(curves) + len(levels)) > 1:
-        ax.legend(fontsize=fontsize - 0.5, loc="lower right")
-
-
 def plot_curves(curves: dict, path, title: str, label: str, levels=(), vlines=(),
                 ylabel: str = "PSNR (dB)", ylim=None) -> Path:
     """name -> (iterations, values) lines, with horizontal reference levels (value, name) and
     vertical marks (iteration, name)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    _curves_on(ax, curves, levels, vlines, ylabel)
+    draw_curves(ax, curves, levels, vlines, ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=9)
@@ -76,7 +55,7 @@ def plot_curve_grid(panels: dict, path, title: str, label: str, columns: int = 4
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, (name, panel) in zip(axes.ravel(), panels.items()):
-        _curves_on(ax, panel["curves"], panel.get("levels", ()), (), legend=False, fontsize=6)
+        draw_curves(ax, panel["curves"], panel.get("levels", ()), (), legend=False, fontsize=6)
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("")
     if n:
