@@ -204,12 +204,10 @@ def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: st
         answer = list(shape)
         for axis in ((-3, -2) if rgb else (-2, -1)):
             answer[axis] *= factor
-        if ref_shape != tuple(answer):
-            larger = f" ({factor}x the image along Y and X)" if factor > 1 else ""
-            raise DIPError(
-                f"reference '{reference_layer.name}' has shape {ref_shape} but image "
-                f"'{image_layer.name}' has shape {shape}; the reference must be the clean version "
-                f"of the same image, of shape {tuple(answer)}{larger}.")
+        try:
+            src_core.imaging.check_reference(ref_shape, tuple(answer), shape)
+        except DIPError as exc:
+            raise DIPError(f"reference '{reference_layer.name}', image '{image_layer.name}': {exc}") from None
     return mask_layer
 
 

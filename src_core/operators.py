@@ -144,7 +144,28 @@ class Compose(Operator):
         return {"operator": "Compose", "operators": [op.describe() for op in self.operators]}
 
 
-class Downsample(Operator):
+class _Filter(Operator):
+    """A fixed 2D kernel applied to every channel alike: ``weight`` (1, 1, kh, kw) after
+    replicate-padding by ``padding`` (left, right, top, bottom), with ``stride``."""
+
+    weight: torch.Tensor
+    padding: tuple
+    stride: int = 1
+
+    def apply(self, x):
+        k, c = x.shape[:2]
+        y = F.pad(x.reshape(k * c, 1, *x.shape[-2:]), self.padding, mode="replicate")
+        y = F.conv2d(y, self.weight, stride=self.stride)
+        return y.reshape(k, c, *y.shape[-2:])
+
+    def to(self, device):
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.weight = self.weight.to(device)
+        return new
+
+
+class Downsample(_Filter):
     """Super-resolution's degradation: the original code's Lanczos downsampler.
 
     A separable Lanczos-2 kernel of ``4 * factor`` taps at half-pixel phase
@@ -160,25 +181,12 @@ class Downsample(Operator):
                            f"(got {factor!r}); the paper uses 4 and 8.")
         if kernel not in ("lanczos2", "lanczos3", "box"):
             raise DIPError(f"kernel must be 'lanczos2', 'lanczos3' or 'box' (got {kernel!r}).")
-        self.factor = int(factor)
+        self.factor = self.stride = int(factor)
         self.kernel_name = kernel
         taps = lanczos_taps(self.factor, kernel)
         self.weight = torch.from_numpy(np.outer(taps, taps).astype(np.float32))[None, None]
         pad = len(taps) - self.factor
         self.padding = (pad // 2, pad - pad // 2) * 2  # left, right, top, bottom
-
-    def apply(self, x):
-        c = x.shape[1]
-        k, s = x.shape[0], x.shape[-2:]
-        y = F.pad(x.reshape(k * c, 1, *s), self.padding, mode="replicate")
-        y = F.conv2d(y, self.weight, stride=self.factor)
-        return y.reshape(k, c, *y.shape[-2:])
-
-    def to(self, device):
-        new = Downsample.__new__(Downsample)
-        new.__dict__.update(self.__dict__)
-        new.weight = self.weight.to(device)
-        return new
 
     def describe(self):
         return {"operator": "Downsample", "factor": self.factor, "kernel": self.kernel_name}
@@ -202,7 +210,7 @@ def lanczos_taps(factor: int, kernel: str = "lanczos2") -> np.ndarray:
     return taps / taps.sum()
 
 
-class Blur(Operator):
+class Blur(_Filter):
     """Deconvolution's degradation: convolution with a point-spread function.
 
     ``psf``: a 2D array (a measured bead image, or :func:`gaussian_psf`),
@@ -237,23 +245,11 @@ class Blur(Operator):
         self.weight = torch.from_numpy(self.psf[::-1, ::-1].copy())[None, None]
         self.padding = (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
 
-    def apply(self, x):
-        k, c = x.shape[:2]
-        y = F.pad(x.reshape(k * c, 1, *x.shape[-2:]), self.padding, mode="replicate")
-        y = F.conv2d(y, self.weight)
-        return y.reshape(k, c, *y.shape[-2:])
-
     def check(self, observation_shape):
         h, w = observation_shape[-2:]
         if self.psf.shape[0] > 2 * h or self.psf.shape[1] > 2 * w:
             raise DIPError(f"the PSF ({self.psf.shape[0]}x{self.psf.shape[1]}) is larger than twice "
                            f"the image ({h}x{w}); crop the PSF to where its light is.")
-
-    def to(self, device):
-        new = Blur.__new__(Blur)
-        new.__dict__.update(self.__dict__)
-        new.weight = self.weight.to(device)
-        return new
 
     def describe(self):
         return {"operator": "Blur", "psf_shape": list(self.psf.shape),

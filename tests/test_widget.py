@@ -441,7 +441,7 @@ def test_reference_of_another_shape(viewer, errors):
     widget.image.value = viewer.layers["img"]
     widget.mask.value = viewer.layers["hole"]
     widget.reference.value = viewer.layers["clean"]
-    run_expecting_error(viewer, widget, errors, "reference 'clean' has shape (32, 40)")
+    run_expecting_error(viewer, widget, errors, "reference 'clean', image 'img': reference shape (32, 40)")
 
 
 def test_too_many_scales_flagged_before_running(viewer, errors):
