@@ -18,6 +18,13 @@ A user's own degradation is a subclass that defines :meth:`Operator.apply`
 (a differentiable torch function of a (K, C, H, W) float32 tensor) and, if
 it changes the size, ``factor``; ``margin`` asks for output pixels beyond
 the observed area (a blur reads its radius around every observed pixel).
+
+>>> import torch
+>>> Downsample(4).apply(torch.ones(1, 3, 32, 48)).shape
+torch.Size([1, 3, 8, 12])
+>>> op = Blur(gaussian_psf(1.0)).then(Downsample(2))
+>>> op.factor, op.margin
+(2, 3)
 """
 
 from __future__ import annotations

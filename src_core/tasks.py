@@ -6,6 +6,11 @@ gets its mask, its paper preset on a GPU and its settings on a CPU, the
 classical method it is compared with, and whether observed pixels are kept
 in the answer.  Adding a task here adds it to ``restore(task=...)``, to a
 ``dip <task>`` subcommand and to the widget's task list.
+
+>>> get_task("sr").operator(factor=8)
+Downsample(factor=8, kernel=lanczos2)
+>>> get_task("sr").default_preset("cuda", {"factor": 8})
+('sr8', {})
 """
 
 from __future__ import annotations

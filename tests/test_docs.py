@@ -5,10 +5,10 @@ import doctest
 import pytest
 
 import src_core
-from src_core import api, config, engine, masks, network
+from src_core import api, config, engine, masks, network, operators, tasks
 
 
-@pytest.mark.parametrize("module", [src_core, api, config, engine, masks, network],
+@pytest.mark.parametrize("module", [src_core, api, config, engine, masks, network, operators, tasks],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
