@@ -392,7 +392,11 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         references = np.clip(references, 0.0, 1.0)
 
     h, w = layout.spatial_shape
-    cfg.network.check_fits(*answer_layout.spatial_shape)
+    problem = cfg.network.size_problem(*answer_layout.spatial_shape)
+    if problem and operator.factor > 1:
+        problem = f"the answer is {operator.factor}x the input along Y and X; {problem}"
+    if problem:
+        raise DIPError(problem)
     if keep_observed is None:
         keep_observed = spec.keep_observed
     if keep_observed and not operator.identity:

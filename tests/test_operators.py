@@ -119,6 +119,8 @@ def test_bad_observations_for_an_operator_are_refused_before_work(tiny, small_im
         src_core.prepare(small_image, task="sr", psf=2.0)
     with pytest.raises(DIPError, match="not both"):
         src_core.prepare(small_image, task="sr", operator=Identity())
+    with pytest.raises(DIPError, match="the answer is 2x the input.*scales=3"):
+        src_core.prepare(small_image[:8, :8], task="sr", factor=2, preset="table1")
 
 
 def _psnr(a, b):
