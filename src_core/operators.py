@@ -150,6 +150,9 @@ class Compose(Operator):
     def describe(self):
         return {"operator": "Compose", "operators": [op.describe() for op in self.operators]}
 
+    def __repr__(self) -> str:
+        return " then ".join(map(repr, self.operators))
+
 
 class _Filter(Operator):
     """A fixed 2D kernel applied to every channel alike: ``weight`` (1, 1, kh, kw) after
@@ -261,6 +264,9 @@ class Blur(_Filter):
     def describe(self):
         return {"operator": "Blur", "psf_shape": list(self.psf.shape),
                 "psf_sum_of_squares": round(float(np.square(self.psf).sum()), 9)}
+
+    def __repr__(self) -> str:
+        return f"Blur(psf {self.psf.shape[0]}x{self.psf.shape[1]})"
 
 
 def gaussian_psf(sigma: float, size: int | None = None) -> np.ndarray:
