@@ -37,8 +37,10 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     ``mask``: a Labels layer whose painted pixels are the ones to fill
     (``label`` picks one label value; default every painted pixel).
     ``task``: "inpaint" (the default when a mask is given), "random" (drop
-    ``missing_fraction`` of the pixels at random and restore them) or
-    "denoise".  ``reference``: optional clean image layer for the true PSNR.
+    ``missing_fraction`` of the pixels at random and restore them),
+    "denoise", "sr" (with ``factor=4``: the result layer is larger, at
+    ``scale / factor``) or "deconvolve" (with ``psf=`` a Gaussian sigma in
+    pixels, or a 2D array or Image layer of the PSF).  ``reference``: optional clean image layer for the true PSNR.
     ``slices``: "all" or "current" (stacks).  ``preset``: one of
     ``src_core.preset_names()`` (default: the paper's setting for the task;
     "cpu" is small enough for a laptop); any engine setting can be overridden
@@ -65,19 +67,23 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     reference = _layer(viewer, reference, "reference")
     if task is None:
         if mask is None:
-            raise DIPError("give task='inpaint' with a mask, task='random' (drops pixels at "
-                           "random and restores them) or task='denoise'.")
+            raise DIPError(f"give task='inpaint' with a mask, or another task: one of {src_core.TASKS}.")
         task = "inpaint"
+    spec = src_core.get_task(task)
+    task_options = src_core.tasks.take_options(spec, settings)
+    if hasattr(task_options.get("psf"), "data"):  # an Image layer of the PSF
+        task_options["psf"] = task_options["psf"].data
+    spec.operator(**task_options)  # checks the options before any copy of the layers
     if slices not in ("all", "current"):
         raise DIPError(f"slices must be 'all' or 'current' (got {slices!r}).")
-    config = src_core.make_config(task, preset, **settings)
+    config = src_core.make_config(task, preset, task_options=task_options, **settings)
     slice_index = None
     if slices == "current" and image is not None and image.ndim > 2:
         slice_index = current_index(viewer, image)
     captured = capture(image, mask, reference, task=task, label=label, config=config,
                        slice_index=slice_index, missing_fraction=missing_fraction,
                        mask_seed=mask_seed, threads=threads, region=region,
-                       keep_observed=keep_observed)
+                       keep_observed=keep_observed, task_options=task_options)
     run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
     if not wait:
         run.start(threaded=True)

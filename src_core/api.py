@@ -44,7 +44,7 @@ from .imaging import Layout, Scaling, check_reference
 from .io import atomic_path, check_writable, json_default
 from .masks import bernoulli_mask
 from .operators import Identity, Operator, split_mask
-from .tasks import TASKS_BY_NAME, Task, get_task
+from .tasks import Task, get_task, take_options
 from . import speed
 
 #: observed pixels held out of the fit by default, to measure quality without ground truth
@@ -307,11 +307,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     than free cores is many times slower.
     """
     spec = _task_for(task, operator)
-    task_options = {o.name: overrides.pop(o.name) for o in spec.options if o.name in overrides}
-    for other in TASKS_BY_NAME.values():
-        for option in other.options:
-            if option.name in overrides:
-                raise DIPError(f"{option.name!r} is an option of task {other.name!r}, not of {spec.name!r}.")
+    task_options = take_options(spec, overrides)
     if operator is None:
         operator = spec.operator(**task_options)
     operator, operator_mask = split_mask(operator)

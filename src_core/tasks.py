@@ -110,6 +110,17 @@ TASK_HELP = {name: t.help for name, t in TASKS_BY_NAME.items()}
 TASKS = tuple(TASKS_BY_NAME)
 
 
+def take_options(task: Task, settings: dict) -> dict:
+    """Pop ``task``'s own options out of ``settings`` (keyword arguments that also hold
+    RunConfig fields); an option of another task is an error, not an unknown setting."""
+    options = {o.name: settings.pop(o.name) for o in task.options if o.name in settings}
+    for other in TASKS_BY_NAME.values():
+        for option in other.options:
+            if option.name in settings:
+                raise DIPError(f"{option.name!r} is an option of task {other.name!r}, not of {task.name!r}.")
+    return options
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS_BY_NAME:
         raise DIPError(f"task must be one of {TASKS} (got {name!r}); or pass your own operator=.")

@@ -569,6 +569,22 @@ def test_restore_layer_from_console(viewer):
         napari_dip.restore_layer(viewer, "img", "empty", preset="cpu")
 
 
+def test_restore_layer_takes_the_task_options(viewer):
+    viewer.add_image((smooth((20, 24)) * 255).astype(np.uint8), name="small", scale=(2.0, 2.0))
+    viewer.add_image(np.ones((5, 5)), name="bead")
+    small = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=4,
+                 report_every=2, device="cpu")
+    big = napari_dip.restore_layer(viewer, "small", task="sr", factor=2, **small)
+    assert big.data.shape == (40, 48) and tuple(big.scale) == (1.0, 1.0)
+    sharp = napari_dip.restore_layer(viewer, "small", task="deconvolve", psf=viewer.layers["bead"],
+                                     keep_earlier=True, **small)
+    assert sharp.data.shape == (20, 24)
+    with pytest.raises(DIPError, match="option of task 'sr'"):
+        napari_dip.restore_layer(viewer, "small", task="denoise", factor=2, **small)
+    with pytest.raises(DIPError, match="negative"):
+        napari_dip.restore_layer(viewer, "small", task="deconvolve", psf=-np.ones((3, 3)), **small)
+
+
 def test_restore_layer_without_waiting_reports_to_the_activity_dock(viewer, qtbot):
     """wait=False: napari stays usable, progress shows in the Activity dock, Cancel there is
     Stop (the partial result is kept)."""
