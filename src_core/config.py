@@ -264,25 +264,26 @@ def _standard(**net) -> NetworkConfig:
 # resolution); docs/engine.md lists what still differs from the notebooks, and why.
 PRESETS: dict[str, dict] = {
     "table1": dict(
-        description="Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook)",
+        description="Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook, with its guard; "
+                    "differs: Barbara at 512x512, not reflection-padded to 514; docs/engine.md)",
         task="random",
         config=RunConfig(network=_standard(upsample="bilinear"), input_kind="uniform",
                          lr=0.001, iterations=11000, sigma_p=0.03),
     ),
     "text": dict(
-        description="Fig. 7 top: text inpainting (Kate)",
+        description="Fig. 7 top: text inpainting (Kate; no guard, as the inpainting notebook)",
         task="inpaint",
         config=RunConfig(network=_standard(skip_channels=128, upsample="nearest"),
                          lr=0.01, iterations=6001, sigma_p=0.03, guard=False),
     ),
     "vase": dict(
-        description="large-hole inpainting (Vase): meshgrid input, no skips",
+        description="large-hole inpainting (Vase): meshgrid input, no skips, no guard (as the notebook)",
         task="inpaint",
         config=RunConfig(network=_standard(input_channels=2, skip_channels=0, upsample="nearest"),
                          input_kind="meshgrid", lr=0.01, iterations=5001, sigma_p=0.03, guard=False),
     ),
     "library": dict(
-        description="large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels",
+        description="large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels, no guard (as the notebook)",
         task="inpaint",
         config=RunConfig(network=_standard(scales=6, input_channels=1,
                                            down_channels=[16, 32, 64, 128, 128, 128],
@@ -292,13 +293,13 @@ PRESETS: dict[str, dict] = {
                          lr=0.01, iterations=3001, sigma_p=0.0, guard=False),
     ),
     "denoise": dict(
-        description="denoising (sigma 25): output is the EMA (0.99) of outputs",
+        description="denoising (sigma 25): output is the EMA (0.99) of outputs; with the notebook's guard",
         task="denoise",
         config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=3000,
                          sigma_p=1 / 30, ema=0.99),
     ),
     "sr4": dict(
-        description="super-resolution x4 (zebra): loss through the Lanczos downsampler",
+        description="super-resolution x4 (zebra): loss through the Lanczos downsampler; no guard (as the notebook)",
         task="sr",
         config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=2000,
                          sigma_p=0.03, guard=False),
