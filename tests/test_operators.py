@@ -177,3 +177,20 @@ def test_a_users_own_operator_runs_through_the_api():
                               validate=0)
     assert result.image.shape == img.shape and result.task == "custom"
     assert result.history.loss[-1] < result.history.loss[0]
+
+
+@pytest.mark.parametrize("operator", ["identity", "mask"])
+def test_denoising_and_inpainting_operators_improve_on_their_input(tiny, operator):
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    clean = (0.5 + 0.3 * np.sin(6 * x) * np.cos(4 * y)).astype(np.float32)[None]
+    if operator == "identity":
+        observed = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+        op, start = Identity(), observed
+        cfg = tiny(iterations=150, report_every=50, lr=0.02, ema=0.99)
+    else:
+        mask = src_core.bernoulli_mask((32, 32), 0.5, 0)
+        observed = clean * mask
+        op, start = Mask(mask), observed
+        cfg = tiny(iterations=150, report_every=50, lr=0.02)
+    fin = DIPRun(observed, None, cfg, reference=clean, operator=op).run()
+    assert _psnr(fin.output, clean) > _psnr(start, clean) + 3
