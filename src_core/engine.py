@@ -560,17 +560,30 @@ class _Fit:
     def __init__(self, run: "DIPBatch"):
         t_setup = time.perf_counter()
         self.run, self.cfg, self.dev = run, run.config, run.device
-        cfg, dev, grid = run.config, run.device, run.grid
-        self.k = k = len(run.images)
+        self.k = len(run.images)
+        self.operator = run.operator.to(run.device)
+        self.members = run._members = _Members(run.config, run.output_shape[0], run.seeds, run.device,
+                                               run.memory_format, run.strategy)
+        if self.k == 1:
+            run.network = self.members.module
+        self.fmt = run.memory_format
+        self._data(run)
+        self._optimisation(run)
+        self.current: dict = {}
+        self.skip: list[int] = []
+        self.stop_reason = None
+        self.stalled = False
+        self.allocator = speed.FreedMemoryReuse(run.device)
+        self.histories[0].timings["setup_s"] = time.perf_counter() - t_setup
+        self.t0 = time.perf_counter()
+
+    def _data(self, run: "DIPBatch") -> None:
+        """The input code and its noise streams, the observation and its masks on the device."""
+        cfg, dev, grid, fmt, k = run.config, run.device, run.grid, self.fmt, self.k
         c, (hp, wp) = run.output_shape[0], grid.output
-        self.operator = run.operator.to(dev)
         mask_np = run._padded_masks(run.masks, (k, c, *grid.observation), grid.observation_crop)
         self.observed = mask_np.reshape(k, -1).mean(axis=1)
         self.crop = grid.output_crop
-        self.members = run._members = _Members(cfg, c, run.seeds, dev, run.memory_format, run.strategy)
-        if k == 1:
-            run.network = self.members.module
-        self.fmt = fmt = run.memory_format
         z = torch.cat([make_input(cfg.input_kind, cfg.network.input_channels, hp, wp, cfg.input_scale,
                                   torch.Generator().manual_seed(s)) for s in run.seeds])
         self.z = z.to(dev)  # z and its noise stay in the default layout, so the draws do not
@@ -590,8 +603,13 @@ class _Fit:
         if run.keep_observed:  # the loss pixels only: held-out ones stay the network's guess
             self.kept = (torch.from_numpy(mask_np).to(dev), image_t)
         run._held = self.held
-        self.loss_log = torch.zeros((cfg.iterations, k), device=dev)
-        out_grid = torch.zeros((k, c, hp, wp), device=dev).contiguous(memory_format=fmt)
+        self.out_grid = (k, c, hp, wp)
+
+    def _optimisation(self, run: "DIPBatch") -> None:
+        """The optimiser, the guard, the running average, ES-WMV, the histories, compile or graph."""
+        cfg, dev = run.config, run.device
+        self.loss_log = torch.zeros((cfg.iterations, self.k), device=dev)
+        out_grid = torch.zeros(self.out_grid, device=dev).contiguous(memory_format=self.fmt)
         self.ema = torch.zeros_like(out_grid) if cfg.ema > 0 else None
         self.es = (_WindowVariance(cfg, out_grid, cfg.iterations) if cfg.early_stop and self.held is None
                    else None)
@@ -616,13 +634,6 @@ class _Fit:
         self.autocast = torch.autocast(device_type=dev.type, dtype=run.amp_dtype or torch.float32,
                                        enabled=run.amp_dtype is not None, cache_enabled=False)
         self.step_graph = _StepGraph(dev) if run.graph else None  # never with torch.compile (speed.py)
-        self.current: dict = {}
-        self.skip: list[int] = []
-        self.stop_reason = None
-        self.stalled = False
-        self.allocator = speed.FreedMemoryReuse(dev)
-        self.histories[0].timings["setup_s"] = time.perf_counter() - t_setup
-        self.t0 = time.perf_counter()
 
     # one iteration ---------------------------------------------------------------
     def step(self, it: int) -> None:
