@@ -180,22 +180,6 @@ class Layout:
         return np.broadcast_to(out, (self.slices, self.channels, *self.spatial_shape))
 
 
-def pad_amounts(size: int, multiple: int) -> tuple[int, int]:
-    """(before, after) padding that makes ``size`` a multiple of ``multiple``, centred."""
-    total = (-size) % multiple
-    return total // 2, total - total // 2
-
-
-def pad_reflect(chw: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Reflect-pad H and W to a multiple; return the padded array and the crop back."""
-    h, w = chw.shape[-2:]
-    (t, b), (l, r) = pad_amounts(h, multiple), pad_amounts(w, multiple)
-    widths = [(0, 0)] * (chw.ndim - 2) + [(t, b), (l, r)]
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    padded = np.pad(chw, widths, mode=mode) if (t or b or l or r) else chw
-    return padded, (slice(t, t + h), slice(l, l + w))
-
-
 def check_reference(reference_shape: tuple, answer_shape: tuple, image_shape: tuple | None = None) -> None:
     """A reference is the clean version of the answer: the same shape, or an error (which
     names the input's shape too when the answer is larger, as in super-resolution)."""
