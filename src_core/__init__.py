@@ -9,7 +9,7 @@ The engine behind napari-dip; it knows nothing of Qt.
 True
 """
 
-from .api import Problem, RestoreResult, iterate, make_config, prepare, restore
+from .api import Problem, RestoreResult, iterate, make_config, prepare, restore, restore_tiled
 from .config import PRESETS, RunConfig, preset, preset_names
 from .devices import available_devices, resolve_device
 from .engine import BatchFinished, DIPBatch, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
@@ -30,5 +30,5 @@ __all__ = [
     "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
     "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",
     "preset", "preset_names", "psnr_ssim", "read_image", "resolve_device", "restore",
-    "text_mask", "write_image",
+    "restore_tiled", "text_mask", "write_image",
 ]

@@ -545,7 +545,8 @@ class RestoreResult:
         return {"task": self.task, "config": self.config.to_dict(), "notes": self.notes,
                 "stopped": self.stopped,
                 "answer": {"keep_observed": self.keep_observed, "validate": self.validate,
-                           "classical": self.histories[0].summary.get("classical_method")},
+                           "classical": self.histories[0].summary.get("classical_method")
+                           if self.histories else None},
                 "slices": [h.to_dict() for h in self.histories]}
 
 
@@ -638,3 +639,71 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
         error.partial = result(index)
         raise error from exc
     return result(problem.slices)
+
+
+def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, task: str | None = None,
+                  reference=None, callback=None, stop=None, channel_axis="auto", preset: str | None = None,
+                  config: RunConfig | None = None, keep_observed: bool | None = None,
+                  validate: float | None = None, classical: str | None = "auto", threads=None,
+                  operator: Operator | None = None, **overrides) -> RestoreResult:
+    """Restore one large 2D image in overlapping tiles (:mod:`src_core.tiles`), blended back.
+
+    Takes :func:`restore`'s arguments, plus ``tile`` (the side in pixels, or
+    "auto": the largest that fits in half the device's free memory) and
+    ``overlap`` (default: a quarter of the tile, at most the network's
+    context).  For inpainting only the tiles with missing pixels run; the
+    others keep the input.  ``callback(event, tile_index)`` sees every event;
+    ``result.histories`` holds one history per tile that ran, and the notes
+    say which tiles those were.
+    """
+    from .tiles import check_tiling, choose_tile, plan
+
+    problem = prepare(image, mask, task=task, reference=reference, channel_axis=channel_axis, preset=preset,
+                      config=config, keep_observed=keep_observed, validate=0, classical=None,
+                      threads=threads, operator=operator, **overrides)
+    if problem.slices != 1:
+        raise DIPError(f"tiles are for one 2D image; this is a stack of {problem.slices} slices. Restore the "
+                       "stack with restore(), or tile each slice on its own.")
+    cfg, op, f = problem.config, problem.operator, problem.operator.factor
+    net = cfg.network
+    if tile == "auto":
+        tile = choose_tile(cfg, problem.layout.channels, resolve_device(cfg.device), factor=f)
+    overlap = min(tile // 4, net.context()) if overlap is None else overlap
+    check_tiling(tile, overlap, -(-net.min_size() // f))
+    spec = _task_for(task, operator)
+    pass_through = spec.mask in ("required", "random") and op.identity
+    sub_task = {"random": "inpaint"}.get(spec.name, spec.name)
+    task_options = {o.name: getattr(op, o.name) if o.name != "psf" else op.psf for o in spec.options}
+    c, h, w = problem.images.shape[1:]
+    acc = np.zeros((c, h * f, w * f))
+    weight = np.zeros((h * f, w * f))
+    histories, ran, tiles = [], [], plan((h, w), tile, overlap)
+    stopped = False
+    for index, (rows, cols, wt) in enumerate(tiles):
+        part = problem.images[0][:, rows, cols]
+        observed = problem.masks[0][:, rows, cols]
+        out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
+        if (pass_through and observed.all()) or stopped:
+            answer = part if f == 1 else np.repeat(np.repeat(part, f, -2), f, -1)
+        else:
+            ref = None if problem.references is None else problem.references[0][:, out_rows, out_cols]
+            sub = prepare(part, observed, task=None if spec.name == "custom" else sub_task, reference=ref,
+                          channel_axis=0, config=cfg, keep_observed=problem.keep_observed, validate=validate,
+                          classical=classical, threads=threads,
+                          operator=op if spec.name == "custom" else None,
+                          **({} if spec.name == "custom" else task_options))
+            result = restore_problem(sub, part, stop=stop,
+                                     callback=None if callback is None else (lambda e, _i, k=index: callback(e, k)))
+            answer = np.asarray(result.image, dtype=np.float64)
+            histories.extend(result.histories)
+            ran.append(index)
+            stopped = result.stopped
+        acc[:, out_rows, out_cols] += np.kron(wt, np.ones((f, f))) * answer
+        weight[out_rows, out_cols] += np.kron(wt, np.ones((f, f)))
+    final = (acc / weight).astype(np.float32)[None]
+    problem.notes.append(f"tiled: {len(tiles)} tile(s) of {tile} px with {overlap} px overlap, blended with "
+                         f"raised-cosine weights; {len(ran)} ran ({'all' if len(ran) == len(tiles) else ran})")
+    if problem.references is not None:
+        problem.notes.append(f"PSNR of the whole tiled answer: {psnr_ssim(final[0], problem.references[0], with_ssim=False)[0]:.2f} dB")
+    return RestoreResult(problem.to_user(final), problem.corrupted(), problem.masks, histories, cfg, problem.task,
+                         problem.notes, None, problem.keep_observed, 0.0, stopped)

@@ -107,6 +107,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MINUTES",
                    help="save the run's state this often, to --resume after a crash (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tile", metavar="PIXELS|auto",
+                   help="restore a large 2D image in overlapping tiles of this side ('auto': the largest "
+                        "that fits in memory); when inpainting, only tiles with missing pixels run")
+    p.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: a quarter "
+                   "of the tile, at most the network's context)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,6 +429,15 @@ def cmd_task(args) -> int:
     for option in task.options:
         kwargs[option.name] = _option_value(option, getattr(args, option.name))
     suffix = args.image.suffix.lower() if args.image.suffix.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
+    if args.tile is not None:
+        if args.resume:
+            raise DIPError("--resume does not apply to --tile runs yet; run the command again without it.")
+        tile = args.tile if args.tile == "auto" else _whole_number(args.tile, "--tile")
+        run_tiled_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
+                       name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
+                       inputs=(args.image, mask_file, args.reference, args.config), overwrite=args.overwrite,
+                       tile=tile, overlap=args.overlap, **kwargs)
+        return 0
     run_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
              name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
              inputs=(args.image, mask_file, args.reference, args.config) + tuple(
@@ -431,6 +445,52 @@ def cmd_task(args) -> int:
              overwrite=args.overwrite, resume=args.resume,
              checkpoint_minutes=args.checkpoint_every, **kwargs)
     return 0
+
+
+def _whole_number(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DIPError(f"{name} takes a whole number of pixels or 'auto' (got {text!r}).") from None
+
+
+def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
+                   suffix: str, quiet: bool, inputs, overwrite: bool, tile, overlap, **kwargs):
+    """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile."""
+    from .api import restore_tiled
+
+    planned = output_paths(output_dir, name, suffix, False, reference is not None or task == "random")
+    check_outputs(planned.values(), inputs, overwrite)
+    check_writable(output_dir)
+    bar = ProgressBar(1, f"DIP {task}, tiles", quiet)
+    current = {"tile": None}
+
+    def callback(event, tile_index):
+        if tile_index != current["tile"]:
+            current["tile"] = tile_index
+            bar.bar.reset(total=getattr(event, "total", 1))
+            bar.bar.set_description(f"DIP {task}, tile {tile_index}", refresh=False)
+        bar(event, tile_index)
+
+    t0 = time.perf_counter()
+    stop = threading.Event()
+    try:
+        with _first_interrupt_stops(stop, bar):
+            result = restore_tiled(image, mask, task=task, reference=reference, tile=tile, overlap=overlap,
+                                   callback=callback, stop=stop, **kwargs)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    if not result.histories:
+        planned.pop("psnr_curve", None)
+    written = write_outputs(result, planned, task, name, wall)
+    print(f"done in {wall:.1f} s")
+    for note in result.notes:
+        if note.startswith(("tiled:", "PSNR of the whole")):
+            print(f"  {note}")
+    for kind, path in written.items():
+        print(f"  {kind:10s} {path}")
+    return result, written
 
 
 def _option_value(option, value):

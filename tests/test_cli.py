@@ -94,3 +94,20 @@ def test_deconvolve_takes_a_psf_file_or_a_sigma_and_refuses_a_bad_one(tmp_path, 
     assert main(["deconvolve", str(photo), "--psf", "-1", "-o", str(tmp_path / "c"), *SMALL]) == 2
     assert "sigma" in capsys.readouterr().err
     assert not (tmp_path / "c" / "photo_restored.png").exists()
+
+
+def test_tiles_from_the_command_line_run_only_the_damaged_tiles(tmp_path, capsys):
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    img = ((0.5 + 0.3 * np.sin(5 * x) * np.cos(3 * y)) * 255).astype(np.uint8)
+    photo = write_image(tmp_path / "big.png", img)
+    mask = np.full((96, 96), 255, np.uint8)
+    mask[84:92, 84:92] = 0  # in the last tile only (tiles start at 0, 24, 48)
+    mask_path = write_image(tmp_path / "mask.png", mask)
+    out = tmp_path / "out"
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "--tile", "48", "--overlap", "12",
+                 "-o", str(out), *SMALL]) == 0
+    restored = read_image(out / "big_restored.png")
+    assert restored.shape == (96, 96) and np.array_equal(restored[mask > 0], img[mask > 0])
+    assert "1 ran" in capsys.readouterr().out
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "--tile", "big", "-o", str(out), *SMALL]) == 2
+    assert "--tile takes" in capsys.readouterr().err

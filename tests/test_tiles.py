@@ -1,0 +1,102 @@
+"""Large images in tiles: the plan covers the image, blending leaves no seam, only damaged
+inpainting tiles run, and the answer keeps the input's form."""
+
+import numpy as np
+import pytest
+
+import src_core
+from src_core import DIPError, api
+from src_core.tiles import plan, tile_starts
+
+TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=10,
+            report_every=5, device="cpu")
+
+
+def test_the_plan_covers_every_pixel_with_positive_weights():
+    for size, tile, overlap in ((600, 256, 64), (256, 256, 32), (100, 256, 32), (513, 128, 16)):
+        spans = tile_starts(size, tile, overlap)
+        covered = np.zeros(size, bool)
+        for a, b in zip(spans, spans[1:]):
+            assert a.stop - b.start >= overlap  # neighbours share at least the overlap
+        for s in spans:
+            covered[s] = True
+            assert s.stop - s.start == min(tile, size)
+        assert covered.all() and spans[-1].stop == size
+    weights = np.zeros((300, 200))
+    for rows, cols, w in plan((300, 200), 128, 32):
+        assert w.min() > 0 and w.max() == 1
+        weights[rows, cols] += w
+    assert weights.min() > 0
+
+
+def test_blending_leaves_no_seam(monkeypatch):
+    """Each tile answers a different constant: the blend must change by at most what a
+    raised cosine over the overlap allows, never step at a tile's edge."""
+    calls = []
+
+    def constant_per_tile(sub, part, **kwargs):
+        calls.append(part.shape)
+        value = np.float32(0.1 + 0.8 * (len(calls) % 2))  # alternate 0.1 and 0.9 between tiles
+        return api.RestoreResult(np.full_like(part, value), part, sub.masks, [], sub.config, sub.task, [])
+
+    monkeypatch.setattr(api, "restore_problem", constant_per_tile)
+    image = np.full((200, 180), 0.5, np.float32)
+    overlap = 40
+    result = src_core.restore_tiled(image, task="denoise", tile=96, overlap=overlap, **TINY)
+    assert len(calls) == len(plan((200, 180), 96, overlap)) > 1
+    out = result.image
+    steepest = 0.8 * np.pi / (2 * overlap) * 1.05  # the largest slope of the cosine ramp, 5% slack
+    assert np.abs(np.diff(out, axis=0)).max() <= steepest
+    assert np.abs(np.diff(out, axis=1)).max() <= steepest
+
+
+def test_inpainting_runs_only_the_damaged_tiles_and_keeps_the_rest(monkeypatch):
+    y, x = np.mgrid[0:128, 0:128] / 127.0
+    image = ((0.5 + 0.3 * np.sin(5 * x) * np.cos(3 * y)) * 255).astype(np.uint8)
+    mask = np.ones((128, 128), bool)
+    mask[5:15, 5:15] = False
+    runs = []
+    real = api.restore_problem
+
+    def counting(sub, part, **kwargs):
+        runs.append(part.shape)
+        return real(sub, part, **kwargs)
+
+    monkeypatch.setattr(api, "restore_problem", counting)
+    result = src_core.restore_tiled(image, mask, tile=64, overlap=16, **TINY)
+    assert runs == [(1, 64, 64)]  # 9 tiles, one holds the hole
+    assert result.image.dtype == np.uint8 and result.image.shape == image.shape
+    assert np.array_equal(result.image[mask], image[mask])
+    assert any("9 tile(s)" in n and "1 ran ([0])" in n for n in result.notes)
+    assert len(result.histories) == 1
+
+
+def test_tiled_super_resolution_places_tiles_at_the_larger_scale():
+    image = (np.random.default_rng(0).random((48, 40)) * 255).astype(np.uint8)
+    result = src_core.restore_tiled(image, task="sr", factor=2, tile=32, overlap=8, **TINY)
+    assert result.image.shape == (96, 80) and len(result.histories) == len(plan((48, 40), 32, 8))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(tile=3), "tile must be"),
+    (dict(tile=64, overlap=40), "overlap must be"),
+    (dict(tile=64, overlap=-1), "overlap must be"),
+])
+def test_bad_tiling_is_refused_before_any_run(kwargs, words):
+    with pytest.raises(DIPError, match=words):
+        src_core.restore_tiled(np.zeros((64, 64), np.float32), task="denoise", **TINY, **kwargs)
+
+
+def test_a_stack_is_not_tiled():
+    with pytest.raises(DIPError, match="stack"):
+        src_core.restore_tiled(np.zeros((2, 64, 64), np.float32), task="denoise", channel_axis=None, **TINY)
+
+
+def test_auto_tile_is_a_multiple_of_the_network_that_fits():
+    from src_core.tiles import choose_tile
+
+    cfg = src_core.preset("cpu")
+    side = choose_tile(cfg, 1, src_core.resolve_device("cpu"))
+    assert side % 2 ** cfg.network.scales == 0 and side >= cfg.network.min_size()
+    need = src_core.speed.estimate_memory(cfg.network, 1, (side, side), None)
+    assert need <= 0.5 * src_core.speed.available_memory(src_core.resolve_device("cpu"))
