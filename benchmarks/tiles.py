@@ -57,7 +57,7 @@ def main(argv=None) -> int:
               "largest_jump_anywhere": float(jump.max()), "args": {k: str(v) for k, v in vars(args).items()}}
     diff = np.abs(tiled.astype(float) - whole)
     plot_panel([image * mask, whole, tiled, diff / max(diff.max(), 1.0)],
-               [f"50% missing", f"whole ({record['psnr_whole']:.2f} dB)",
+               ["50% missing", f"whole ({record['psnr_whole']:.2f} dB)",
                 f"2x2 tiles of {args.tile} ({record['psnr_tiled']:.2f} dB)",
                 f"|tiled - whole| (white = {diff.max():.0f} levels)"],
                args.out / "tiles.png")
