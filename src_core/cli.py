@@ -147,6 +147,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_threads(sub.add_parser("presets", help="list the presets and their settings"))
 
+    p = sub.add_parser("batch", help="restore many images on Dask distributed (a local cluster by default)")
+    p.set_defaults(handler=cmd_batch)
+    p.add_argument("sources", nargs="+", help="image files, folders or glob patterns (quote the glob)")
+    p.add_argument("-o", "--output-dir", type=Path, required=True, help="where answers and histories go")
+    p.add_argument("--task", choices=list(TASKS_BY_NAME), default="inpaint")
+    p.add_argument("--mask", type=Path, help="one mask file for every image (white = observed)")
+    p.add_argument("--mask-pattern", help="each image's mask in its folder, e.g. '{stem}_mask.png'")
+    p.add_argument("--fraction", type=float, default=0.5, help="task random: missing fraction")
+    p.add_argument("--mask-seed", type=int, default=0, help="task random: mask seed")
+    for option in {o.name: o for t in TASKS_BY_NAME.values() for o in t.options}.values():
+        p.add_argument(f"--{option.name}", type=int if option.kind is int else str,
+                       help=f"{option.help} (its task's default if not given)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=int, help="workers of the local cluster (default: one per GPU, else "
+                   "one per free core)")
+    p.add_argument("--preset", choices=list(PRESETS))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--validate", type=float)
+    p.add_argument("--no-keep-observed", dest="keep_observed", action="store_false", default=None)
+    p.add_argument("--quiet", action="store_true")
+
     try:
         from .reproduce import add_reproduce_parser
     except ImportError:  # reproduction commands not installed in this build
@@ -503,6 +526,36 @@ def _option_value(option, value):
         from .io import read_image
 
         return read_image(Path(value)).astype(np.float64)
+
+
+def cmd_batch(args) -> int:
+    """``dip batch``: every image one Dask task; finished items are kept and skipped next time."""
+    from tqdm import tqdm
+
+    from .batch import collect, connect, restore_many
+
+    items = collect(args.sources, mask=args.mask, mask_pattern=args.mask_pattern)
+    settings = dict(task=args.task, **parse_settings(args.set))
+    for name in ("iterations", "device", "validate", "keep_observed", "preset"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    if TASKS_BY_NAME[args.task].mask == "random":
+        settings.update(missing_fraction=args.fraction, mask_seed=args.mask_seed)
+    for option in TASKS_BY_NAME[args.task].options:
+        if getattr(args, option.name) is not None:
+            settings[option.name] = _option_value(option, getattr(args, option.name))
+    client = connect(args.scheduler) if args.scheduler else None
+    bar = tqdm(total=len(items), desc=f"dip batch {args.task}", unit="image", disable=args.quiet)
+    summary = restore_many(items, args.output_dir, client=client, workers=args.workers,
+                           callback=lambda entry: bar.update(1), **settings)
+    bar.close()
+    print(f"{len(summary.done)} restored, {len(summary.skipped)} already done, {len(summary.failed)} failed "
+          f"in {summary.seconds:.1f} s on {summary.workers} worker(s)"
+          + (f"; dashboard {summary.dashboard}" if summary.dashboard else ""))
+    for entry in summary.failed:
+        print(f"  failed {entry['name']}: {entry['error']}", file=sys.stderr)
+    print(f"  summary    {args.output_dir / 'batch_summary.json'}")
+    return 1 if summary.failed else 0
 
 
 def cmd_presets(args) -> int:

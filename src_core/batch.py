@@ -1,0 +1,222 @@
+"""Many images, one restoration each, on Dask distributed: :func:`restore_many` and ``dip batch``.
+
+Each image is one Dask task that reads its files, restores (``src_core.restore``) and writes
+its answer and history atomically on the worker, so a finished item is kept whatever happens
+to the others.  A rerun with the same output folder skips the items whose history holds the
+same fingerprint (the input files' bytes and the settings); an item that fails (a bad file,
+out of memory) is reported with its reason and does not stop the rest; an item whose worker
+dies is run again by the scheduler.  With no client a ``LocalCluster`` sized to the machine
+is started (one worker per GPU, or single-threaded workers on the CPU's free cores).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DIPError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".bmp")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to restore: where it is, its mask file (if any), and its output name."""
+
+    name: str
+    image: Path
+    mask: Path | None = None
+
+
+@dataclass
+class BatchSummary:
+    done: list = field(default_factory=list)      # per item: name, outputs, seconds, PSNR if known
+    skipped: list = field(default_factory=list)   # names finished by an earlier call
+    failed: list = field(default_factory=list)    # per item: name, error
+    seconds: float = 0.0
+    workers: int = 0
+    dashboard: str | None = None
+
+
+def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
+    """The items of files, folders (their images) and glob patterns, in a stable order.
+
+    ``mask``: one mask file for every image; ``mask_pattern``: each image's own mask, a
+    name in the image's folder with ``{stem}`` standing for the image's name (e.g.
+    ``"{stem}_mask.png"``).  Unpaired images are an error that lists them.
+    """
+    if mask is not None and mask_pattern is not None:
+        raise DIPError("give one mask for all (mask) or a name pattern (mask_pattern), not both.")
+    if mask_pattern is not None and "{stem}" not in mask_pattern:
+        raise DIPError(f"mask_pattern must contain {{stem}} (got {mask_pattern!r}), e.g. '{{stem}}_mask.png'.")
+    paths: list[Path] = []
+    for source in [sources] if isinstance(sources, (str, Path)) else list(sources):
+        source = str(source)
+        if Path(source).is_dir():
+            paths += sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(ch in source for ch in "*?["):
+            paths += sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
+        elif Path(source).is_file():
+            paths.append(Path(source))
+        else:
+            raise DIPError(f"{source!r} is not a file, a folder or a glob pattern that matches anything.")
+    if mask_pattern is not None:  # a mask is not an image to restore
+        masks = {(p.parent / mask_pattern.format(stem=q.stem)).resolve() for p in paths for q in [p]}
+        paths = [p for p in paths if p.resolve() not in masks]
+    if not paths:
+        raise DIPError(f"no image found in {sources!r} (looked for {', '.join(IMAGE_SUFFIXES)}).")
+    items, unpaired, names = [], [], {}
+    for p in dict.fromkeys(paths):
+        m = Path(mask) if mask is not None else (p.parent / mask_pattern.format(stem=p.stem)
+                                                 if mask_pattern is not None else None)
+        if m is not None and not m.is_file():
+            unpaired.append(p.name)
+            continue
+        name = p.stem if p.stem not in names else f"{p.stem}_{len(names)}"
+        names[name] = p
+        items.append(Item(name, p, m))
+    if unpaired:
+        raise DIPError(f"{len(unpaired)} image(s) have no mask ({mask_pattern or mask}): "
+                       f"{', '.join(unpaired[:10])}{' ...' if len(unpaired) > 10 else ''}.")
+    return items
+
+
+def _fingerprint(item: Item, settings: dict) -> str:
+    h = hashlib.sha256()
+    for path in (item.image, item.mask):
+        if path is not None:
+            h.update(Path(path).read_bytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _outputs(item: Item, output_dir: Path) -> dict:
+    suffix = item.image.suffix.lower() if item.image.suffix.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
+    return {"restored": output_dir / f"{item.name}_restored{suffix}",
+            "history": output_dir / f"{item.name}_history.json"}
+
+
+def _finished(item: Item, output_dir: Path, fingerprint: str) -> bool:
+    paths = _outputs(item, output_dir)
+    if not (paths["restored"].is_file() and paths["history"].is_file()):
+        return False
+    try:
+        return json.loads(paths["history"].read_text()).get("batch_fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> dict:
+    """Restore one item and write its outputs (on a worker); a failure is returned, not raised."""
+    from .api import restore
+    from .io import json_default, read_image, write_image, write_text
+    from .masks import load_mask
+
+    t0 = time.perf_counter()
+    try:
+        image = read_image(item.image)
+        mask = load_mask(item.mask) if item.mask is not None else None
+        result = restore(image, mask, **settings)
+        paths = _outputs(item, Path(output_dir))
+        write_image(paths["restored"], result.image)
+        record = dict(result.to_dict(), batch_fingerprint=fingerprint, image=str(item.image),
+                      mask=None if item.mask is None else str(item.mask))
+        write_text(paths["history"], json.dumps(record, indent=1, default=json_default))  # last: marks it done
+        return {"name": item.name, "seconds": time.perf_counter() - t0, "psnr": result.history.final_psnr,
+                "outputs": {k: str(v) for k, v in paths.items()}}
+    except Exception as exc:  # reported in the summary; the other items go on
+        return {"name": item.name, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def _local_cluster(workers: int | None):
+    from distributed import Client, LocalCluster
+
+    import torch
+
+    from .speed import usable_cores
+
+    gpus = torch.cuda.device_count()
+    n = workers or (gpus if gpus else max(1, usable_cores()))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+    return Client(cluster), cluster
+
+
+def connect(scheduler: str):
+    """A client of the scheduler at ``scheduler``, or a DIPError that says how to start one."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="5s")
+    except (OSError, TimeoutError) as exc:
+        raise DIPError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(exc).__name__}); start one "
+                       "with `dask scheduler` and workers with `dask worker <address>`, or leave the scheduler "
+                       "out to run on a local cluster.") from None
+
+
+def restore_many(items, output_dir, *, client=None, workers: int | None = None, callback=None,
+                 **settings) -> BatchSummary:
+    """Restore every item (from :func:`collect`) into ``output_dir``, on ``client`` or a local cluster.
+
+    ``settings`` are :func:`src_core.restore`'s keyword arguments (task, preset, overrides...);
+    they are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
+    finished item.  Returns the :class:`BatchSummary` (also written as ``batch_summary.json``).
+    """
+    from distributed import as_completed
+
+    from .api import make_config
+    from .io import check_writable, json_default, write_text
+    from .tasks import get_task, take_options
+
+    items = list(items)
+    output_dir = Path(output_dir)
+    settings = {"threads": 1, **settings}  # one thread a worker: workers, not threads, use the cores
+    for item in items:
+        if output_dir.resolve() == item.image.parent.resolve():
+            raise DIPError(f"the output folder {output_dir} is the input folder of {item.image.name}; choose "
+                           "another one, so no input can be written over.")
+    spec = get_task(settings.get("task") or "inpaint")
+    if spec.mask == "required" and any(item.mask is None for item in items):
+        raise DIPError(f"task {spec.name!r} needs a mask for every image: one for all (--mask) or each "
+                       "image's own by name (--mask-pattern '{stem}_mask.png').")
+    probe = dict(settings)
+    options = take_options(spec, probe)
+    make_config(spec.name, probe.pop("preset", None), probe.pop("config", None), options,
+                **{k: v for k, v in probe.items() if k not in _RESTORE_ONLY})  # bad settings fail here
+    check_writable(output_dir)
+    summary = BatchSummary()
+    pending = []
+    for item in items:
+        fp = _fingerprint(item, settings)
+        (summary.skipped.append(item.name) if _finished(item, output_dir, fp) else pending.append((item, fp)))
+    t0 = time.perf_counter()
+    own = None
+    if pending:
+        if client is None:
+            client, own = _local_cluster(workers)
+        summary.workers = len(client.scheduler_info().get("workers", {}))
+        summary.dashboard = getattr(client, "dashboard_link", None)
+        try:
+            futures = [client.submit(run_item, item, settings, str(output_dir), fp, pure=False, retries=1,
+                                     key=f"dip-{item.name}-{fp}") for item, fp in pending]
+            for future in as_completed(futures):
+                entry = future.result()
+                (summary.failed if "error" in entry else summary.done).append(entry)
+                if callback is not None:
+                    callback(entry)
+        finally:
+            if own is not None:
+                client.close()
+                own.close()
+    summary.seconds = time.perf_counter() - t0
+    write_text(output_dir / "batch_summary.json",
+               json.dumps(summary.__dict__, indent=1, default=json_default))
+    return summary
+
+
+#: restore() arguments that are not configuration settings
+_RESTORE_ONLY = {"task", "missing_fraction", "mask_seed", "channel_axis", "keep_observed", "validate",
+                 "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s", "operator"}

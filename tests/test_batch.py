@@ -1,0 +1,99 @@
+"""Batches on Dask distributed: the same answers as single runs, resume, failures kept apart."""
+
+import json
+
+import numpy as np
+import pytest
+
+import src_core
+from src_core import DIPError
+from src_core.batch import collect, restore_many
+from src_core.io import read_image, write_image
+
+distributed = pytest.importorskip("distributed")
+
+TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=6,
+            report_every=3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # worker processes, as in use: torch's thread count is per process, so runs in threads of
+    # one process would change each other's arithmetic
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        write_image(src / f"img{k}.png", (rng.random((32, 32)) * 255).astype(np.uint8))
+        mask = np.full((32, 32), 255, np.uint8)
+        mask[8 + k:16 + k, 8:16] = 0
+        write_image(src / f"img{k}_mask.png", mask)
+    return src
+
+
+def test_batch_equals_single_runs_and_resumes(client, folder, tmp_path):
+    items = collect(folder, mask_pattern="{stem}_mask.png")
+    assert [i.name for i in items] == ["img0", "img1", "img2"]
+    out = tmp_path / "out"
+    summary = restore_many(items, out, client=client, task="inpaint", **TINY)
+    assert sorted(e["name"] for e in summary.done) == ["img0", "img1", "img2"] and not summary.failed
+    single = src_core.restore(read_image(folder / "img1.png"), src_core.load_mask(folder / "img1_mask.png"),
+                              task="inpaint", threads=1, **TINY)
+    assert np.array_equal(read_image(out / "img1_restored.png"), single.image)
+    history = json.loads((out / "img1_history.json").read_text())
+    assert history["batch_fingerprint"] and history["config"]["iterations"] == 6
+    again = restore_many(items, out, client=client, task="inpaint", **TINY)
+    assert sorted(again.skipped) == ["img0", "img1", "img2"] and not again.done
+    changed = restore_many(items, out, client=client, task="inpaint", **dict(TINY, iterations=4))
+    assert len(changed.done) == 3  # other settings: run again, never mixed
+
+
+def test_a_failing_item_does_not_stop_the_others(client, folder, tmp_path):
+    (folder / "broken.png").write_text("not an image")
+    items = collect([folder / "img0.png", folder / "broken.png"])
+    summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
+    assert [e["name"] for e in summary.done] == ["img0"]
+    assert [e["name"] for e in summary.failed] == ["broken"] and "broken.png" in summary.failed[0]["error"]
+    assert (tmp_path / "out" / "img0_restored.png").is_file()
+    assert json.loads((tmp_path / "out" / "batch_summary.json").read_text())["failed"][0]["name"] == "broken"
+
+
+def test_bad_batches_are_refused_before_any_work(folder, tmp_path):
+    with pytest.raises(DIPError, match="no image found"):
+        collect(tmp_path / "nothing*.png")
+    (folder / "lonely.png").write_bytes((folder / "img0.png").read_bytes())
+    with pytest.raises(DIPError, match="have no mask.*lonely.png"):
+        collect(folder, mask_pattern="{stem}_mask.png")
+    items = collect(folder / "img0.png")
+    with pytest.raises(DIPError, match="input folder"):
+        restore_many(items, folder, task="denoise", **TINY)
+    with pytest.raises(DIPError, match="lr must be"):
+        restore_many(items, tmp_path / "o", task="denoise", **dict(TINY, lr=-1))
+    with pytest.raises(DIPError, match="needs a mask for every image"):
+        restore_many(items, tmp_path / "o", task="inpaint", **TINY)
+    with pytest.raises(DIPError, match="cannot reach the Dask scheduler"):
+        src_core.batch.connect("tcp://127.0.0.1:9")
+
+
+def test_dip_batch_command_line(folder, tmp_path, capsys):
+    from src_core.cli import main
+
+    args = ["batch", str(folder / "img0.png"), str(folder / "img1.png"), "-o", str(tmp_path / "out"),
+            "--task", "denoise", "--preset", "cpu", "--set", "scales=2", "--set", "down_channels=8",
+            "--set", "up_channels=8", "--iterations", "4", "--device", "cpu", "--workers", "1", "--quiet"]
+    assert main(args) == 0
+    assert "2 restored, 0 already done, 0 failed" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 restored, 2 already done" in capsys.readouterr().out
+    assert main(["batch", str(folder), "-o", str(tmp_path / "o2"), "--scheduler", "tcp://127.0.0.1:9",
+                 "--quiet"]) == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
