@@ -97,3 +97,36 @@ def test_dip_batch_command_line(folder, tmp_path, capsys):
     assert main(["batch", str(folder), "-o", str(tmp_path / "o2"), "--scheduler", "tcp://127.0.0.1:9",
                  "--quiet"]) == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_an_item_whose_worker_dies_is_run_again(folder, tmp_path):
+    """Kill a worker process while it restores an item: the scheduler gives the item to a
+    worker again, and every item ends restored."""
+    import os
+    import threading
+    import time
+
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        items = collect(folder, mask_pattern="{stem}_mask.png")
+        out = {}
+        slow = dict(TINY, iterations=400, report_every=100)
+        runner = threading.Thread(target=lambda: out.update(summary=restore_many(
+            items, tmp_path / "out", client=c, task="inpaint", **slow)))
+        runner.start()
+        busy = {}
+        deadline = time.time() + 60
+        while not busy and time.time() < deadline:
+            busy = {w: keys for w, keys in c.processing().items() if keys}
+            time.sleep(0.05)
+        assert busy, "no item started"
+        victim = next(iter(busy))
+        try:
+            c.run(os._exit, 1, workers=[victim])  # the call dies with its worker
+        except Exception:
+            pass
+        runner.join(timeout=240)
+        assert victim not in c.scheduler_info()["workers"]  # it really died (the nanny started a new one)
+    cluster.close()
+    summary = out["summary"]
+    assert sorted(e["name"] for e in summary.done) == ["img0", "img1", "img2"] and not summary.failed
