@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import DIPError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".bmp")
@@ -25,11 +27,40 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".bmp")
 
 @dataclass(frozen=True)
 class Item:
-    """One image to restore: where it is, its mask file (if any), and its output name."""
+    """One image to restore: where it is, its mask file (if any), and its output name.
+
+    ``page``: for a multi-page TIFF, the page this item restores (read alone, with
+    ``tifffile``, on the worker: a 200-frame stack is never loaded to restore one frame).
+    """
 
     name: str
     image: Path
     mask: Path | None = None
+    page: int | None = None
+
+
+def _pages(path: Path) -> int:
+    """How many 2D planes a TIFF file holds as separate pages (1 for anything else)."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return 1
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except Exception:  # not a readable TIFF: its item fails with the reader's message
+        return 1
+
+
+def read_item(item: Item):
+    """The item's image: a whole file, or one page of a TIFF stack."""
+    from .io import read_image
+
+    if item.page is None:
+        return read_image(item.image)
+    import tifffile
+
+    return tifffile.imread(item.image, key=item.page)
 
 
 @dataclass
@@ -40,6 +71,7 @@ class BatchSummary:
     seconds: float = 0.0
     workers: int = 0
     dashboard: str | None = None
+    stacks: list = field(default_factory=list)    # TIFF stacks written back whole
 
 
 def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
@@ -78,7 +110,11 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
             continue
         name = p.stem if p.stem not in names else f"{p.stem}_{len(names)}"
         names[name] = p
-        items.append(Item(name, p, m))
+        pages = _pages(p)
+        if pages == 1:
+            items.append(Item(name, p, m))
+        else:  # a stack: one item a page, written back as one stack (write_stacks)
+            items += [Item(f"{name}_p{k:05d}", p, m, k) for k in range(pages)]
     if unpaired:
         raise DIPError(f"{len(unpaired)} image(s) have no mask ({mask_pattern or mask}): "
                        f"{', '.join(unpaired[:10])}{' ...' if len(unpaired) > 10 else ''}.")
@@ -90,6 +126,7 @@ def _fingerprint(item: Item, settings: dict) -> str:
     for path in (item.image, item.mask):
         if path is not None:
             h.update(Path(path).read_bytes())
+    h.update(str(item.page).encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -113,12 +150,12 @@ def _finished(item: Item, output_dir: Path, fingerprint: str) -> bool:
 def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> dict:
     """Restore one item and write its outputs (on a worker); a failure is returned, not raised."""
     from .api import restore
-    from .io import json_default, read_image, write_image, write_text
+    from .io import json_default, write_image, write_text
     from .masks import load_mask
 
     t0 = time.perf_counter()
     try:
-        image = read_image(item.image)
+        image = read_item(item)
         mask = load_mask(item.mask) if item.mask is not None else None
         result = restore(image, mask, **settings)
         paths = _outputs(item, Path(output_dir))
@@ -212,9 +249,46 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
                 client.close()
                 own.close()
     summary.seconds = time.perf_counter() - t0
+    summary.stacks = write_stacks(items, output_dir)
     write_text(output_dir / "batch_summary.json",
                json.dumps(summary.__dict__, indent=1, default=json_default))
     return summary
+
+
+def write_stacks(items, output_dir: Path) -> list[str]:
+    """Put each TIFF stack whose pages all finished back together as ``<stem>_restored.tif``:
+    the input's page order, dtype and pixel size (resolution tags and ImageJ metadata)."""
+    import tifffile
+
+    from .io import atomic_path
+
+    written = []
+    by_file: dict[Path, list[Item]] = {}
+    for item in items:
+        if item.page is not None:
+            by_file.setdefault(item.image, []).append(item)
+    for path, pages in by_file.items():
+        outputs = [_outputs(item, output_dir)["restored"] for item in sorted(pages, key=lambda i: i.page)]
+        if not all(p.is_file() for p in outputs):
+            continue  # some page failed: its own output is missing, and the stack is not written
+        with tifffile.TiffFile(path) as tif:
+            first = tif.pages[0]
+            resolution = (first.tags["XResolution"].value, first.tags["YResolution"].value) \
+                if "XResolution" in first.tags else None
+            unit = first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags else None
+            imagej = tif.imagej_metadata if tif.is_imagej else None
+        stack = np.stack([tifffile.imread(p) for p in outputs])
+        target = output_dir / f"{path.stem}_restored.tif"
+        with atomic_path(target) as tmp:
+            kwargs = dict(resolution=resolution, resolutionunit=unit) if resolution else {}
+            if imagej is not None:
+                tifffile.imwrite(tmp, stack, imagej=True, metadata={k: v for k, v in imagej.items()
+                                                                     if k in ("spacing", "unit", "axes", "finterval")},
+                                 **kwargs)
+            else:
+                tifffile.imwrite(tmp, stack, **kwargs)
+        written.append(str(target))
+    return written
 
 
 #: restore() arguments that are not configuration settings

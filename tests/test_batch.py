@@ -130,3 +130,25 @@ def test_an_item_whose_worker_dies_is_run_again(folder, tmp_path):
     cluster.close()
     summary = out["summary"]
     assert sorted(e["name"] for e in summary.done) == ["img0", "img1", "img2"] and not summary.failed
+
+
+def test_a_tiff_stack_is_one_item_a_page_and_comes_back_as_a_stack(client, tmp_path):
+    import tifffile
+
+    frames = (np.random.default_rng(1).random((3, 32, 32)) * 60000).astype(np.uint16)
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "movie.tif", frames, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                     metadata={"axes": "TYX", "unit": "um"})
+    items = collect(src / "movie.tif")
+    assert [(i.name, i.page) for i in items] == [("movie_p00000", 0), ("movie_p00001", 1), ("movie_p00002", 2)]
+    assert np.array_equal(src_core.batch.read_item(items[1]), frames[1])
+    summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
+    assert len(summary.done) == 3 and summary.stacks == [str(tmp_path / "out" / "movie_restored.tif")]
+    with tifffile.TiffFile(tmp_path / "out" / "movie_restored.tif") as tif:
+        out = tif.asarray()
+        assert out.shape == frames.shape and out.dtype == np.uint16
+        x = tif.pages[0].tags["XResolution"].value
+        assert abs(x[0] / x[1] - 1 / 0.65) < 1e-3  # the pixel size is kept
+    single = src_core.restore(frames[2], task="denoise", threads=1, **TINY).image
+    assert np.array_equal(out[2], single)
