@@ -29,14 +29,43 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".bmp")
 class Item:
     """One image to restore: where it is, its mask file (if any), and its output name.
 
-    ``page``: for a multi-page TIFF, the page this item restores (read alone, with
-    ``tifffile``, on the worker: a 200-frame stack is never loaded to restore one frame).
+    ``page``: for a multi-page TIFF or a Zarr array, the plane this item restores (read
+    alone, on the worker: a 200-frame stack is never loaded to restore one frame).
     """
 
     name: str
     image: Path
     mask: Path | None = None
     page: int | None = None
+
+
+def is_zarr(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file()
+                              or (path / ".zarray").is_file() or (path / ".zgroup").is_file())
+
+
+def _zarr_array(path: Path):
+    """The array of a Zarr store: the store itself, or an OME-Zarr group's full-resolution level."""
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return node
+    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        raise DIPError(f"{path} is a Zarr group without OME-Zarr multiscales; give the array itself "
+                       f"(one of {sorted(node.array_keys())}).")
+    return node[multiscales[0]["datasets"][0]["path"]]
+
+
+def _zarr_planes(path: Path) -> int:
+    a = _zarr_array(path)
+    if a.ndim < 3:
+        return 1
+    rgb = a.shape[-1] in (3, 4) and a.ndim >= 3 and a.shape[-3] > 4
+    lead = a.shape[:-3] if rgb else a.shape[:-2]
+    return int(np.prod(lead)) if lead else 1
 
 
 def _pages(path: Path) -> int:
@@ -53,9 +82,13 @@ def _pages(path: Path) -> int:
 
 
 def read_item(item: Item):
-    """The item's image: a whole file, or one page of a TIFF stack."""
+    """The item's image: a whole file, one page of a TIFF stack, or one plane of a Zarr array."""
     from .io import read_image
 
+    if is_zarr(item.image):
+        a = _zarr_array(item.image)
+        lead = a.shape[:-3] if (a.shape[-1] in (3, 4) and a.shape[-3] > 4) else a.shape[:-2]
+        return np.asarray(a[np.unravel_index(item.page or 0, lead)] if lead else a[...])
     if item.page is None:
         return read_image(item.image)
     import tifffile
@@ -88,8 +121,11 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
     paths: list[Path] = []
     for source in [sources] if isinstance(sources, (str, Path)) else list(sources):
         source = str(source)
-        if Path(source).is_dir():
-            paths += sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if is_zarr(Path(source)):
+            paths.append(Path(source))
+        elif Path(source).is_dir():
+            paths += sorted(p for p in Path(source).iterdir()
+                            if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(p))
         elif any(ch in source for ch in "*?["):
             paths += sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
         elif Path(source).is_file():
@@ -100,7 +136,8 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
         masks = {(p.parent / mask_pattern.format(stem=q.stem)).resolve() for p in paths for q in [p]}
         paths = [p for p in paths if p.resolve() not in masks]
     if not paths:
-        raise DIPError(f"no image found in {sources!r} (looked for {', '.join(IMAGE_SUFFIXES)}).")
+        raise DIPError(f"no image found in {sources!r} (looked for {', '.join(IMAGE_SUFFIXES)} files and "
+                       "Zarr stores).")
     items, unpaired, names = [], [], {}
     for p in dict.fromkeys(paths):
         m = Path(mask) if mask is not None else (p.parent / mask_pattern.format(stem=p.stem)
@@ -110,8 +147,8 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
             continue
         name = p.stem if p.stem not in names else f"{p.stem}_{len(names)}"
         names[name] = p
-        pages = _pages(p)
-        if pages == 1:
+        pages = _zarr_planes(p) if is_zarr(p) else _pages(p)
+        if pages == 1 and not is_zarr(p):
             items.append(Item(name, p, m))
         else:  # a stack: one item a page, written back as one stack (write_stacks)
             items += [Item(f"{name}_p{k:05d}", p, m, k) for k in range(pages)]
@@ -123,9 +160,12 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
 
 def _fingerprint(item: Item, settings: dict) -> str:
     h = hashlib.sha256()
-    for path in (item.image, item.mask):
-        if path is not None:
-            h.update(Path(path).read_bytes())
+    if is_zarr(item.image):  # one plane's values, not the whole store
+        h.update(np.ascontiguousarray(read_item(item)).tobytes())
+    else:
+        h.update(Path(item.image).read_bytes())
+    if item.mask is not None:
+        h.update(Path(item.mask).read_bytes())
     h.update(str(item.page).encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
@@ -133,6 +173,8 @@ def _fingerprint(item: Item, settings: dict) -> str:
 
 def _outputs(item: Item, output_dir: Path) -> dict:
     suffix = item.image.suffix.lower() if item.image.suffix.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
+    if is_zarr(item.image):
+        suffix = ".tif"  # a plane; the stack goes back as Zarr (write_stacks)
     return {"restored": output_dir / f"{item.name}_restored{suffix}",
             "history": output_dir / f"{item.name}_history.json"}
 
@@ -271,6 +313,9 @@ def write_stacks(items, output_dir: Path) -> list[str]:
         outputs = [_outputs(item, output_dir)["restored"] for item in sorted(pages, key=lambda i: i.page)]
         if not all(p.is_file() for p in outputs):
             continue  # some page failed: its own output is missing, and the stack is not written
+        if is_zarr(path):
+            written.append(_write_zarr(path, outputs, output_dir))
+            continue
         with tifffile.TiffFile(path) as tif:
             first = tif.pages[0]
             resolution = (first.tags["XResolution"].value, first.tags["YResolution"].value) \
@@ -289,6 +334,29 @@ def write_stacks(items, output_dir: Path) -> list[str]:
                 tifffile.imwrite(tmp, stack, **kwargs)
         written.append(str(target))
     return written
+
+
+def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:
+    """The restored planes as ``<stem>_restored.zarr``: the input array's shape, dtype and chunks,
+    written plane by plane (into a temporary store renamed at the end)."""
+    import shutil
+
+    import tifffile
+    import zarr
+
+    source = _zarr_array(path)
+    target = output_dir / f"{path.stem}_restored.zarr"
+    tmp = output_dir / f".{path.stem}_restored.zarr.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    out = zarr.create_array(str(tmp), shape=source.shape, chunks=source.chunks, dtype=source.dtype)
+    out.attrs.update(dict(source.attrs))
+    rgb = source.shape[-1] in (3, 4) and source.shape[-3] > 4
+    lead = source.shape[:-3] if rgb else source.shape[:-2]
+    for k, plane in enumerate(planes):
+        out[np.unravel_index(k, lead) if lead else ...] = tifffile.imread(plane)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return str(target)
 
 
 #: restore() arguments that are not configuration settings

@@ -152,3 +152,23 @@ def test_a_tiff_stack_is_one_item_a_page_and_comes_back_as_a_stack(client, tmp_p
         assert abs(x[0] / x[1] - 1 / 0.65) < 1e-3  # the pixel size is kept
     single = src_core.restore(frames[2], task="denoise", threads=1, **TINY).image
     assert np.array_equal(out[2], single)
+
+
+@pytest.mark.parametrize("ome", [False, True])
+def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_path, ome):
+    zarr = pytest.importorskip("zarr")
+    frames = (np.random.default_rng(2).random((3, 32, 32)) * 60000).astype(np.uint16)
+    store = tmp_path / "in" / "movie.zarr"
+    if ome:  # an OME-Zarr group: the full-resolution level "0" is restored
+        group = zarr.open_group(str(store), mode="w")
+        group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}]}]
+        group.create_array("0", shape=frames.shape, chunks=(1, 32, 32), dtype=frames.dtype)[:] = frames
+    else:
+        zarr.create_array(str(store), shape=frames.shape, chunks=(1, 16, 32), dtype=frames.dtype)[:] = frames
+    items = collect(tmp_path / "in")
+    assert [(i.name, i.page) for i in items] == [("movie_p00000", 0), ("movie_p00001", 1), ("movie_p00002", 2)]
+    summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
+    assert len(summary.done) == 3 and summary.stacks == [str(tmp_path / "out" / "movie_restored.zarr")]
+    out = zarr.open(summary.stacks[0], mode="r")
+    assert out.shape == frames.shape and out.dtype == frames.dtype
+    assert np.array_equal(out[1], src_core.restore(frames[1], task="denoise", threads=1, **TINY).image)
