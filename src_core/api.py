@@ -43,7 +43,7 @@ from .errors import DIPError
 from .imaging import Layout, Scaling, check_reference
 from .io import atomic_path, check_writable, json_default
 from .masks import bernoulli_mask
-from .operators import Identity, Operator, split_mask
+from .operators import Identity, Operator, fingerprint_terms, split_mask
 from .tasks import Task, get_task, take_options
 from . import speed
 
@@ -120,8 +120,7 @@ class Problem:
 
     def placeholder(self, index: int) -> np.ndarray:
         """What a slice that was not run is given back as: its input (enlarged if need be)."""
-        f = self.operator.factor
-        return np.repeat(np.repeat(self.images[index], f, axis=-2), f, axis=-1) if f > 1 else self.images[index]
+        return _enlarge(self.images[index], self.operator.factor)
 
     def fitted_mask(self, index: int) -> np.ndarray:
         mask = self.masks[index]
@@ -436,8 +435,7 @@ class _SliceStore:
         self.fingerprint = fingerprint(problem.images, problem.masks, problem.held_out,
                                        problem.references, problem.config.to_json(),
                                        problem.keep_observed, problem.classical, problem.validate,
-                                       *([] if isinstance(problem.operator, Identity) else
-                                         [problem.operator.describe()]))
+                                       *fingerprint_terms(problem.operator))
 
     def checkpoint(self, index: int) -> Checkpoint:
         return Checkpoint(self.folder / f"slice-{index:05d}.ckpt", self.every_s)
@@ -467,6 +465,11 @@ class _SliceStore:
                            "run that slice again.") from None
         history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
         return answer, history
+
+
+def _enlarge(chw: np.ndarray, factor: int) -> np.ndarray:
+    """Each pixel repeated ``factor`` times along Y and X (the input at an SR answer's size)."""
+    return chw if factor == 1 else np.repeat(np.repeat(chw, factor, axis=-2), factor, axis=-1)
 
 
 def _task_for(task, operator) -> Task:
@@ -673,7 +676,7 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
     spec = _task_for(task, operator)
     pass_through = spec.mask in ("required", "random") and op.identity
     sub_task = {"random": "inpaint"}.get(spec.name, spec.name)
-    task_options = {o.name: getattr(op, o.name) if o.name != "psf" else op.psf for o in spec.options}
+    task_options = {o.name: getattr(op, o.name) for o in spec.options}  # Downsample.factor, Blur.psf
     c, h, w = problem.images.shape[1:]
     acc = np.zeros((c, h * f, w * f))
     weight = np.zeros((h * f, w * f))
@@ -684,7 +687,7 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
         observed = problem.masks[0][:, rows, cols]
         out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
         if (pass_through and observed.all()) or stopped:
-            answer = part if f == 1 else np.repeat(np.repeat(part, f, -2), f, -1)
+            answer = _enlarge(part, f)
         else:
             ref = None if problem.references is None else problem.references[0][:, out_rows, out_cols]
             sub = prepare(part, observed, task=None if spec.name == "custom" else sub_task, reference=ref,
@@ -698,8 +701,9 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
             histories.extend(result.histories)
             ran.append(index)
             stopped = result.stopped
-        acc[:, out_rows, out_cols] += np.kron(wt, np.ones((f, f))) * answer
-        weight[out_rows, out_cols] += np.kron(wt, np.ones((f, f)))
+        wt = _enlarge(wt, f)
+        acc[:, out_rows, out_cols] += wt * answer
+        weight[out_rows, out_cols] += wt
     final = (acc / weight).astype(np.float32)[None]
     problem.notes.append(f"tiled: {len(tiles)} tile(s) of {tile} px with {overlap} px overlap, blended with "
                          f"raised-cosine weights; {len(ran)} ran ({'all' if len(ran) == len(tiles) else ran})")

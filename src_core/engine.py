@@ -27,7 +27,8 @@ from .config import RunConfig
 from .devices import free_device_memory, resolve_device
 from .errors import DIPError
 from .imaging import check_reference
-from .operators import Identity, Operator, check_maps, padded_grid, split_mask
+from .operators import Identity, Operator, check_maps, fingerprint_terms, padded_grid, split_mask
+from .operators import psnr_from_mse as _psnr_from_mse
 from .network import SkipNet, build_network
 from . import speed
 
@@ -177,9 +178,6 @@ def psnr_ssim(estimate: np.ndarray, reference: np.ndarray, with_ssim: bool = Tru
         ssim = float(structural_similarity(reference, est, data_range=1.0, channel_axis=0))
     return psnr, ssim
 
-
-def _psnr_from_mse(mse: float) -> float:
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
 
 # ----------------------------------------------------------------------------- the members
@@ -366,9 +364,7 @@ class DIPBatch:
         self.grid = padded_grid(self.images[0].shape[-2:], self.operator.factor, self.operator.margin,
                                 2 ** self.config.network.scales)
         hp, wp = self.grid.output
-        if (self.grid.output[0] // self.operator.factor, self.grid.output[1] // self.operator.factor) \
-                != self.grid.observation or self.output_shape[1:] != tuple(
-                    self.operator.factor * n for n in self.images[0].shape[-2:]):
+        if self.output_shape[1:] != tuple(self.operator.factor * n for n in self.images[0].shape[-2:]):
             raise DIPError(f"{self.operator!r}.output_shape {self.output_shape} is not the observation "
                            f"{self.images[0].shape} enlarged by its factor ({self.operator.factor}); "
                            "a size-changing operator sets factor and keeps the default output_shape.")
@@ -420,7 +416,7 @@ class DIPBatch:
         """What a checkpoint must match to be resumed: the problem, the settings, the seeds."""
         return fingerprint(self.images, self.masks, self.validation, self.references,
                            self.config.to_json(), self.seeds, self.keep_observed,
-                           *([] if isinstance(self.operator, Identity) else [self.operator.describe()]))
+                           *fingerprint_terms(self.operator))
 
     @property
     def fast_path(self) -> dict:

@@ -61,8 +61,7 @@ class Operator:
     @staticmethod
     def fit_psnr(loss: float, observed_fraction: float) -> float:
         """PSNR of the fit on the observed pixels alone, from the data term of one member."""
-        mse = loss / max(observed_fraction, 1e-12)
-        return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+        return psnr_from_mse(loss / max(observed_fraction, 1e-12))
 
     def output_shape(self, observation_shape: tuple) -> tuple:
         """(C, H, W) of the clean image for an observation of (C, h, w)."""
@@ -87,6 +86,17 @@ class Operator:
     def __repr__(self) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in self.describe().items() if k != "operator")
         return f"{type(self).__name__}({extra})"
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error on data in [0, 1] (inf for 0, NaN for NaN)."""
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def fingerprint_terms(operator: Operator) -> list:
+    """What an operator adds to a checkpoint's fingerprint: nothing for the identity, so
+    checkpoints written before operators existed stay valid."""
+    return [] if isinstance(operator, Identity) else [operator.describe()]
 
 
 class Identity(Operator):
