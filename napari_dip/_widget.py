@@ -519,12 +519,11 @@ class DIPWidget(QWidget):
         image = self.image.value
         plane = None
         try:
-            factor = int(self.factor.value) if self.task.value == "sr" else 1
+            options = self.task_options()
             mask = check_layers(image, self.mask.value, self.reference.value, task=self.task.value,
-                                factor=factor)
+                                factor=options.get("factor", 1))
             plane = self._run_plane(image, mask, config)
-            if self.task.value == "deconvolve":
-                src_core.get_task("deconvolve").operator(**self.task_options())  # checks the PSF
+            src_core.get_task(self.task.value).operator(**options)  # checks the factor, the PSF
         except DIPError as exc:
             problems.append(str(exc))
         if config is not None and plane is not None:
@@ -568,7 +567,7 @@ class DIPWidget(QWidget):
             data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
             slices = int(np.prod(data_shape)) if len(data_shape) else 1
         try:  # the network's cost is cached by the engine, so this is quick after the first
-            factor = int(self.factor.value) if self.task.value == "sr" else 1
+            factor = self.task_options().get("factor", 1)
             estimate = src_core.speed.estimate_time(config, channels, (plane[0] * factor, plane[1] * factor),
                                                     slices=slices,
                                                     threads=self._threads())

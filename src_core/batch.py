@@ -133,7 +133,7 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
         else:
             raise DIPError(f"{source!r} is not a file, a folder or a glob pattern that matches anything.")
     if mask_pattern is not None:  # a mask is not an image to restore
-        masks = {(p.parent / mask_pattern.format(stem=q.stem)).resolve() for p in paths for q in [p]}
+        masks = {(p.parent / mask_pattern.format(stem=p.stem)).resolve() for p in paths}
         paths = [p for p in paths if p.resolve() not in masks]
     if not paths:
         raise DIPError(f"no image found in {sources!r} (looked for {', '.join(IMAGE_SUFFIXES)} files and "

@@ -452,19 +452,19 @@ def cmd_task(args) -> int:
     for option in task.options:
         kwargs[option.name] = _option_value(option, getattr(args, option.name))
     suffix = args.image.suffix.lower() if args.image.suffix.lower() in (".png", ".tif", ".tiff", ".npy") else ".png"
+    # every file the command reads (a PSF file too), so no output is ever written over one
+    inputs = (args.image, mask_file, args.reference, args.config) + tuple(
+        Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file())
     if args.tile is not None:
         if args.resume:
             raise DIPError("--resume does not apply to --tile runs yet; run the command again without it.")
         tile = args.tile if args.tile == "auto" else _whole_number(args.tile, "--tile")
         run_tiled_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
                        name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
-                       inputs=(args.image, mask_file, args.reference, args.config), overwrite=args.overwrite,
-                       tile=tile, overlap=args.overlap, **kwargs)
+                       inputs=inputs, overwrite=args.overwrite, tile=tile, overlap=args.overlap, **kwargs)
         return 0
     run_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
-             name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
-             inputs=(args.image, mask_file, args.reference, args.config) + tuple(
-                 Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file()),
+             name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet, inputs=inputs,
              overwrite=args.overwrite, resume=args.resume,
              checkpoint_minutes=args.checkpoint_every, **kwargs)
     return 0
