@@ -679,6 +679,8 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
     task_options = {o.name: getattr(op, o.name) for o in spec.options}  # Downsample.factor, Blur.psf
     c, h, w = problem.images.shape[1:]
     acc = np.zeros((c, h * f, w * f))
+    acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
+    with_classical = True
     weight = np.zeros((h * f, w * f))
     histories, ran, tiles = [], [], plan((h, w), tile, overlap)
     stopped = False
@@ -687,7 +689,7 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
         observed = problem.masks[0][:, rows, cols]
         out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
         if (pass_through and observed.all()) or stopped:
-            answer = _enlarge(part, f)
+            answer = classical_part = _enlarge(part, f)
         else:
             ref = None if problem.references is None else problem.references[0][:, out_rows, out_cols]
             sub = prepare(part, observed, task=None if spec.name == "custom" else sub_task, reference=ref,
@@ -698,16 +700,27 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
             result = restore_problem(sub, part, stop=stop,
                                      callback=None if callback is None else (lambda e, _i, k=index: callback(e, k)))
             answer = np.asarray(result.image, dtype=np.float64)
+            classical_part = result.classical
+            with_classical = with_classical and classical_part is not None
             histories.extend(result.histories)
             ran.append(index)
             stopped = result.stopped
         wt = _enlarge(wt, f)
         acc[:, out_rows, out_cols] += wt * answer
+        if with_classical:
+            acc_classical[:, out_rows, out_cols] += wt * classical_part
         weight[out_rows, out_cols] += wt
     final = (acc / weight).astype(np.float32)[None]
+    classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical and ran else None
     problem.notes.append(f"tiled: {len(tiles)} tile(s) of {tile} px with {overlap} px overlap, blended with "
                          f"raised-cosine weights; {len(ran)} ran ({'all' if len(ran) == len(tiles) else ran})")
     if problem.references is not None:
-        problem.notes.append(f"PSNR of the whole tiled answer: {psnr_ssim(final[0], problem.references[0], with_ssim=False)[0]:.2f} dB")
+        ref = problem.references[0]
+        versus = "" if classical_final is None else (
+            f", the {histories[0].summary.get('classical_method')} answer tiled alike "
+            f"{psnr_ssim(classical_final[0], ref, with_ssim=False)[0]:.2f} dB")
+        problem.notes.append(f"PSNR of the whole tiled answer: {psnr_ssim(final[0], ref, with_ssim=False)[0]:.2f} dB"
+                             + versus)
     return RestoreResult(problem.to_user(final), problem.corrupted(), problem.masks, histories, cfg, problem.task,
-                         problem.notes, None, problem.keep_observed, 0.0, stopped)
+                         problem.notes, None if classical_final is None else problem.to_user(classical_final),
+                         problem.keep_observed, 0.0, stopped)

@@ -482,7 +482,8 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile."""
     from .api import restore_tiled
 
-    planned = output_paths(output_dir, name, suffix, False, reference is not None or task == "random")
+    planned = output_paths(output_dir, name, suffix, kwargs.get("classical") is not None,
+                           reference is not None or task == "random")
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
     bar = ProgressBar(1, f"DIP {task}, tiles", quiet)

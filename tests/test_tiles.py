@@ -71,6 +71,20 @@ def test_inpainting_runs_only_the_damaged_tiles_and_keeps_the_rest(monkeypatch):
     assert len(result.histories) == 1
 
 
+def test_a_tiled_answer_is_compared_with_the_classical_answer_tiled_alike():
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    image = ((0.5 + 0.3 * np.sin(5 * x) * np.cos(3 * y)) * 255).astype(np.uint8)
+    mask = np.ones((96, 96), bool)
+    mask[60:80, 60:80] = False
+    result = src_core.restore_tiled(image, mask, reference=image, tile=48, overlap=12, **TINY)
+    assert result.classical is not None and result.classical.shape == image.shape
+    assert np.array_equal(result.classical[mask], image[mask])  # biharmonic keeps what it saw
+    assert any(n.startswith("PSNR of the whole tiled answer") and "biharmonic answer tiled alike" in n
+               for n in result.notes)
+    bare = src_core.restore_tiled(image, mask, tile=48, overlap=12, classical=None, **TINY)
+    assert bare.classical is None
+
+
 def test_tiled_super_resolution_places_tiles_at_the_larger_scale():
     image = (np.random.default_rng(0).random((48, 40)) * 255).astype(np.uint8)
     result = src_core.restore_tiled(image, task="sr", factor=2, tile=32, overlap=8, **TINY)
