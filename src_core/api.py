@@ -26,24 +26,22 @@ classical=None, keep_observed=False`` is the paper's raw protocol.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .checkpoint import Checkpoint, fingerprint
+from .checkpoint import fingerprint
 from .classical import METHODS, classical_answer
 from .config import RunConfig, preset
 from .devices import resolve_device
 from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
 from .errors import DIPError
 from .imaging import Layout, Scaling, check_reference
-from .io import atomic_path, check_writable, json_default
 from .masks import bernoulli_mask
 from .operators import Identity, Operator, fingerprint_terms, split_mask
+from .parts import PartStore, _ranges, solve_parts
 from .tasks import Task, get_task, take_options
 from . import speed
 
@@ -136,41 +134,37 @@ class Problem:
                       keep_observed=self.keep_observed, stop=stop, threads=self.threads,
                       checkpoint=checkpoint, operator=self.operator)
 
-    def solve(self, stop=None, store=None):
-        """Restore the slices in order: the one slice loop of the API, the CLI and the widget.
+    def part(self, index: int, threads: int | None = None) -> "Problem":
+        """Slice ``index`` alone, as a one-slice problem (views, not copies): run on its own,
+        here or on a cluster, it gives that slice's answer exactly."""
+        cut = slice(index, index + 1)
+        return replace(self, images=self.images[cut], masks=self.masks[cut],
+                       references=None if self.references is None else self.references[cut],
+                       held_out=None if self.held_out is None else self.held_out[cut],
+                       notes=list(self.notes), threads=self.threads if threads is None else threads,
+                       _classical_cache={})
 
-        A generator of ``(kind, index, payload)``: ``("start", i, run)`` when
-        slice i's run is built (``run.close()`` abandons it), ``("event", i,
-        event)`` for each engine event, ``("answer", i, (answer, history))``
-        when its answer is put together, ``("loaded", i, (answer, history))``
-        for a slice a ``store`` (:class:`_SliceStore`) finished earlier, and
-        ``("stopped", i, None)`` when ``stop`` was set before slice i > 0 (no
-        later slice runs).  Errors propagate from the slice they happen in.
+    def fingerprint(self, *extra) -> str:
+        """Of everything that decides the answer (the data, the settings, the operator)."""
+        return fingerprint(self.images, self.masks, self.held_out, self.references, self.config.to_json(),
+                           self.keep_observed, self.classical, self.validate,
+                           *fingerprint_terms(self.operator), *extra)
+
+    def solve(self, stop=None, store=None, client=None):
+        """Restore the slices: the one slice loop of the API, the CLI and the widget.
+
+        Here in order, or on a Dask ``client`` all at once (each slice one task,
+        with one CPU thread on a CPU worker).  Yields what
+        :func:`src_core.parts.solve_parts` yields; slice i's classical answer
+        is cached once it ran.
         """
-        for index in range(self.slices):
-            if index > 0 and stop is not None and stop.is_set():
-                self.notes.append(f"stopped before slice {index}: slices {index}.."
-                                  f"{self.slices - 1} are the input, not restored")
-                yield "stopped", index, None
-                return
-            if store is not None and store.finished(index):
-                yield "loaded", index, store.load(index)
-                continue
-            run = self.run(index, stop=stop, checkpoint=store.checkpoint(index) if store else None)
-            finished = None
-            try:
-                yield "start", index, run
-                for event in run:
-                    yield "event", index, event
-                    if isinstance(event, Finished):
-                        finished = event
-            finally:
-                run.close()
-            answer = self.answer(index, finished)
-            finished.history.notes.extend(self.notes)
-            if store is not None and not finished.stopped:
-                store.save(index, answer, finished.history)
-            yield "answer", index, (answer, finished.history)
+        threads = 1 if client is not None and self.threads is not None else None
+        parts = [(i, self.part(i, threads)) for i in range(self.slices)]
+        for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes):
+            if kind in ("answer", "loaded"):
+                part = parts[index][1]
+                self._classical_cache.update({(index, only): v for (_, only), v in part._classical_cache.items()})
+            yield kind, index, payload
 
     def estimate(self) -> dict:
         """Time the whole run will take here, from the network's cost (before any work)."""
@@ -426,47 +420,6 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     return problem
 
 
-class _SliceStore:
-    """A folder that keeps a stack's finished slices and the running slice's checkpoint."""
-
-    def __init__(self, folder, problem: Problem, every_s: float):
-        self.folder = check_writable(folder)
-        self.every_s = every_s
-        self.fingerprint = fingerprint(problem.images, problem.masks, problem.held_out,
-                                       problem.references, problem.config.to_json(),
-                                       problem.keep_observed, problem.classical, problem.validate,
-                                       *fingerprint_terms(problem.operator))
-
-    def checkpoint(self, index: int) -> Checkpoint:
-        return Checkpoint(self.folder / f"slice-{index:05d}.ckpt", self.every_s)
-
-    def _done(self, index: int) -> Path:
-        return self.folder / f"slice-{index:05d}.done.npz"
-
-    def finished(self, index: int) -> bool:
-        return self._done(index).is_file()
-
-    def save(self, index: int, answer: np.ndarray, history: History) -> None:
-        with atomic_path(self._done(index)) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, answer=answer, fingerprint=self.fingerprint,
-                         history=json.dumps(history.to_dict(), default=json_default))
-        self.checkpoint(index).remove()
-
-    def load(self, index: int) -> tuple[np.ndarray, History]:
-        try:
-            with np.load(self._done(index), allow_pickle=False) as data:
-                if str(data["fingerprint"]) != self.fingerprint:
-                    raise DIPError(f"{self._done(index)} belongs to another image, mask or configuration; "
-                                   "use another checkpoint folder, or delete this one.")
-                answer, history = data["answer"], History(**json.loads(str(data["history"])))
-        except (OSError, ValueError, KeyError) as exc:
-            raise DIPError(f"cannot read the finished slice {self._done(index)} ({exc}); delete it to "
-                           "run that slice again.") from None
-        history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
-        return answer, history
-
-
 def _enlarge(chw: np.ndarray, factor: int) -> np.ndarray:
     """Each pixel repeated ``factor`` times along Y and X (the input at an SR answer's size)."""
     return chw if factor == 1 else np.repeat(np.repeat(chw, factor, axis=-2), factor, axis=-1)
@@ -558,7 +511,7 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
             config: RunConfig | None = None, keep_observed: bool | None = None,
             validate: float | None = None, classical: str | None = "auto", callback=None,
             stop=None, threads=None, checkpoint_dir=None, checkpoint_every_s: float = 300.0,
-            operator: Operator | None = None, **overrides) -> RestoreResult:
+            operator: Operator | None = None, client=None, **overrides) -> RestoreResult:
     """Restore an image with Deep Image Prior; returns the result and its history.
 
     ``image``: (Y, X), (Y, X, C) or a stack (Z/T, Y, X[, C]); uint8, uint16 or
@@ -577,7 +530,9 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
     the finished slices and resumes the interrupted one where it was (a
     checkpoint made for other data or settings is refused).  When a slice
     after the first fails, the DIPError raised has the finished slices in
-    its ``partial`` result.
+    its ``partial`` result.  ``client`` (a ``distributed.Client``): a stack's
+    slices run there at once, one task each (``callback`` then sees no events;
+    ``checkpoint_dir`` must be a folder the workers can reach).
 
     >>> import numpy as np, src_core
     >>> img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
@@ -590,11 +545,11 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
                       keep_observed=keep_observed, validate=validate, classical=classical,
                       threads=threads, operator=operator, **overrides)
     return restore_problem(problem, image, callback=callback, stop=stop, checkpoint_dir=checkpoint_dir,
-                           checkpoint_every_s=checkpoint_every_s)
+                           checkpoint_every_s=checkpoint_every_s, client=client)
 
 
 def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkpoint_dir=None,
-                    checkpoint_every_s: float = 300.0) -> RestoreResult:
+                    checkpoint_every_s: float = 300.0, client=None) -> RestoreResult:
     """Run a prepared problem slice by slice (what :func:`restore` does after :func:`prepare`).
 
     ``image`` is the user's input, which slices that were not run are given
@@ -602,125 +557,184 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
     """
     outputs = np.empty((problem.slices, *problem.operator.output_shape(problem.images.shape[1:])),
                        dtype=np.float32)
-    histories = []
-    store = _SliceStore(checkpoint_dir, problem, checkpoint_every_s) if checkpoint_dir is not None else None
+    histories: dict[int, History] = {}
+    store = (PartStore(checkpoint_dir, problem.fingerprint(), checkpoint_every_s)
+             if checkpoint_dir is not None else None)
 
-    def result(done: int) -> RestoreResult:
-        if done < problem.slices:  # slices not run keep the input
-            if problem.operator.factor == 1:
-                outputs[done:] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[done:]
-            else:
-                outputs[done:] = [problem.placeholder(i) for i in range(done, problem.slices)]
+    def result() -> RestoreResult:
+        missing = [i for i in range(problem.slices) if i not in histories]
+        if missing and problem.operator.factor == 1:  # slices not run keep the input
+            outputs[missing] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[missing]
+        for i in (missing if problem.operator.factor != 1 else []):
+            outputs[i] = problem.placeholder(i)
         classical_images = None
         if problem.classical is not None:
             classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
                                                          for i in range(problem.slices)]))
-        stopped = done < problem.slices or any(h.timings.get("stopped_by_user") and
-                                               h.timings.get("iterations", 0) < problem.config.iterations
-                                               for h in histories)
-        return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, histories,
+        ordered = [histories[i] for i in sorted(histories)]
+        stopped = bool(missing) or any(h.timings.get("stopped_by_user") and
+                                       h.timings.get("iterations", 0) < problem.config.iterations
+                                       for h in ordered)
+        return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, ordered,
                              problem.config, problem.task, problem.notes, classical_images,
                              problem.keep_observed, problem.validate, stopped)
 
     try:
-        for kind, index, payload in problem.solve(stop=stop, store=store):
+        for kind, index, payload in problem.solve(stop=stop, store=store, client=client):
             if kind == "stopped":
-                return result(index)
+                return result()
             if kind == "event" and callback is not None:
                 callback(payload, index)
             elif kind in ("answer", "loaded"):
                 outputs[index] = payload[0]
-                histories.append(payload[1])
+                histories[index] = payload[1]
     except Exception as exc:
-        index = len(histories)  # the slice that failed: every earlier one finished
-        if index == 0:
+        if not histories:
             raise
-        error = DIPError(f"slice {index} of {problem.slices} failed ({type(exc).__name__}: "
-                         f"{str(exc)[:300]}); slices 0..{index - 1} finished and are kept in "
-                         "this error's .partial result")
-        problem.notes.append(f"slice {index} failed: {str(exc)[:300]}")
-        error.partial = result(index)
+        done = sorted(histories)
+        failed = getattr(exc, "part_index", None)
+        which = "a slice" if failed is None else f"slice {failed} of {problem.slices}"
+        error = DIPError(f"{which} failed ({type(exc).__name__}: {str(exc)[:300]}); slices "
+                         f"{_ranges(done)} finished and are kept in this error's .partial result")
+        problem.notes.append(f"{which} failed: {str(exc)[:300]}")
+        error.partial = result()
         raise error from exc
-    return result(problem.slices)
+    return result()
 
 
 def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, task: str | None = None,
                   reference=None, callback=None, stop=None, channel_axis="auto", preset: str | None = None,
                   config: RunConfig | None = None, keep_observed: bool | None = None,
                   validate: float | None = None, classical: str | None = "auto", threads=None,
-                  operator: Operator | None = None, **overrides) -> RestoreResult:
+                  operator: Operator | None = None, client=None, checkpoint_dir=None,
+                  checkpoint_every_s: float = 300.0, **overrides) -> RestoreResult:
     """Restore one large 2D image in overlapping tiles (:mod:`src_core.tiles`), blended back.
 
     Takes :func:`restore`'s arguments, plus ``tile`` (the side in pixels, or
     "auto": the largest that fits in half the device's free memory) and
     ``overlap`` (default: a quarter of the tile, at most the network's
     context).  For inpainting only the tiles with missing pixels run; the
-    others keep the input.  ``callback(event, tile_index)`` sees every event;
-    ``result.histories`` holds one history per tile that ran, and the notes
-    say which tiles those were.
+    others keep the input.  ``callback(event, tile_index)`` sees every event
+    of a tile run here.  ``client``: the tiles run there at once, one task
+    each.  ``checkpoint_dir``: finished tiles are kept there and skipped by a
+    later call with the same folder.  ``result.histories`` holds one history
+    per tile that ran, and the notes say which tiles those were.
     """
-    from .tiles import check_tiling, choose_tile, plan
+    tiled = TiledProblem.prepare(image, mask, tile=tile, overlap=overlap, task=task, reference=reference,
+                                 channel_axis=channel_axis, preset=preset, config=config,
+                                 keep_observed=keep_observed, validate=validate, classical=classical,
+                                 threads=threads, operator=operator, **overrides)
+    store = (PartStore(checkpoint_dir, tiled.fingerprint(), checkpoint_every_s, kind="tile")
+             if checkpoint_dir is not None else None)
+    for kind, index, payload in tiled.solve(stop=stop, store=store, client=client):
+        if kind == "event" and callback is not None:
+            callback(payload, index)
+    return tiled.result()
 
-    problem = prepare(image, mask, task=task, reference=reference, channel_axis=channel_axis, preset=preset,
-                      config=config, keep_observed=keep_observed, validate=0, classical=None,
-                      threads=threads, operator=operator, **overrides)
-    if problem.slices != 1:
-        raise DIPError(f"tiles are for one 2D image; this is a stack of {problem.slices} slices. Restore the "
-                       "stack with restore(), or tile each slice on its own.")
-    cfg, op, f = problem.config, problem.operator, problem.operator.factor
-    net = cfg.network
-    if tile == "auto":
-        tile = choose_tile(cfg, problem.layout.channels, resolve_device(cfg.device), factor=f)
-    overlap = min(tile // 4, net.context()) if overlap is None else overlap
-    check_tiling(tile, overlap, -(-net.min_size() // f))
-    spec = _task_for(task, operator)
-    pass_through = spec.mask in ("required", "random") and op.identity
-    sub_task = {"random": "inpaint"}.get(spec.name, spec.name)
-    task_options = {o.name: getattr(op, o.name) for o in spec.options}  # Downsample.factor, Blur.psf
-    c, h, w = problem.images.shape[1:]
-    acc = np.zeros((c, h * f, w * f))
-    acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
-    with_classical = True
-    weight = np.zeros((h * f, w * f))
-    histories, ran, tiles = [], [], plan((h, w), tile, overlap)
-    stopped = False
-    for index, (rows, cols, wt) in enumerate(tiles):
-        part = problem.images[0][:, rows, cols]
-        observed = problem.masks[0][:, rows, cols]
-        out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
-        if (pass_through and observed.all()) or stopped:
-            answer = classical_part = _enlarge(part, f)
-        else:
-            ref = None if problem.references is None else problem.references[0][:, out_rows, out_cols]
-            sub = prepare(part, observed, task=None if spec.name == "custom" else sub_task, reference=ref,
-                          channel_axis=0, config=cfg, keep_observed=problem.keep_observed, validate=validate,
-                          classical=classical, threads=threads,
-                          operator=op if spec.name == "custom" else None,
-                          **({} if spec.name == "custom" else task_options))
-            result = restore_problem(sub, part, stop=stop,
-                                     callback=None if callback is None else (lambda e, _i, k=index: callback(e, k)))
-            answer = np.asarray(result.image, dtype=np.float64)
-            classical_part = result.classical
-            with_classical = with_classical and classical_part is not None
-            histories.extend(result.histories)
-            ran.append(index)
-            stopped = result.stopped
-        wt = _enlarge(wt, f)
-        acc[:, out_rows, out_cols] += wt * answer
-        if with_classical:
-            acc_classical[:, out_rows, out_cols] += wt * classical_part
-        weight[out_rows, out_cols] += wt
-    final = (acc / weight).astype(np.float32)[None]
-    classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical and ran else None
-    problem.notes.append(f"tiled: {len(tiles)} tile(s) of {tile} px with {overlap} px overlap, blended with "
-                         f"raised-cosine weights; {len(ran)} ran ({'all' if len(ran) == len(tiles) else ran})")
-    if problem.references is not None:
-        ref = problem.references[0]
-        versus = "" if classical_final is None else (
-            f", the {histories[0].summary.get('classical_method')} answer tiled alike "
-            f"{psnr_ssim(classical_final[0], ref, with_ssim=False)[0]:.2f} dB")
-        problem.notes.append(f"PSNR of the whole tiled answer: {psnr_ssim(final[0], ref, with_ssim=False)[0]:.2f} dB"
-                             + versus)
-    return RestoreResult(problem.to_user(final), problem.corrupted(), problem.masks, histories, cfg, problem.task,
-                         problem.notes, None if classical_final is None else problem.to_user(classical_final),
-                         problem.keep_observed, 0.0, stopped)
+
+@dataclass
+class TiledProblem:
+    """A large 2D image as overlapping tiles: one-slice problems (``parts``) for the tiles
+    that run, and the blend of their answers with the input of the others."""
+
+    whole: Problem                    # the whole image (checked and converted, never run)
+    tile: int
+    overlap: int
+    tiles: list                       # (rows, columns, blending weight) of every tile
+    parts: list                       # (tile index, one-slice Problem) of the tiles that run
+    answers: dict = field(default_factory=dict)   # tile index -> (answer, history)
+    stopped: bool = False
+
+    @classmethod
+    def prepare(cls, image, mask=None, *, tile="auto", overlap=None, task=None, validate=None,
+                classical="auto", threads=None, operator=None, **settings) -> "TiledProblem":
+        """Check everything (the whole image and every tile that runs) before any work."""
+        from .tiles import check_tiling, choose_tile, plan
+
+        whole = prepare(image, mask, task=task, validate=0, classical=None, threads=threads,
+                        operator=operator, **settings)
+        if whole.slices != 1:
+            raise DIPError(f"tiles are for one 2D image; this is a stack of {whole.slices} slices. Restore the "
+                           "stack with restore(), or tile each slice on its own.")
+        cfg, op, f = whole.config, whole.operator, whole.operator.factor
+        net = cfg.network
+        if tile == "auto":
+            tile = choose_tile(cfg, whole.layout.channels, resolve_device(cfg.device), factor=f)
+        overlap = min(tile // 4, net.context()) if overlap is None else overlap
+        check_tiling(tile, overlap, -(-net.min_size() // f))
+        spec = _task_for(task, operator)
+        pass_through = spec.mask in ("required", "random") and op.identity
+        sub_task = None if spec.name == "custom" else {"random": "inpaint"}.get(spec.name, spec.name)
+        options = {} if spec.name == "custom" else {o.name: getattr(op, o.name) for o in spec.options}
+        tiles = plan(whole.images.shape[2:], tile, overlap)
+        parts = []
+        for index, (rows, cols, _) in enumerate(tiles):
+            observed = whole.masks[0][:, rows, cols]
+            if pass_through and observed.all():
+                continue
+            out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
+            ref = None if whole.references is None else whole.references[0][:, out_rows, out_cols]
+            parts.append((index, prepare(whole.images[0][:, rows, cols], observed, task=sub_task, reference=ref,
+                                         channel_axis=0, config=cfg, keep_observed=whole.keep_observed,
+                                         validate=validate, classical=classical, threads=threads,
+                                         operator=op if spec.name == "custom" else None, **options)))
+        return cls(whole, tile, overlap, tiles, parts)
+
+    def fingerprint(self) -> str:
+        """Of the whole problem and the tiling (a store of other tiles is refused)."""
+        first = self.parts[0][1] if self.parts else self.whole
+        return self.whole.fingerprint(self.tile, self.overlap, first.validate, first.classical)
+
+    def solve(self, stop=None, store=None, client=None):
+        """The tiles that run, here in turn or on a Dask ``client`` at once (see
+        :func:`src_core.parts.solve_parts`); answers are kept for :meth:`result`."""
+        threads = 1 if client is not None and self.whole.threads is not None else None
+        parts = [(i, replace(part, threads=threads) if threads else part) for i, part in self.parts]
+        for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client,
+                                                notes=self.whole.notes, what="tile"):
+            if kind in ("answer", "loaded"):
+                self.answers[index] = payload  # (a part's classical answer is in its cache, shared)
+            self.stopped = self.stopped or kind == "stopped" or (
+                kind == "answer" and payload[1].timings.get("stopped_by_user")
+                and payload[1].timings.get("iterations", 0) < self.whole.config.iterations)
+            yield kind, index, payload
+
+    def result(self) -> RestoreResult:
+        """The blended answer: tiles that ran give theirs, the others (and tiles a stop left
+        out) the input, each weighted by its raised-cosine weight."""
+        whole, f = self.whole, self.whole.operator.factor
+        c, h, w = whole.images.shape[1:]
+        acc = np.zeros((c, h * f, w * f))
+        acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
+        weight = np.zeros((h * f, w * f))
+        parts = dict(self.parts)
+        with_classical = bool(self.answers) and all(parts[i].classical is not None for i in self.answers)
+        for index, (rows, cols, wt) in enumerate(self.tiles):
+            out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
+            if index in self.answers:
+                answer = np.asarray(self.answers[index][0], dtype=np.float64)
+                classical_part = parts[index].classical_answer(0)[0] if with_classical else None
+            else:
+                answer = classical_part = _enlarge(whole.images[0][:, rows, cols], f)
+            wt = _enlarge(wt, f)
+            acc[:, out_rows, out_cols] += wt * answer
+            if with_classical:
+                acc_classical[:, out_rows, out_cols] += wt * classical_part
+            weight[out_rows, out_cols] += wt
+        final = (acc / weight).astype(np.float32)[None]
+        classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical else None
+        ran = sorted(self.answers)
+        histories = [self.answers[i][1] for i in ran]
+        notes = list(whole.notes)
+        notes.append(f"tiled: {len(self.tiles)} tile(s) of {self.tile} px with {self.overlap} px overlap, blended "
+                     f"with raised-cosine weights; {len(ran)} ran ({'all' if len(ran) == len(self.tiles) else ran})")
+        if whole.references is not None:
+            ref = whole.references[0]
+            versus = "" if classical_final is None else (
+                f", the {histories[0].summary.get('classical_method')} answer tiled alike "
+                f"{psnr_ssim(classical_final[0], ref, with_ssim=False)[0]:.2f} dB")
+            notes.append(f"PSNR of the whole tiled answer: {psnr_ssim(final[0], ref, with_ssim=False)[0]:.2f} dB"
+                         + versus)
+        return RestoreResult(whole.to_user(final), whole.corrupted(), whole.masks, histories, whole.config,
+                             whole.task, notes, None if classical_final is None else whole.to_user(classical_final),
+                             whole.keep_observed, 0.0, self.stopped)

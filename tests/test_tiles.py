@@ -34,12 +34,13 @@ def test_blending_leaves_no_seam(monkeypatch):
     raised cosine over the overlap allows, never step at a tile's edge."""
     calls = []
 
-    def constant_per_tile(sub, part, **kwargs):
-        calls.append(part.shape)
-        value = np.float32(0.1 + 0.8 * (len(calls) % 2))  # alternate 0.1 and 0.9 between tiles
-        return api.RestoreResult(np.full_like(part, value), part, sub.masks, [], sub.config, sub.task, [])
+    def constant_per_tile(parts, **kwargs):
+        for index, part in parts:
+            calls.append(part.images.shape)
+            value = np.float32(0.1 + 0.8 * (len(calls) % 2))  # alternate 0.1 and 0.9 between tiles
+            yield "answer", index, (np.full_like(part.images[0], value), src_core.History())
 
-    monkeypatch.setattr(api, "restore_problem", constant_per_tile)
+    monkeypatch.setattr(api, "solve_parts", constant_per_tile)
     image = np.full((200, 180), 0.5, np.float32)
     overlap = 40
     result = src_core.restore_tiled(image, task="denoise", tile=96, overlap=overlap, **TINY)
@@ -56,15 +57,15 @@ def test_inpainting_runs_only_the_damaged_tiles_and_keeps_the_rest(monkeypatch):
     mask = np.ones((128, 128), bool)
     mask[5:15, 5:15] = False
     runs = []
-    real = api.restore_problem
+    real = api.solve_parts
 
-    def counting(sub, part, **kwargs):
-        runs.append(part.shape)
-        return real(sub, part, **kwargs)
+    def counting(parts, **kwargs):
+        runs.extend(part.images.shape for _, part in parts)
+        yield from real(parts, **kwargs)
 
-    monkeypatch.setattr(api, "restore_problem", counting)
+    monkeypatch.setattr(api, "solve_parts", counting)
     result = src_core.restore_tiled(image, mask, tile=64, overlap=16, **TINY)
-    assert runs == [(1, 64, 64)]  # 9 tiles, one holds the hole
+    assert runs == [(1, 1, 64, 64)]  # 9 tiles, one holds the hole
     assert result.image.dtype == np.uint8 and result.image.shape == image.shape
     assert np.array_equal(result.image[mask], image[mask])
     assert any("9 tile(s)" in n and "1 ran ([0])" in n for n in result.notes)

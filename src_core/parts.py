@@ -1,0 +1,212 @@
+"""Independent one-slice problems run in turn here, or all at once on a Dask cluster.
+
+A stack's slices and a large image's tiles are both lists of one-slice
+:class:`~src_core.api.Problem` parts, so one loop serves both: here, with
+every engine event as it comes; or on a ``distributed.Client``, where each
+part is one task and its answer arrives when it finishes (in any order).
+A :class:`PartStore` keeps finished parts on disk so a later call skips them,
+and the running part's checkpoint so it resumes where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .engine import Finished, History
+from .errors import DIPError
+from .io import atomic_path, check_writable, json_default
+
+#: how often the client looks for finished parts and for a stop request (seconds)
+POLL_S = 0.2
+
+
+class PartStore:
+    """A folder that keeps finished parts (``<kind>-00000.done.npz``) and the running one's
+    checkpoint, all marked with the fingerprint of the whole problem they belong to."""
+
+    def __init__(self, folder, fingerprint: str, every_s: float, kind: str = "slice"):
+        self.folder = check_writable(folder)
+        self.fingerprint = fingerprint
+        self.every_s = every_s
+        self.kind = kind
+
+    def checkpoint(self, index: int) -> Checkpoint:
+        return Checkpoint(self.folder / f"{self.kind}-{index:05d}.ckpt", self.every_s)
+
+    def _done(self, index: int) -> Path:
+        return self.folder / f"{self.kind}-{index:05d}.done.npz"
+
+    def finished(self, index: int) -> bool:
+        return self._done(index).is_file()
+
+    def save(self, index: int, answer: np.ndarray, history: History, classical=None) -> None:
+        extra = {} if classical is None else {"classical": classical}
+        with atomic_path(self._done(index)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, answer=answer, fingerprint=self.fingerprint,
+                         history=json.dumps(history.to_dict(), default=json_default), **extra)
+        self.checkpoint(index).remove()
+
+    def load(self, index: int) -> tuple[np.ndarray, History]:
+        answer, history, _ = self.load_all(index)
+        return answer, history
+
+    def load_all(self, index: int) -> tuple[np.ndarray, History, np.ndarray | None]:
+        """The answer, history and (when saved) classical answer of a finished part."""
+        try:
+            with np.load(self._done(index), allow_pickle=False) as data:
+                if str(data["fingerprint"]) != self.fingerprint:
+                    raise DIPError(f"{self._done(index)} belongs to another image, mask or configuration; "
+                                   "use another checkpoint folder, or delete this one.")
+                answer, history = data["answer"], History(**json.loads(str(data["history"])))
+                classical = data["classical"] if "classical" in data.files else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise DIPError(f"cannot read the finished {self.kind} {self._done(index)} ({exc}); delete it "
+                           f"to run that {self.kind} again.") from None
+        history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
+        return answer, history, classical
+
+
+def solve_part(part, stop=None, checkpoint=None):
+    """Run a one-slice problem to its end: ``(answer, history, classical answer or None)``.
+
+    What a Dask worker does for one slice or tile (also usable on its own).
+    """
+    if checkpoint is not None:
+        checkpoint.last = time.monotonic()  # this process's clock, not the client's
+    for kind, _, payload in _solve_here(part, 0, stop, checkpoint):
+        if kind == "answer":
+            answer, history = payload
+            return answer, history, _classical(part)
+    raise DIPError("the part ended without an answer")  # pragma: no cover (the engine always finishes)
+
+
+def _classical(part):
+    return part._classical_cache[(0, False)][0] if (0, False) in part._classical_cache else None
+
+
+def _solve_here(part, index: int, stop, checkpoint):
+    run = part.run(0, stop=stop, checkpoint=checkpoint)
+    finished = None
+    try:
+        yield "start", index, run
+        for event in run:
+            yield "event", index, event
+            if isinstance(event, Finished):
+                finished = event
+    finally:
+        run.close()
+    answer = part.answer(0, finished)
+    finished.history.notes.extend(part.notes)
+    yield "answer", index, (answer, finished.history)
+
+
+def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None, notes=None,
+                what: str = "slice"):
+    """Restore ``parts`` (``(index, one-slice Problem)`` pairs): the one loop of slices and tiles.
+
+    A generator of ``(kind, index, payload)``: ``("start", i, run)`` when a
+    part's run is built here (``run.close()`` abandons it), ``("event", i,
+    event)`` for each engine event here, ``("answer", i, (answer, history))``
+    when a part's answer is put together (here or on the cluster),
+    ``("loaded", i, (answer, history))`` for a part the ``store`` finished
+    earlier, and ``("stopped", i, None)`` once ``stop`` is set (no further
+    part starts; on a cluster the unfinished ones are cancelled).  Here, errors
+    propagate from the part they happen in; on a cluster, from the first part
+    that fails.  A part's classical answer is left in its cache (so
+    ``part.classical_answer(0)`` costs nothing after).
+    """
+    notes = [] if notes is None else notes
+    parts = list(parts)
+    todo = []
+    for index, part in parts:
+        if store is not None and store.finished(index):
+            answer, history, classical = store.load_all(index)
+            if classical is not None:
+                part._classical_cache[(0, False)] = (classical, 0.0)
+            yield "loaded", index, (answer, history)
+        else:
+            todo.append((index, part))
+    if client is not None:
+        yield from _solve_on_cluster(client, todo, stop, store, notes, what)
+        return
+    for position, (index, part) in enumerate(todo):
+        if position > 0 and stop is not None and stop.is_set():
+            left = [i for i, _ in todo[position:]]
+            notes.append(f"stopped before {what} {index}: {_named(what, left)} the input, not restored")
+            yield "stopped", index, None
+            return
+        stopped = False
+        with _naming(index):
+            for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None):
+                if isinstance(payload, Finished):
+                    stopped = payload.stopped
+                if kind == "answer" and store is not None and not stopped:
+                    store.save(index, *payload, _classical(part))
+                yield kind, i, payload
+
+
+def _solve_on_cluster(client, todo, stop, store, notes, what):
+    from distributed import as_completed
+
+    parts = dict(todo)
+    futures = {client.submit(solve_part, part, None, store.checkpoint(index) if store else None,
+                             pure=False, retries=1, key=f"dip-{what}-{index}-{time.time_ns()}"): index
+               for index, part in todo}
+    waiting = as_completed(list(futures))
+    try:
+        while not waiting.is_empty():
+            if stop is not None and stop.is_set():
+                left = sorted(futures[f] for f in futures if not f.done())
+                notes.append(f"stopped: {_named(what, left)} the input, not restored (cancelled on the cluster)")
+                yield "stopped", left[0] if left else -1, None
+                return
+            if not waiting.has_ready():
+                time.sleep(POLL_S)
+                continue
+            for future in waiting.next_batch(block=False):
+                index = futures[future]
+                with _naming(index):
+                    answer, history, classical = future.result()  # a part's error is raised here
+                part = parts[index]
+                if classical is not None:
+                    part._classical_cache[(0, False)] = (classical, history.summary.get("classical_seconds", 0.0))
+                if store is not None:
+                    store.save(index, answer, history, classical)
+                yield "answer", index, (answer, history)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+@contextmanager
+def _naming(index: int):
+    """An error raised inside carries the index of the part it came from (``part_index``)."""
+    try:
+        yield
+    except Exception as exc:
+        exc.part_index = index
+        raise
+
+
+def _named(what: str, indices) -> str:
+    """'slice 2 is', 'slices 2..4 are'."""
+    return f"{what} {indices[0]} is" if len(indices) == 1 else f"{what}s {_ranges(indices)} are"
+
+
+def _ranges(indices) -> str:
+    """1, 2, 3, 7 -> '1..3, 7'."""
+    out, run = [], []
+    for i in indices:
+        if run and i != run[-1] + 1:
+            out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
