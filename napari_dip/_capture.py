@@ -21,7 +21,7 @@ from src_core import DIPError, RunConfig
 MASK_FOR_KEY = "napari_dip_mask_for"              # a Labels layer made for image <name>
 REFERENCE_FOR_KEY = "napari_dip_reference_for"    # the clean version of image <name>
 TASK_FOR_KEY = "napari_dip_task"                  # the task a sample image was made for
-REGIONS = ("whole", "damage")                     # restore the whole image, or around the mask
+REGIONS = ("whole", "damage", "tiles")            # the whole image, around the mask, or in tiles
 
 
 @dataclass
@@ -76,6 +76,9 @@ class Captured:
     mask_sliced: bool = False          # the mask layer has stack axes (cut to the slice)
     mask_channels: bool = False        # the mask layer has the RGB image's channel axis
     task_options: dict = field(default_factory=dict)  # e.g. {"factor": 4}, {"psf": 2.0 or an array}
+    tile: int | str | None = None      # region "tiles": the tile side, or "auto"
+    scheduler: str | None = None       # a Dask scheduler's address: the slices or tiles run there
+    client: object = None              # or a distributed.Client of the caller's
 
     @property
     def channel_axis(self):
@@ -238,12 +241,17 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
             label: int | None = None, config: RunConfig, slice_index: tuple | None = None,
             missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
             keep_observed: bool | None = None, region: str = "whole",
-            task_options: dict | None = None) -> Captured:
+            task_options: dict | None = None, tile="auto", scheduler: str | None = None,
+            client=None) -> Captured:
     """Check the chosen layers and copy what the run needs.
 
     ``slice_index``: restore only this stack position (``None``: every slice).
     ``region``: "damage" restores only a box around the painted pixels (with
-    the context the network needs) and pastes it back (inpainting).
+    the context the network needs) and pastes it back (inpainting); "tiles"
+    restores a large 2D image in overlapping tiles of ``tile`` pixels ("auto":
+    the largest the device takes; inpainting runs only the damaged ones).
+    ``scheduler`` (an address) or ``client``: the slices or tiles run on that
+    Dask cluster.
     Raises :class:`src_core.DIPError` with a message naming the layers; the
     layers themselves are only read.
     """
@@ -261,6 +269,9 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     if slice_index is not None and len(slice_index) != len(stack_shape):
         raise DIPError(f"slice index {slice_index} does not fit the stack axes {stack_shape} "
                        f"of '{source.name}'.")
+    if region == "tiles" and slice_index is None and stack_shape:
+        raise DIPError(f"tiles restore one 2D image; '{source.name}' is a stack {stack_shape}: choose "
+                       "the current slice, or another region for all slices.")
 
     def take(array):
         """The captured part of an array laid out like the image (copied)."""
@@ -294,7 +305,9 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
                         slice_index=None if slice_index is None else tuple(slice_index),
                         mask_name=mask_name, label=label, mask_sliced=mask_sliced,
                         mask_channels=mask_rgb, task_options=task_options,
-                        reference_name=None if reference_layer is None else str(reference_layer.name))
+                        reference_name=None if reference_layer is None else str(reference_layer.name),
+                        tile=tile if region == "tiles" else None, scheduler=(scheduler or "").strip() or None,
+                        client=client)
     if box is not None:
         captured.region = box
         index = captured.plane_index()

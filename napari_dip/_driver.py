@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,14 +25,16 @@ def run_threads(requested: int | None) -> int:
     return requested or src_core.speed.default_threads(reserve=GUI_THREADS)
 
 
-def prepare(captured: Captured) -> src_core.Problem:
-    """The engine's own checks and conversion (raises DIPError with its message)."""
-    return src_core.prepare(
-        captured.image, captured.mask, task=captured.task, reference=captured.reference,
-        missing_fraction=captured.missing_fraction, mask_seed=captured.mask_seed,
-        channel_axis=captured.channel_axis, config=captured.config,
-        keep_observed=captured.keep_observed, threads=run_threads(captured.threads),
-        **captured.task_options)
+def prepare(captured: Captured):
+    """The engine's own checks and conversion (raises DIPError with its message): a
+    :class:`src_core.Problem`, or a :class:`src_core.TiledProblem` when the region is tiles."""
+    settings = dict(task=captured.task, reference=captured.reference, channel_axis=captured.channel_axis,
+                    config=captured.config, keep_observed=captured.keep_observed,
+                    missing_fraction=captured.missing_fraction, mask_seed=captured.mask_seed,
+                    threads=run_threads(captured.threads), **captured.task_options)
+    if captured.tile is not None:
+        return src_core.TiledProblem.prepare(captured.image, captured.mask, tile=captured.tile, **settings)
+    return src_core.prepare(captured.image, captured.mask, **settings)
 
 
 @dataclass
@@ -41,10 +43,12 @@ class Update:
     its network is being set up; 'finishing': its answer is being put together)."""
 
     kind: str
-    position: int      # which of the slices being restored (0-based)
-    count: int         # how many slices this run restores
+    position: int      # which of the slices (or tiles) being restored (0-based)
+    count: int         # how many slices (or tiles) this run restores
     event: object = None
     message: str = ""
+    unit: str = "slice"
+    tile: tuple | None = None  # a finished tile: (rows, columns, (C, h, w) answer) of the whole image
 
 
 @dataclass
@@ -59,17 +63,25 @@ class Outcome:
 
 
 class Driver:
-    """Runs a prepared problem slice by slice as a generator of :class:`Update`.
+    """Runs a prepared problem's slices (or a tiled problem's tiles) as a generator of :class:`Update`.
 
     The generator catches every exception and returns it in the
     :class:`Outcome`: superqt's workers would otherwise swallow a RuntimeError
     (CUDA out of memory is one) as a mere warning.  :meth:`request_stop` may
     be called from any thread; it finishes the current slice after its current
-    iteration (keeping the partial answer) and starts no further slice.
+    iteration (keeping the partial answer) and starts no further slice.  With
+    a ``scheduler`` address or a ``client``, the slices or tiles run on that
+    Dask cluster and each arrives when it finishes.
     """
 
-    def __init__(self, problem: src_core.Problem):
-        self.problem = problem
+    def __init__(self, work, scheduler: str | None = None, client=None):
+        self.work = work                    # a Problem, or a TiledProblem
+        self.tiled = isinstance(work, src_core.TiledProblem)
+        self.problem = work.whole if self.tiled else work  # the whole image, in the layers' terms
+        self.unit = "tile" if self.tiled else "slice"
+        self.count = len(work.parts) if self.tiled else work.slices
+        self.scheduler = scheduler or None
+        self.client = client
         self._stop = threading.Event()  # every slice's run watches it
         self._run = None
 
@@ -99,40 +111,68 @@ class Driver:
         method = self.problem.classical
         return f"finishing: the {method} fill and the blend" if method else "finishing"
 
+    def _update(self, kind, position, event=None, message="", tile=None) -> Update:
+        return Update(kind, position, self.count, event, message, self.unit, tile)
+
     def events(self):
-        problem = self.problem
-        count = problem.slices
-        output = np.stack([problem.placeholder(i) for i in range(count)])  # a copy: unrestored slices
-        histories = []
+        problem, count = self.problem, self.count
+        output = np.stack([problem.placeholder(i) for i in range(problem.slices)])  # a copy: unrestored slices
+        order = {index: k for k, (index, _) in enumerate(self.work.parts)} if self.tiled else None
+        histories = {}  # by position: a cluster's answers arrive in any order
         stopped_at = finished = None
-        solving = problem.solve(stop=self._stop)
+        own = solving = None
         try:
-            for kind, position, payload in ([] if self._stop.is_set() else solving):
+            client = self.client
+            if client is None and self.scheduler is not None:
+                yield self._update("slice", 0, message=f"connecting to the Dask scheduler {self.scheduler}")
+                client = own = src_core.connect(self.scheduler)
+            if client is not None:
+                yield self._update("slice", 0, message=f"{count} {self.unit}(s) sent to the cluster; each "
+                                   "arrives when it finishes")
+            solving = self.work.solve(stop=self._stop, client=client)
+            for kind, index, payload in ([] if self._stop.is_set() else solving):
+                position = order[index] if self.tiled and index in order else index
                 if kind == "start":
                     self._run = payload
-                    yield Update("slice", position, count, message=self._setting_up())
+                    yield self._update("slice", position, message=self._setting_up())
                 elif kind == "event" and isinstance(payload, Finished):
                     finished = payload  # reported once its answer is put together
-                    yield Update("finishing", position, count, message=self._finishing())
+                    yield self._update("finishing", position, message=self._finishing())
                 elif kind == "event":
-                    yield Update(payload.kind, position, count, payload)
+                    if self.tiled and getattr(payload, "output", None) is not None:
+                        payload = replace(payload, output=None)  # a tile's frames are not the image's
+                    yield self._update(payload.kind, position, payload)
                 elif kind == "answer":
                     self._run = None
-                    output[position] = payload[0]
-                    histories.append(payload[1])
+                    answer, history = payload
+                    tile = None
+                    if self.tiled:
+                        tile = (*self.work.span(index), answer)
+                    else:
+                        output[position] = answer
+                    histories[position] = history
+                    if finished is None:  # from the cluster: the answer is all there is
+                        finished = Finished(answer, history, history.timings.get("iterations", 0))
                     if finished.stopped:
                         stopped_at = (position, finished.completed)
-                    yield Update(finished.kind, position, count, finished)
+                    yield self._update(finished.kind, position, finished, tile=tile)
+                    finished = None
+            if self.tiled:
+                output = self.work.blend()[0]
         except Exception as exc:  # reported to the user by the main thread
-            return Outcome(None, histories, error=exc)
+            return Outcome(None, [histories[i] for i in sorted(histories)], error=exc)
         finally:
-            solving.close()  # closes the running slice's run, if any
+            if solving is not None:
+                solving.close()  # closes the running slice's run (or the cluster's tasks), if any
+            if own is not None:
+                own.close()
             self._run = None
+        ordered = [histories[i] for i in sorted(histories)]
         stopped = self._stop.is_set() and (stopped_at is not None or len(histories) < count)
         if stopped and stopped_at is None:
-            last = histories[-1].timings.get("iterations", 0) if histories else 0
+            last = ordered[-1].timings.get("iterations", 0) if ordered else 0
             stopped_at = (len(histories) - 1, last)
-        return Outcome(output, histories, stopped=stopped, stopped_at=stopped_at)
+        return Outcome(output, ordered, stopped=stopped, stopped_at=stopped_at)
 
     def run_here(self, on_update=None) -> Outcome:
         """Drive the whole run in the calling thread (scripting, synchronous tests)."""

@@ -59,6 +59,7 @@ class OutputLayers:
         self.frames: list[tuple] = []          # (slice position, iteration, plane)
         self.preview = self.stack = self.curve_layer = None
         self.position = 0
+        self.unit = "slice"  # or "tile": what the curves are of
         self._preview_at = -math.inf
         if not keep_earlier:
             mine = {self.source.name, captured.mask_name, captured.reference_name}
@@ -111,11 +112,15 @@ class OutputLayers:
     # updates -------------------------------------------------------------------
     def curve_list(self) -> list:
         many = len(self.curves) > 1 or self.problem.slices > 1
-        return [(f"slice {p + 1}" if many else "", c["iterations"], c["psnr"], c["fit"])
+        return [(f"{self.unit} {p + 1}" if many else "", c["iterations"], c["psnr"], c["fit"])
                 for p, c in sorted(self.curves.items())]
 
     def on_update(self, update: Update) -> None:
         self.position = update.position
+        self.unit = update.unit
+        if update.kind == "finished":
+            self._on_arrival(update)
+            return
         if update.kind == "slice":
             self.curves[update.position] = {"iterations": [], "psnr": [], "fit": []}
             return
@@ -129,6 +134,23 @@ class OutputLayers:
                 curve["fit"].append(event.fit_psnr)
             if event.output is not None:
                 self.add_frame(update.position, event.iteration, event.output)
+
+    def _on_arrival(self, update: Update) -> None:
+        """A slice or tile finished (here or on a cluster): its whole curve, and its answer in
+        the preview (a tile in its place in the image)."""
+        history = update.event.history
+        self.curves[update.position] = {"iterations": list(history.iterations), "psnr": list(history.psnr),
+                                        "fit": list(history.fit_psnr)}
+        if self.preview is None:
+            return
+        if update.tile is not None:
+            rows, cols, chw = update.tile
+            data = np.array(self.preview.data)
+            data[rows, cols] = self._user_plane(chw)
+            self.preview.data = data
+        else:
+            self.preview.data = self._user_plane(update.event.output)
+        self._preview_at = time.monotonic()
 
     def add_frame(self, position: int, iteration: int, chw: np.ndarray) -> None:
         plane = self._user_plane(chw)

@@ -42,12 +42,13 @@ class LayerRun:
                  keep_earlier: bool = False, on_update=None, on_done=None):
         self.viewer = viewer
         self.captured = captured
-        self.problem = prepare(captured)
+        self.driver = Driver(prepare(captured), scheduler=captured.scheduler, client=captured.client)
+        self.problem = self.driver.problem  # the whole image (a tiled run's too)
         self.outputs = OutputLayers(viewer, captured, self.problem, live=live,
                                     keep_earlier=keep_earlier)
-        self.driver = Driver(self.problem)
         self.iterations = self.problem.config.iterations
-        self.total = self.problem.slices * self.iterations
+        self.total = self.driver.count * self.iterations  # iterations of every slice or tile that runs
+        self.arrived = 0  # slices or tiles finished
         self.on_update, self.on_done = on_update, on_done
         self.worker = None
         self.activity = None
@@ -92,14 +93,18 @@ class LayerRun:
 
     # ------------------------------------------------------------------ main-thread slots
     def done_iterations(self, update: Update) -> int:
+        """Iterations done so far (a cluster's slices count whole as they arrive)."""
+        if update.kind == "finished" or not isinstance(update.event, Progress):
+            return self.arrived * self.iterations
         return update.position * self.iterations + update.event.iteration
 
     def _on_update(self, update: Update) -> None:
         if self.outputs is None:
             return
+        self.arrived += update.kind == "finished"
         self.outputs.on_update(update)
         if self.activity is not None:
-            if isinstance(update.event, Progress):
+            if isinstance(update.event, Progress) or update.kind == "finished":
                 self.activity.update(self.done_iterations(update) - self.activity.n)
             elif update.message:
                 self.activity.set_description(f"DIP {self.captured.source.name}: {update.message}")

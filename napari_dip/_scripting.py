@@ -23,7 +23,8 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                   label: int | None = None, slices: str = "all", preset: str | None = None,
                   missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
                   region: str = "whole", keep_observed: bool | None = None,
-                  keep_earlier: bool = False, wait: bool = True, **settings):
+                  keep_earlier: bool = False, wait: bool = True, tile="auto", scheduler: str | None = None,
+                  client=None, **settings):
     """Restore ``image`` (a layer or its name) with Deep Image Prior and add the results.
 
     Takes the same options as the dock widget.  ``wait=True`` runs in the
@@ -48,7 +49,10 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     ``snapshot_every=100`` keeps intermediate outputs as a stack layer).
     ``threads``: CPU threads (default: the free cores less one for napari).
     ``region="damage"``: restore only a box around the mask and paste it
-    back.  ``keep_observed`` (default on, except for denoising): the result
+    back; ``region="tiles"``: a large 2D image in overlapping tiles of ``tile``
+    pixels ("auto": the largest the device takes).  ``client`` (a
+    ``distributed.Client``) or ``scheduler`` (its address): the slices or
+    tiles run on that Dask cluster and arrive as they finish.  ``keep_observed`` (default on, except for denoising): the result
     equals the input wherever it was observed.  ``keep_earlier``: keep the
     layers an earlier run of this image added (default: replace them).
 
@@ -83,7 +87,8 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     captured = capture(image, mask, reference, task=task, label=label, config=config,
                        slice_index=slice_index, missing_fraction=missing_fraction,
                        mask_seed=mask_seed, threads=threads, region=region,
-                       keep_observed=keep_observed, task_options=task_options)
+                       keep_observed=keep_observed, task_options=task_options, tile=tile,
+                       scheduler=scheduler, client=client)
     run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
     if not wait:
         run.start(threaded=True)

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (QApplication, QComboBox, QFileDialog, QFrame, QLabel
                             QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 import src_core
-from src_core import DIPError
+from src_core import DIPError, tiles
 
 from ._capture import (MASK_FOR_KEY, REFERENCE_FOR_KEY, TASK_FOR_KEY, capture, check_layers,
                        current_index, damage_region, image_plane, random_mask_labels,
@@ -37,6 +37,9 @@ from ._run import LayerRun
 
 NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
 TASK_CHOICES = [(f"{task}: {words}", task) for task, words in src_core.TASK_HELP.items()]
+
+
+REGION_CHOICES = [("whole image", "whole"), ("around the mask", "damage"), ("tiles (large image)", "tiles")]
 
 
 def help_url() -> str | None:
@@ -142,11 +145,13 @@ class DIPWidget(QWidget):
                                                           ("all slices", "all")],
                                  value="current", tooltip="For stacks (Z or T).")
         self.region = W.ComboBox(
-            label="region", choices=[("whole image", "whole"), ("around the mask", "damage")],
-            value="whole",
-            tooltip="Around the mask: restore only a box around the painted pixels, with the "
-                    "margin of known image the network needs, and paste it back. Much faster "
-                    "when the damage is small.")
+            label="region", choices=REGION_CHOICES, value="whole",
+            tooltip="Around the mask (inpainting): restore only a box around the painted pixels, "
+                    "with the margin of known image the network needs, and paste it back. Tiles: "
+                    "restore an image too large for the device in overlapping tiles, blended "
+                    "without seams; for inpainting only the tiles with painted pixels run.")
+        self.tile = W.SpinBox(label="tile size (px)", value=0, min=0, max=16384, step=32,
+                              tooltip="The side of a tile; 0 = auto: the largest the device takes.")
         self.preset = W.ComboBox(label="preset", choices=src_core.preset_names(),
                                  tooltip="Choosing a preset fills the fields below; it also "
                                  "supplies every setting the widget does not show.")
@@ -188,6 +193,11 @@ class DIPWidget(QWidget):
             label="CPU threads", value=0, min=0, max=src_core.speed.usable_cores(),
             tooltip="Torch threads for a CPU run. 0 = auto: the cores other jobs leave free, less "
                     "one for napari (more threads than free cores is many times slower).")
+        self.scheduler = W.LineEdit(
+            label="Dask scheduler", value="",
+            tooltip="Address of a Dask scheduler (e.g. tcp://10.0.0.5:8786): all slices (or all tiles) "
+                    "are sent there at once and arrive as they finish. Empty: run here. Start one with "
+                    "`dask scheduler` and `dask worker <address>` (docs/scale-out.md).")
         self.preview_every = W.SpinBox(label="preview every", value=50, min=0, max=100_000,
                                        tooltip="Iterations between previews (0 = only the end).")
         self.report_every = W.SpinBox(label="curve every", value=10, min=1, max=100_000,
@@ -222,7 +232,7 @@ class DIPWidget(QWidget):
                                       self.mask, self.label,
                                       self.missing_fraction, self.mask_seed,
                                       self.random_mask_button, self.reference, self.slices,
-                                      self.region],
+                                      self.region, self.tile],
                              labels=True)
         basic = W.Container(widgets=[self.preset, self.preset_info, self.iterations,
                                      self.keep_observed, self.early_stop, self.keep_earlier],
@@ -230,7 +240,7 @@ class DIPWidget(QWidget):
         self.advanced = W.Container(
             widgets=[self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                      self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
-                     self.preview_every, self.report_every, self.defaults_button], labels=True)
+                     self.scheduler, self.preview_every, self.report_every, self.defaults_button], labels=True)
         buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
                               labels=False)
         self.after = W.Container(widgets=[self.save_button, self.copy_button], layout="horizontal",
@@ -323,8 +333,9 @@ class DIPWidget(QWidget):
                   self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
                   self.report_every, self.task, self.early_stop, self.mask, self.reference,
                   self.label, self.region, self.slices, self.threads, self.device, self.factor,
-                  self.psf_sigma, self.psf):
+                  self.psf_sigma, self.psf, self.tile):
             w.changed.connect(self.check)
+        self.region.changed.connect(self._region_changed)
         self._task_changed()
 
     # ------------------------------------------------------------------ layer choices
@@ -430,8 +441,15 @@ class DIPWidget(QWidget):
         self.keep_observed.visible = src_core.get_task(task).keep_observed  # observed pixels are answer pixels
         self.factor.visible = task == "sr"
         self.psf_sigma.visible = self.psf.visible = task == "deconvolve"
-        self.region.visible = task == "inpaint"
+        if task != "inpaint" and self.region.value == "damage":
+            self.region.value = "whole"
+        # "around the mask" needs a painted mask
+        self.region.choices = [c for c in REGION_CHOICES if task == "inpaint" or c[1] != "damage"]
+        self._region_changed()
         self.early_stop.value = task in ("denoise", "deconvolve")  # noisy data: stop before fitting it
+
+    def _region_changed(self, *_) -> None:
+        self.tile.visible = self.region.value == "tiles"
 
     def _show_advanced(self, shown: bool) -> None:
         self.advanced.native.setVisible(shown)
@@ -530,6 +548,8 @@ class DIPWidget(QWidget):
             warning = config.network.size_problem(*plane)
             if warning:
                 problems.append(warning)
+            else:
+                problems += self._memory_problem(config, image, plane)
         estimate = self._estimate(config, image, plane) if not problems else ""
         text = "\n".join([f"\u26a0 {p}" for p in problems] + ([estimate] if estimate else []))
         self.check_label.setText(text)
@@ -540,6 +560,18 @@ class DIPWidget(QWidget):
         self.run_button.tooltip = text or "Start restoring in the background."
         return problems
 
+    def _memory_problem(self, config, image, plane) -> list:
+        """The engine's refusal of a run too large for the device, before Run (not after)."""
+        device = src_core.resolve_device(config.device)
+        factor = self.task_options().get("factor", 1)
+        try:
+            src_core.speed.check_memory(config.network, 3 if getattr(image, "rgb", False) else 1,
+                                        (plane[0] * factor, plane[1] * factor),
+                                        src_core.speed.resolve_precision(config.precision, device), device)
+        except DIPError as exc:
+            return [str(exc)]
+        return []
+
     def _threads(self) -> int:
         return run_threads(int(self.threads.value))
 
@@ -548,10 +580,27 @@ class DIPWidget(QWidget):
             return current_index(self.viewer, image)
         return None
 
+    def _tiling(self, image, config) -> tuple[int, int, int]:
+        """(tile side, tiles that run, tiles) of a tiled run as set."""
+        factor = self.task_options().get("factor", 1)
+        channels = 3 if getattr(image, "rgb", False) else 1
+        tile = int(self.tile.value) or tiles.choose_tile(
+            config, channels, src_core.resolve_device(config.device), factor=factor)
+        spans = tiles.plan(image_plane(image), tile, tiles.default_overlap(tile, config.network))
+        observed = None
+        if self.task.value == "inpaint" and self.mask.value is not None:
+            observed, _, per_channel = read_mask(self.mask.value, image, self._slice_index(image),
+                                                 int(self.label.value) or None)
+            observed = observed.all(axis=-1) if per_channel else observed
+        return tile, len(tiles.tiles_to_run(spans, observed)), len(spans)
+
     def _run_plane(self, image, mask_layer, config, region=None) -> tuple:
-        """The (H, W) the network will see: the image's, or the box around the mask."""
+        """The (H, W) the network will see: the image's, a tile, or the box around the mask."""
         plane = image_plane(image)
         region = region or self.region.value
+        if region == "tiles" and config is not None:
+            tile = self._tiling(image, config)[0]
+            return min(plane[0], tile), min(plane[1], tile)
         if region != "damage" or self.task.value != "inpaint" or mask_layer is None or config is None:
             return plane
         observed, _, per_channel = read_mask(mask_layer, image, self._slice_index(image),
@@ -566,6 +615,10 @@ class DIPWidget(QWidget):
         if image is not None and self._slice_index(image) is None:
             data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
             slices = int(np.prod(data_shape)) if len(data_shape) else 1
+        tiled = ""
+        if self.region.value == "tiles":
+            _, slices, total = self._tiling(image, config)
+            tiled = f" for {slices} of {total} tiles"
         try:  # the network's cost is cached by the engine, so this is quick after the first
             factor = self.task_options().get("factor", 1)
             estimate = src_core.speed.estimate_time(config, channels, (plane[0] * factor, plane[1] * factor),
@@ -573,7 +626,7 @@ class DIPWidget(QWidget):
                                                     threads=self._threads())
         except DIPError:
             return ""
-        where = "" if plane == image_plane(image) else f" for the {plane[0]}x{plane[1]} box"
+        where = tiled or ("" if plane == image_plane(image) else f" for the {plane[0]}x{plane[1]} box")
         text = f"Estimate{where}: {src_core.speed.describe_estimate(estimate)}"
         if estimate["total_s"] > src_core.speed.LONG_RUN_S and not estimate["device"].startswith("cuda"):
             text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
@@ -608,7 +661,8 @@ class DIPWidget(QWidget):
             slice_index=self._slice_index(image), missing_fraction=float(self.missing_fraction.value),
             mask_seed=int(self.mask_seed.value), threads=self._threads(),
             keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,
-            region=self.region.value if task == "inpaint" else "whole", task_options=self.task_options())
+            region=self.region.value, task_options=self.task_options(), tile=int(self.tile.value) or "auto",
+            scheduler=self.scheduler.value)
 
     def task_options(self) -> dict:
         """The chosen task's own settings (src_core.tasks), from their fields."""
@@ -644,6 +698,10 @@ class DIPWidget(QWidget):
         problem = run.problem
         where = (f"slice {captured.slice_index}" if captured.slice_index is not None
                  else f"{problem.slices} slice(s)")
+        if run.driver.tiled:
+            where += f", {run.driver.count} of {len(run.driver.work.tiles)} tiles of {run.driver.work.tile} px"
+        if captured.scheduler:
+            where += f", on the Dask cluster at {captured.scheduler}"
         if captured.region is not None:
             rows, cols = captured.region
             where += f", the {rows.stop - rows.start}x{cols.stop - cols.start} box around the mask"
@@ -693,7 +751,7 @@ class DIPWidget(QWidget):
                                     f"{describe_time(left)} left")
             parts = []
             if update.count > 1:
-                parts.append(f"slice {update.position + 1}/{update.count}")
+                parts.append(f"{update.unit} {update.position + 1}/{update.count}")
             parts.append(f"iteration {event.iteration}/{event.total}")
             parts.append(f"fit {event.fit_psnr:.2f} dB")
             if event.psnr is not None:
@@ -701,8 +759,12 @@ class DIPWidget(QWidget):
             if not run.stop_requested:
                 self.status.setText("  \u00b7  ".join(parts))
             self._draw_plot()
+        elif update.kind == "finished":
+            self.progress.setValue(int(1000 * run.done_iterations(update) / max(run.total, 1)))
+            self.progress.setFormat(f"%p%  \u00b7  {run.arrived}/{update.count} {update.unit}s done")
+            self._draw_plot()
         elif update.message and not run.stop_requested:
-            where = f"slice {update.position + 1}/{update.count}: " if update.count > 1 else ""
+            where = f"{update.unit} {update.position + 1}/{update.count}: " if update.count > 1 else ""
             self.status.setText(where + update.message + "...")
             if update.kind == "slice" and update.position == 0:
                 self.progress.setFormat("setting up...")

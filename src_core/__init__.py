@@ -9,7 +9,7 @@ The engine behind napari-dip; it knows nothing of Qt.
 True
 """
 
-from .api import Problem, RestoreResult, iterate, make_config, prepare, restore, restore_tiled
+from .api import Problem, RestoreResult, TiledProblem, iterate, make_config, prepare, restore, restore_tiled
 from .config import PRESETS, RunConfig, preset, preset_names
 from .devices import available_devices, resolve_device
 from .engine import BatchFinished, DIPBatch, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
@@ -21,6 +21,17 @@ from .operators import Blur, Compose, Downsample, Identity, Mask, Operator, gaus
 from .tasks import TASK_HELP, TASKS, get_task
 from . import speed
 
+
+
+def __getattr__(name):
+    """Dask's batch tools on first use (importing distributed takes a second)."""
+    if name in ("connect", "restore_many"):
+        from . import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module 'src_core' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -30,5 +41,5 @@ __all__ = [
     "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
     "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",
     "preset", "preset_names", "psnr_ssim", "read_image", "resolve_device", "restore",
-    "restore_tiled", "text_mask", "write_image",
+    "restore_tiled", "text_mask", "write_image", "TiledProblem", "connect", "restore_many",
 ]

@@ -649,7 +649,7 @@ class TiledProblem:
     def prepare(cls, image, mask=None, *, tile="auto", overlap=None, task=None, validate=None,
                 classical="auto", threads=None, operator=None, **settings) -> "TiledProblem":
         """Check everything (the whole image and every tile that runs) before any work."""
-        from .tiles import check_tiling, choose_tile, plan
+        from .tiles import check_tiling, choose_tile, default_overlap, plan, tiles_to_run
 
         whole = prepare(image, mask, task=task, validate=0, classical=None, threads=threads,
                         operator=operator, **settings)
@@ -660,7 +660,7 @@ class TiledProblem:
         net = cfg.network
         if tile == "auto":
             tile = choose_tile(cfg, whole.layout.channels, resolve_device(cfg.device), factor=f)
-        overlap = min(tile // 4, net.context()) if overlap is None else overlap
+        overlap = default_overlap(tile, net) if overlap is None else overlap
         check_tiling(tile, overlap, -(-net.min_size() // f))
         spec = _task_for(task, operator)
         pass_through = spec.mask in ("required", "random") and op.identity
@@ -668,15 +668,14 @@ class TiledProblem:
         options = {} if spec.name == "custom" else {o.name: getattr(op, o.name) for o in spec.options}
         tiles = plan(whole.images.shape[2:], tile, overlap)
         parts = []
-        for index, (rows, cols, _) in enumerate(tiles):
-            observed = whole.masks[0][:, rows, cols]
-            if pass_through and observed.all():
-                continue
+        for index in tiles_to_run(tiles, whole.masks[0] if pass_through else None):
+            rows, cols, _ = tiles[index]
             out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
             ref = None if whole.references is None else whole.references[0][:, out_rows, out_cols]
-            parts.append((index, prepare(whole.images[0][:, rows, cols], observed, task=sub_task, reference=ref,
-                                         channel_axis=0, config=cfg, keep_observed=whole.keep_observed,
-                                         validate=validate, classical=classical, threads=threads,
+            parts.append((index, prepare(whole.images[0][:, rows, cols], whole.masks[0][:, rows, cols],
+                                         task=sub_task, reference=ref, channel_axis=0, config=cfg,
+                                         keep_observed=whole.keep_observed, validate=validate,
+                                         classical=classical, threads=threads,
                                          operator=op if spec.name == "custom" else None, **options)))
         return cls(whole, tile, overlap, tiles, parts)
 
@@ -699,9 +698,16 @@ class TiledProblem:
                 and payload[1].timings.get("iterations", 0) < self.whole.config.iterations)
             yield kind, index, payload
 
-    def result(self) -> RestoreResult:
-        """The blended answer: tiles that ran give theirs, the others (and tiles a stop left
-        out) the input, each weighted by its raised-cosine weight."""
+    def span(self, index: int) -> tuple[slice, slice]:
+        """Where tile ``index`` lies in the answer (rows, columns; super-resolution's are larger)."""
+        rows, cols, _ = self.tiles[index]
+        f = self.whole.operator.factor
+        return slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
+
+    def blend(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The blended answer and classical answer, (1, C, H, W) in [0, 1]: tiles that ran give
+        theirs, the others (and tiles a stop left out) the input, each weighted by its
+        raised-cosine weight.  Adds the tiling and, with a reference, the PSNRs to the notes."""
         whole, f = self.whole, self.whole.operator.factor
         c, h, w = whole.images.shape[1:]
         acc = np.zeros((c, h * f, w * f))
@@ -710,7 +716,7 @@ class TiledProblem:
         parts = dict(self.parts)
         with_classical = bool(self.answers) and all(parts[i].classical is not None for i in self.answers)
         for index, (rows, cols, wt) in enumerate(self.tiles):
-            out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
+            out_rows, out_cols = self.span(index)
             if index in self.answers:
                 answer = np.asarray(self.answers[index][0], dtype=np.float64)
                 classical_part = parts[index].classical_answer(0)[0] if with_classical else None
@@ -724,17 +730,24 @@ class TiledProblem:
         final = (acc / weight).astype(np.float32)[None]
         classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical else None
         ran = sorted(self.answers)
-        histories = [self.answers[i][1] for i in ran]
-        notes = list(whole.notes)
-        notes.append(f"tiled: {len(self.tiles)} tile(s) of {self.tile} px with {self.overlap} px overlap, blended "
-                     f"with raised-cosine weights; {len(ran)} ran ({'all' if len(ran) == len(self.tiles) else ran})")
+        whole.notes.append(f"tiled: {len(self.tiles)} tile(s) of {self.tile} px with {self.overlap} px overlap, "
+                           f"blended with raised-cosine weights; {len(ran)} ran "
+                           f"({'all' if len(ran) == len(self.tiles) else ran})")
         if whole.references is not None:
             ref = whole.references[0]
             versus = "" if classical_final is None else (
-                f", the {histories[0].summary.get('classical_method')} answer tiled alike "
+                f", the {self.answers[ran[0]][1].summary.get('classical_method')} answer tiled alike "
                 f"{psnr_ssim(classical_final[0], ref, with_ssim=False)[0]:.2f} dB")
-            notes.append(f"PSNR of the whole tiled answer: {psnr_ssim(final[0], ref, with_ssim=False)[0]:.2f} dB"
-                         + versus)
+            whole.notes.append(f"PSNR of the whole tiled answer: "
+                               f"{psnr_ssim(final[0], ref, with_ssim=False)[0]:.2f} dB" + versus)
+        return final, classical_final
+
+    def result(self) -> RestoreResult:
+        """The blended answer in the user's form (see :meth:`blend`)."""
+        whole = self.whole
+        final, classical_final = self.blend()
+        histories = [self.answers[i][1] for i in sorted(self.answers)]
         return RestoreResult(whole.to_user(final), whole.corrupted(), whole.masks, histories, whole.config,
-                             whole.task, notes, None if classical_final is None else whole.to_user(classical_final),
+                             whole.task, list(whole.notes),
+                             None if classical_final is None else whole.to_user(classical_final),
                              whole.keep_observed, 0.0, self.stopped)

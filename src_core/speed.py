@@ -284,8 +284,9 @@ def check_memory(network_config, channels, size, amp_dtype, device, members=1, e
         precision = str(amp_dtype or torch.float32).replace("torch.", "")
         raise DIPError(
             f"a {h}x{w} run in {precision} needs about {need / 2**30:.1f} GiB but {device} has "
-            f"{free / 2**30:.1f} GiB free; use a smaller image or crop, fewer channels or "
-            f"scales, {bf16}or a device with more memory."
+            f"{free / 2**30:.1f} GiB free; restore it in tiles (src_core.restore_tiled, `--tile auto`, "
+            f"or the region 'tiles' in napari), or use a smaller crop, fewer channels or scales, "
+            f"{bf16}or a device with more memory."
         )
     return need
 

@@ -61,6 +61,19 @@ def plan(shape_hw: tuple, tile: int, overlap: int) -> list[tuple[slice, slice, n
     return out
 
 
+def default_overlap(tile: int, network_config) -> int:
+    """A quarter of the tile, at most the network's context (beyond it, overlap buys nothing)."""
+    return min(tile // 4, network_config.context())
+
+
+def tiles_to_run(tiles, observed: np.ndarray | None) -> list[int]:
+    """The tiles that run: all of them, or, given the observed pixels of a mask-only task
+    ((H, W) or (C, H, W), True = observed), those with a missing pixel."""
+    if observed is None:
+        return list(range(len(tiles)))
+    return [i for i, (rows, cols, _) in enumerate(tiles) if not observed[..., rows, cols].all()]
+
+
 def choose_tile(config, channels: int, device: torch.device, factor: int = 1, share: float = 0.5) -> int:
     """The largest tile side (a multiple of the network's 2**scales) whose run fits in
     ``share`` of the device's free memory, by the same model that refuses a too-large run."""

@@ -325,9 +325,13 @@ def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
     widget.task.value = "inpaint"
     assert not widget.mask.native.isHidden() and widget.mask_seed.native.isHidden()
     assert not widget.region.native.isHidden()
+    widget.region.value = "damage"
     widget.task.value = "denoise"
     assert widget.mask.native.isHidden() and widget.missing_fraction.native.isHidden()
-    assert widget.region.native.isHidden()
+    assert widget.region.value == "whole" and "damage" not in widget.region.choices  # no mask to box
+    assert widget.tile.native.isHidden()
+    widget.region.value = "tiles"
+    assert not widget.tile.native.isHidden()
 
 
 def test_keep_observed_is_a_control_and_the_task_follows_the_preset(viewer, errors):
@@ -800,3 +804,47 @@ def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):
     widget.run()
     assert errors == [] and viewer.layers["blurred DIP"].data.shape == (40, 48)
     assert tuple(viewer.layers["blurred DIP"].scale) == tuple(image.scale)
+
+
+def test_a_large_image_in_tiles_runs_only_the_damaged_tiles(viewer, errors, monkeypatch):
+    image = viewer.add_image((smooth((96, 96)) * 255).astype(np.uint8), name="big")
+    labels = np.zeros((96, 96), np.uint8)
+    labels[70:80, 70:80] = 1                   # damage in one corner tile only
+    viewer.add_labels(labels, name="hole")
+    widget = make_widget(viewer, iterations=10)
+    widget.mask.value = viewer.layers["hole"]
+    # whole, the run is refused before Run when the device is too small, and tiles are offered
+    monkeypatch.setattr("src_core.speed.available_memory", lambda device: 2**20)
+    widget.check()
+    assert not widget.run_button.enabled and "tiles" in widget.check_label.text()
+    monkeypatch.undo()
+    widget.region.value = "tiles"
+    widget.tile.value = 64
+    assert "Estimate for 1 of 4 tiles" in widget.check_label.text()
+    widget.run()
+    result = viewer.layers["big DIP"]
+    assert errors == [] and result.data.shape == (96, 96) and result.data.dtype == np.uint8
+    assert len(result.metadata["histories"]) == 1
+    assert any("4 tile(s) of 64 px" in n and "1 ran ([3])" in n for n in result.metadata["notes"])
+    painted = labels.astype(bool)
+    np.testing.assert_array_equal(result.data[~painted], image.data[~painted])  # observed kept
+    assert not np.array_equal(result.data[painted], image.data[painted])
+
+
+def test_a_stack_on_a_dask_cluster_equals_the_run_here(viewer, errors):
+    distributed = pytest.importorskip("distributed")
+    stack = np.stack([smooth((32, 32), s) for s in range(3)]).astype(np.float32)
+    viewer.add_image(stack, name="zs")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    settings = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2,
+                    iterations=8, report_every=4, device="cpu", threads=1)
+    here = np.array(napari_dip.restore_layer(viewer, "zs", "hole", **settings).data)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as client:
+        there = napari_dip.restore_layer(viewer, "zs", "hole", client=client, **settings)
+    cluster.close()
+    np.testing.assert_array_equal(there.data, here)
+    assert len(there.metadata["histories"]) == 3 and errors == []
+    with pytest.raises(DIPError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        napari_dip.restore_layer(viewer, "zs", "hole", scheduler="tcp://127.0.0.1:1", **settings)
