@@ -112,6 +112,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "that fits in memory); when inpainting, only tiles with missing pixels run")
     p.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: a quarter "
                    "of the tile, at most the network's context)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a Dask scheduler (tcp://host:8786): a stack's slices, or the tiles, run there at "
+                        "once (default: one after another here)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,9 +190,26 @@ def _channel_axis(text):
     return int(text)
 
 
+def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: bool, minutes) -> Path:
+    """``<name>.checkpoints``, where a run keeps what it finished until its outputs are written:
+    required by ``resume``, refused without it (unless ``overwrite`` starts again)."""
+    checkpoints = output_dir / f"{name}.checkpoints"
+    if resume and not checkpoints.is_dir():
+        raise DIPError(f"nothing to resume: {checkpoints} does not exist (it is removed when a run "
+                       "finishes).")
+    if checkpoints.exists() and not resume:
+        if not overwrite:
+            raise DIPError(f"an interrupted run left its checkpoints in {checkpoints}: add --resume to "
+                           "continue it, or --overwrite to start again.")
+        shutil.rmtree(checkpoints)
+    if not isinstance(minutes, (int, float)) or not minutes >= 0:
+        raise DIPError(f"--checkpoint-every must be >= 0 minutes (got {minutes}).")
+    return checkpoints
+
+
 def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
              suffix: str = ".png", quiet: bool = False, inputs=(), overwrite: bool = False,
-             resume: bool = False, checkpoint_minutes: float = 5.0, **kwargs):
+             resume: bool = False, checkpoint_minutes: float = 5.0, client=None, **kwargs):
     """Restore, write the outputs, print where they are; returns the RestoreResult.
 
     Every check runs before the optimisation: the settings, the output folder
@@ -209,17 +229,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     planned = output_paths(output_dir, name, suffix, problem.classical is not None, plots)
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
-    checkpoints = output_dir / f"{name}.checkpoints"
-    if resume and not checkpoints.is_dir():
-        raise DIPError(f"nothing to resume: {checkpoints} does not exist (it is removed when a run "
-                       "finishes).")
-    if checkpoints.exists() and not resume:
-        if not overwrite:
-            raise DIPError(f"an interrupted run left its checkpoints in {checkpoints}: add --resume to "
-                           "continue it, or --overwrite to start again.")
-        shutil.rmtree(checkpoints)
-    if not isinstance(checkpoint_minutes, (int, float)) or not checkpoint_minutes >= 0:
-        raise DIPError(f"--checkpoint-every must be >= 0 minutes (got {checkpoint_minutes}).")
+    checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
     estimate = problem.estimate()
     print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
     if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):
@@ -233,7 +243,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     try:
         with _first_interrupt_stops(stop, bar):
             result = restore_problem(problem, image, callback=bar, stop=stop,
-                                     checkpoint_dir=checkpoints,
+                                     checkpoint_dir=checkpoints, client=client,
                                      checkpoint_every_s=60.0 * checkpoint_minutes)
     except DIPError as exc:
         partial = getattr(exc, "partial", None)
@@ -455,18 +465,27 @@ def cmd_task(args) -> int:
     # every file the command reads (a PSF file too), so no output is ever written over one
     inputs = (args.image, mask_file, args.reference, args.config) + tuple(
         Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file())
+    common = dict(mask=mask, reference=reference, output_dir=args.output_dir, name=args.name or args.image.stem,
+                  suffix=suffix, quiet=args.quiet, inputs=inputs, overwrite=args.overwrite, resume=args.resume,
+                  checkpoint_minutes=args.checkpoint_every)
+    tile = None
     if args.tile is not None:
-        if args.resume:
-            raise DIPError("--resume does not apply to --tile runs yet; run the command again without it.")
         tile = args.tile if args.tile == "auto" else _whole_number(args.tile, "--tile")
-        run_tiled_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
-                       name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet,
-                       inputs=inputs, overwrite=args.overwrite, tile=tile, overlap=args.overlap, **kwargs)
-        return 0
-    run_task(args.command, image, mask=mask, reference=reference, output_dir=args.output_dir,
-             name=args.name or args.image.stem, suffix=suffix, quiet=args.quiet, inputs=inputs,
-             overwrite=args.overwrite, resume=args.resume,
-             checkpoint_minutes=args.checkpoint_every, **kwargs)
+    client = None
+    if args.scheduler:
+        from .batch import connect
+
+        client = connect(args.scheduler)
+        print(f"dip: the {'tiles' if tile else 'slices'} run on the Dask cluster at {args.scheduler} "
+              f"(dashboard {getattr(client, 'dashboard_link', None)})", flush=True)
+    try:
+        if tile is not None:
+            run_tiled_task(args.command, image, tile=tile, overlap=args.overlap, client=client, **common, **kwargs)
+        else:
+            run_task(args.command, image, client=client, **common, **kwargs)
+    finally:
+        if client is not None:
+            client.close()
     return 0
 
 
@@ -478,14 +497,17 @@ def _whole_number(text: str, name: str) -> int:
 
 
 def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
-                   suffix: str, quiet: bool, inputs, overwrite: bool, tile, overlap, **kwargs):
-    """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile."""
+                   suffix: str, quiet: bool, inputs, overwrite: bool, tile, overlap, resume: bool = False,
+                   checkpoint_minutes: float = 5.0, client=None, **kwargs):
+    """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile.
+    Finished tiles are kept in ``<name>.checkpoints`` until the outputs are written (``resume``)."""
     from .api import restore_tiled
 
     planned = output_paths(output_dir, name, suffix, kwargs.get("classical") is not None,
                            reference is not None or task == "random")
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
+    checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
     bar = ProgressBar(1, f"DIP {task}, tiles", quiet)
     current = {"tile": None}
 
@@ -501,13 +523,22 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     try:
         with _first_interrupt_stops(stop, bar):
             result = restore_tiled(image, mask, task=task, reference=reference, tile=tile, overlap=overlap,
-                                   callback=callback, stop=stop, **kwargs)
+                                   callback=callback, stop=stop, client=client, checkpoint_dir=checkpoints,
+                                   checkpoint_every_s=60.0 * checkpoint_minutes, **kwargs)
     finally:
         bar.close()
     wall = time.perf_counter() - t0
     if not result.histories:
         planned.pop("psnr_curve", None)
+    if result.stopped:
+        planned = _free_names(output_paths(output_dir, f"{name}_partial", suffix,
+                                           kwargs.get("classical") is not None,
+                                           reference is not None or task == "random"), inputs)
+        print("dip: stopped; writing the partial result (add --resume to the same command to run the "
+              "tiles left)", file=sys.stderr)
     written = write_outputs(result, planned, task, name, wall)
+    if not result.stopped:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     print(f"done in {wall:.1f} s")
     for note in result.notes:
         if note.startswith(("tiled:", "PSNR of the whole")):

@@ -172,3 +172,32 @@ def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_pat
     out = zarr.open(summary.stacks[0], mode="r")
     assert out.shape == frames.shape and out.dtype == frames.dtype
     assert np.array_equal(out[1], src_core.restore(frames[1], task="denoise", threads=1, **TINY).image)
+
+
+def test_tiles_and_slices_on_a_cluster_equal_the_runs_here(client):
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    image = ((0.5 + 0.3 * np.sin(5 * x) * np.cos(3 * y)) * 255).astype(np.uint8)
+    mask = np.ones((96, 96), bool)
+    mask[5:12, 5:12] = False
+    mask[80:90, 80:90] = False
+    tiled = dict(tile=64, overlap=16, threads=1, **TINY)
+    here = src_core.restore_tiled(image, mask, **tiled)
+    there = src_core.restore_tiled(image, mask, client=client, **tiled)
+    np.testing.assert_array_equal(there.image, here.image)
+    np.testing.assert_array_equal(there.classical, here.classical)
+    assert len(there.histories) == 2
+    stack = np.stack([image[:32, :32], image[32:64, :32], image[64:, :32]])
+    here = src_core.restore(stack, task="random", threads=1, **TINY)
+    there = src_core.restore(stack, task="random", client=client, **TINY)
+    np.testing.assert_array_equal(there.image, here.image)
+    assert [h.final_psnr for h in there.histories] == [h.final_psnr for h in here.histories]
+
+
+def test_a_single_run_refuses_an_unreachable_scheduler(tmp_path, capsys):
+    from src_core.cli import main
+
+    write_image(tmp_path / "img.png", np.full((32, 32), 128, np.uint8))
+    code = main(["random", str(tmp_path / "img.png"), "-o", str(tmp_path / "out"), "--tile", "32",
+                 "--scheduler", "tcp://127.0.0.1:1", "--preset", "cpu", "--iterations", "2"])
+    assert code == 2 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "img_restored.png").exists()

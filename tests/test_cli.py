@@ -110,5 +110,9 @@ def test_tiles_from_the_command_line_run_only_the_damaged_tiles(tmp_path, capsys
     assert restored.shape == (96, 96) and np.array_equal(restored[mask > 0], img[mask > 0])
     assert read_image(out / "big_classical.png").shape == (96, 96)  # biharmonic, tiled alike
     assert "1 ran" in capsys.readouterr().out
+    assert not (out / "big.checkpoints").exists()  # removed once the outputs are written
     assert main(["inpaint", str(photo), "--mask", str(mask_path), "--tile", "big", "-o", str(out), *SMALL]) == 2
     assert "--tile takes" in capsys.readouterr().err
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "--tile", "48", "--resume", "-o", str(out),
+                 "--overwrite", *SMALL]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
