@@ -3,7 +3,8 @@
 Nothing here needs a Qt widget or writes to a layer.  :func:`check_layers` is
 the cheap part (shapes, kinds, dtypes; no copy), shared by the widget's live
 check before Run and by :func:`capture`, which then copies the arrays so that
-editing layers during a run cannot disturb it.
+editing layers during a run cannot disturb it (except a whole dask or zarr
+stack: the engine reads it one slice at a time, never whole).
 
 Mask convention: in a napari Labels layer the painted pixels are the ones to
 fill; the engine's masks are True = observed (``src_core.mask_from_labels``).
@@ -274,9 +275,10 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
                        "the current slice, or another region for all slices.")
 
     def take(array):
-        """The captured part of an array laid out like the image (copied)."""
+        """The captured part of an array laid out like the image: copied, except a whole dask or
+        zarr stack, which the engine reads one slice at a time."""
         if slice_index is None:
-            return np.array(array)
+            return array if src_core.imaging.is_lazy(array) else np.array(array)
         return np.array(array[tuple(slice_index)])
 
     mask = mask_name = None

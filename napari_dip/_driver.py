@@ -116,7 +116,7 @@ class Driver:
 
     def events(self):
         problem, count = self.problem, self.count
-        output = np.stack([problem.placeholder(i) for i in range(problem.slices)])  # a copy: unrestored slices
+        output = np.empty((problem.slices, *problem.operator.output_shape(problem.images.shape[1:])), np.float32)
         order = {index: k for k, (index, _) in enumerate(self.work.parts)} if self.tiled else None
         histories = {}  # by position: a cluster's answers arrive in any order
         stopped_at = finished = None
@@ -159,6 +159,9 @@ class Driver:
                     finished = None
             if self.tiled:
                 output = self.work.blend()[0]
+            else:
+                for i in sorted(set(range(count)) - set(histories)):
+                    output[i] = problem.placeholder(i)  # not restored: the input (read only now)
         except Exception as exc:  # reported to the user by the main thread
             return Outcome(None, [histories[i] for i in sorted(histories)], error=exc)
         finally:

@@ -38,7 +38,7 @@ from .config import RunConfig, preset
 from .devices import resolve_device
 from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
 from .errors import DIPError
-from .imaging import Layout, Scaling, check_reference
+from .imaging import Layout, LazySlices, Scaling, check_reference, is_lazy
 from .masks import bernoulli_mask
 from .operators import Identity, Operator, fingerprint_terms, split_mask
 from .parts import PartStore, _ranges, solve_parts
@@ -310,10 +310,16 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         mask = operator_mask
     cfg = make_config(spec, preset, config, task_options, **overrides)
     threads = speed.resolve_threads(threads, resolve_device(cfg.device))
-    image = np.asarray(image)
+    lazy = is_lazy(image) and Layout.infer(image.shape, channel_axis).slices > 1
+    if not lazy:
+        image = np.asarray(image)
     layout = Layout.infer(image.shape, channel_axis)
-    scaling = Scaling.for_image(image)
-    images = layout.to_nchw(scaling.to_unit(image)).copy()
+    if lazy:  # a dask or zarr stack: checked in one streaming pass, read a slice at a time
+        images = LazySlices.of(image, layout)
+        scaling = images.scaling
+    else:
+        scaling = Scaling.for_image(image)
+        images = layout.to_nchw(scaling.to_unit(image)).copy()
     notes = []
 
     task = spec.name
@@ -345,8 +351,8 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         notes.append(f"{operator!r}: the answer is {operator.factor}x larger along Y and X "
                      f"({answer_layout.spatial_shape[0]}x{answer_layout.spatial_shape[1]})")
 
-    finite = np.isfinite(images)
-    if not finite.all():
+    finite = True if lazy else np.isfinite(images)  # (a lazy stack was checked as it was read)
+    if not np.all(finite):
         bad = int((~finite).sum())
         message = f"{bad} non-finite pixel values (NaN/inf) were treated as missing"
         warnings.warn(message, stacklevel=2)
@@ -362,23 +368,31 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
                        f"{len(masks)} {'have' if len(empty) > 1 else 'has'} no observed pixel (fully "
                        "masked or all NaN); nothing to fit there. Fix the mask, or restore the other "
                        "slices on their own.")
-    images *= masks  # missing pixels carry no information; zero them for display and loss
+    if lazy:
+        images.masks = masks  # each slice read is masked
+    else:
+        images *= masks  # missing pixels carry no information; zero them for display and loss
 
     references = None
     if reference is not None:
-        reference = np.asarray(reference)
+        if is_lazy(reference) and lazy and reference is image:  # task random: the stack itself
+            references = LazySlices.of(image, layout, scaling, clip=True)
+        else:
+            reference = np.asarray(reference)
         check_reference(reference.shape, answer_layout.shape, image.shape)
         # a reference of another dtype is scaled by its own meaning (a float [0, 1] reference
         # for a uint8 image is not divided by 255), one of the same dtype like the image
-        ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
-        references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
-        if not np.isfinite(references).all():
+        if not isinstance(references, LazySlices):
+            ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
+            references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
+        if not isinstance(references, LazySlices) and not np.isfinite(references).all():
             if task == "random" and reference is image:
                 raise DIPError("task 'random' measures PSNR against the image itself, so the image "
                                "must be clean, but it has NaN or inf values; restore it with "
                                "task='inpaint' and a mask of its finite pixels instead.")
             raise DIPError("the reference has non-finite values; a reference must be clean.")
-        references = np.clip(references, 0.0, 1.0)
+        if not isinstance(references, LazySlices):
+            references = np.clip(references, 0.0, 1.0)
 
     h, w = layout.spatial_shape
     problem = cfg.network.size_problem(*answer_layout.spatial_shape)
@@ -563,10 +577,9 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
 
     def result() -> RestoreResult:
         missing = [i for i in range(problem.slices) if i not in histories]
-        if missing and problem.operator.factor == 1:  # slices not run keep the input
-            outputs[missing] = problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image)))[missing]
-        for i in (missing if problem.operator.factor != 1 else []):
-            outputs[i] = problem.placeholder(i)
+        source = problem.layout.to_nchw(image) if missing and problem.operator.factor == 1 else None
+        for i in missing:  # slices not run keep the input (read one by one: it may be a lazy stack)
+            outputs[i] = problem.placeholder(i) if source is None else problem.scaling.to_unit(np.asarray(source[i]))
         classical_images = None
         if problem.classical is not None:
             classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]

@@ -42,7 +42,12 @@ class Scaling:
         finite = image[np.isfinite(image)] if dtype.kind == "f" else image
         if finite.size == 0:
             raise DIPError("the image has no finite pixel value; nothing to restore.")
-        lo, hi = float(finite.min()), float(finite.max())
+        return cls.for_range(dtype, float(finite.min()), float(finite.max()))
+
+    @classmethod
+    def for_range(cls, dtype, lo: float, hi: float) -> "Scaling":
+        """The scaling of integer or float data whose finite values run from ``lo`` to ``hi``."""
+        dtype = np.dtype(dtype)
         if dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
             return cls(0.0, 1.0, dtype.str)
         if not math.isfinite(hi - lo):
@@ -138,8 +143,9 @@ class Layout:
         return Layout(tuple(shape), self.channel_axis)
 
     def to_nchw(self, array: np.ndarray) -> np.ndarray:
-        """(slices, channels, H, W) view-or-copy of an array in this layout."""
-        a = np.asarray(array)
+        """(slices, channels, H, W) view-or-copy of an array in this layout (a dask array stays
+        a lazy dask array)."""
+        a = array if is_lazy(array) else np.asarray(array)
         if self.channel_axis is None:
             a = a[..., None]
         else:
@@ -190,3 +196,73 @@ def check_reference(reference_shape: tuple, answer_shape: tuple, image_shape: tu
                            "the clean image at the answer's size.")
         raise DIPError(f"reference shape {tuple(reference_shape)} does not match image shape "
                        f"{tuple(answer_shape)}; give the clean version of the same image.")
+
+
+def is_lazy(array) -> bool:
+    """An array that is not in memory (dask; zarr goes through dask.array.from_array)."""
+    return type(array).__module__.split(".")[0] in ("dask", "zarr")
+
+
+class LazySlices:
+    """(N, C, H, W) float32 in [0, 1] read one slice at a time from a stack that is not in
+    memory (a dask or zarr array), so restoring it never loads it whole.
+
+    ``masks`` zeroes the missing pixels of each slice read, as the in-memory path does.
+    Indexing by a number gives one (C, H, W) slice; by a slice, an in-memory stack.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    def __init__(self, nchw, scaling: Scaling, masks: np.ndarray | None = None, clip: bool = False):
+        self.source = nchw          # dask (N, C, H, W) in the user's dtype
+        self.scaling = scaling
+        self.masks = masks
+        self.clip = clip
+        self.shape = tuple(int(n) for n in nchw.shape)
+
+    @classmethod
+    def of(cls, array, layout: "Layout", scaling: Scaling | None = None, **kwargs) -> "LazySlices":
+        """The slices of ``array`` (dask or zarr) in ``layout``; ``scaling`` from its values when
+        not given (one streaming pass that also refuses NaN and inf)."""
+        import dask
+        import dask.array as da
+
+        source = array if type(array).__module__.startswith("dask") else da.from_array(array)
+        if scaling is None:
+            dtype = np.dtype(source.dtype)
+            if dtype.kind == "f":
+                finite = da.isfinite(source)
+                bad, lo, hi = dask.compute((~finite).sum(), da.nanmin(da.where(finite, source, np.nan)),
+                                           da.nanmax(da.where(finite, source, np.nan)))
+                if bad:
+                    raise DIPError(f"the stack has {int(bad)} NaN or inf values; a stack read slice by slice "
+                                   "must be finite: replace them (np.nan_to_num) or load it into memory "
+                                   "(np.asarray), where they are treated as missing pixels.")
+                scaling = Scaling.for_range(dtype, float(lo), float(hi))
+            elif dtype.kind in "iu" and dtype != np.uint8:
+                lo, hi = dask.compute(source.min(), source.max())
+                scaling = Scaling.for_range(dtype, float(lo), float(hi))
+            else:
+                scaling = Scaling.for_image(np.zeros(1, dtype))
+        return cls(layout.to_nchw(source), scaling, **kwargs)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, index: int) -> np.ndarray:
+        x = self.scaling.to_unit(np.asarray(self.source[index]))
+        if self.masks is not None:
+            x = x * self.masks[index]
+        return np.clip(x, 0.0, 1.0) if self.clip else x
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._read(int(key))
+        if isinstance(key, slice):
+            return np.stack([self._read(i) for i in range(*key.indices(len(self)))])
+        raise TypeError(f"LazySlices take a slice number or a range, not {key!r}")
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)

@@ -133,3 +133,21 @@ def test_shipped_samples_load():
     assert src_core.load_sample("dip/kate.png").shape[:2] == (512, 512)
     with pytest.raises(DIPError, match="no shipped image"):
         src_core.data_path("nothing.png")
+
+
+def test_a_zarr_or_dask_stack_is_restored_slice_by_slice_like_one_in_memory(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    stack = (np.random.default_rng(0).random((3, 32, 32)) * 4000).astype(np.uint16)
+    store = zarr.create_array(str(tmp_path / "s.zarr"), shape=stack.shape, chunks=(1, 32, 32), dtype=stack.dtype)
+    store[...] = stack
+    kwargs = dict(task="random", preset="cpu", scales=2, iterations=6, report_every=3, threads=1)
+    here = src_core.restore(stack, **kwargs)
+    problem = src_core.prepare(zarr.open_array(str(tmp_path / "s.zarr"), mode="r"), **kwargs)
+    assert isinstance(problem.images, src_core.imaging.LazySlices)   # nothing was loaded whole
+    lazy = src_core.restore(zarr.open_array(str(tmp_path / "s.zarr"), mode="r"), **kwargs)
+    np.testing.assert_array_equal(lazy.image, here.image)
+    assert lazy.image.dtype == np.uint16
+    holes = da.from_array(np.where(stack > 3990, np.nan, stack.astype(np.float32)), chunks=(1, 32, 32))
+    with pytest.raises(src_core.DIPError, match="NaN or inf values; a stack read slice by slice"):
+        src_core.prepare(holes, **kwargs)

@@ -19,6 +19,7 @@ import napari_dip  # noqa: E402
 import napari_dip._widget as widget_module  # noqa: E402
 from napari_dip import _samples  # noqa: E402
 from napari_dip._widget import DIPWidget  # noqa: E402
+import src_core  # noqa: E402
 from src_core import DIPError  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -848,3 +849,38 @@ def test_a_stack_on_a_dask_cluster_equals_the_run_here(viewer, errors):
     assert len(there.metadata["histories"]) == 3 and errors == []
     with pytest.raises(DIPError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
         napari_dip.restore_layer(viewer, "zs", "hole", scheduler="tcp://127.0.0.1:1", **settings)
+
+
+def test_a_dask_backed_stack_is_read_one_slice_at_a_time(viewer, errors, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    stack = (np.stack([smooth((32, 32), s) for s in range(3)]) * 4000).astype(np.uint16)
+
+    class Source:  # an array on disk, as far as dask can tell; it refuses any read of two slices
+        shape, dtype, ndim = stack.shape, stack.dtype, stack.ndim
+
+        def __getitem__(self, key):
+            assert np.arange(3)[key[0]].size <= 1, f"read {key}: more than one slice"
+            return stack[key]
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("the whole stack was read at once")
+
+    lazy = viewer.add_image(da.from_array(Source(), chunks=(1, 32, 32)), name="lazy")
+    viewer.add_image(stack, name="eager")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, iterations=6)
+    widget.mask.value = viewer.layers["hole"]
+    read = []
+    real = src_core.imaging.LazySlices._read
+    monkeypatch.setattr(src_core.imaging.LazySlices, "_read", lambda self, i: read.append(i) or real(self, i))
+    results = {}
+    for name in ("eager", "lazy"):
+        widget.image.value = viewer.layers[name]
+        widget.slices.value = "all"
+        widget.run()
+        results[name] = viewer.layers[f"{name} DIP"].data
+    assert errors == []
+    assert widget.current.captured.image is lazy.data     # not copied
+    assert sorted(set(read)) == [0, 1, 2]                  # the engine read it slice by slice
+    np.testing.assert_array_equal(results["lazy"], results["eager"])
+    assert results["lazy"].dtype == np.uint16
