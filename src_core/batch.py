@@ -191,7 +191,7 @@ def _finished(item: Item, output_dir: Path, fingerprint: str) -> bool:
 
 def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> dict:
     """Restore one item and write its outputs (on a worker); a failure is returned, not raised."""
-    from .api import restore
+    from .api import restore, restore_tiled
     from .io import json_default, write_image, write_text
     from .masks import load_mask
 
@@ -199,7 +199,7 @@ def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> d
     try:
         image = read_item(item)
         mask = load_mask(item.mask) if item.mask is not None else None
-        result = restore(image, mask, **settings)
+        result = (restore_tiled if "tile" in settings else restore)(image, mask, **settings)
         paths = _outputs(item, Path(output_dir))
         write_image(paths["restored"], result.image)
         record = dict(result.to_dict(), batch_fingerprint=fingerprint, image=str(item.image),
@@ -240,8 +240,9 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
                  **settings) -> BatchSummary:
     """Restore every item (from :func:`collect`) into ``output_dir``, on ``client`` or a local cluster.
 
-    ``settings`` are :func:`src_core.restore`'s keyword arguments (task, preset, overrides...);
-    they are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
+    ``settings`` are :func:`src_core.restore`'s keyword arguments (task, preset, overrides...),
+    or with ``tile`` :func:`src_core.restore_tiled`'s (each image in tiles on its worker); they
+    are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
     finished item.  Returns the :class:`BatchSummary` (also written as ``batch_summary.json``).
     """
     from distributed import as_completed
@@ -263,8 +264,14 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
                        "image's own by name (--mask-pattern '{stem}_mask.png').")
     probe = dict(settings)
     options = take_options(spec, probe)
-    make_config(spec.name, probe.pop("preset", None), probe.pop("config", None), options,
-                **{k: v for k, v in probe.items() if k not in _RESTORE_ONLY})  # bad settings fail here
+    config = make_config(spec.name, probe.pop("preset", None), probe.pop("config", None), options,
+                         **{k: v for k, v in probe.items() if k not in _RESTORE_ONLY})  # bad settings fail here
+    if settings.get("tile", "auto") != "auto":
+        from .tiles import check_tiling, default_overlap
+
+        tile = settings["tile"]
+        check_tiling(tile, settings.get("overlap", default_overlap(tile, config.network) if isinstance(tile, int)
+                                        else 0), config.network.min_size())
     check_writable(output_dir)
     summary = BatchSummary()
     pending = []
@@ -361,4 +368,5 @@ def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:
 
 #: restore() arguments that are not configuration settings
 _RESTORE_ONLY = {"task", "missing_fraction", "mask_seed", "channel_axis", "keep_observed", "validate",
-                 "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s", "operator"}
+                 "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s", "operator",
+                 "tile", "overlap"}

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--validate", type=float)
     p.add_argument("--no-keep-observed", dest="keep_observed", action="store_false", default=None)
+    p.add_argument("--tile", metavar="PIXELS|auto",
+                   help="restore each image (or page) in overlapping tiles of this side, on its worker")
+    p.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles")
     p.add_argument("--quiet", action="store_true")
 
     try:
@@ -573,6 +576,10 @@ def cmd_batch(args) -> int:
             settings[name] = getattr(args, name)
     if TASKS_BY_NAME[args.task].mask == "random":
         settings.update(missing_fraction=args.fraction, mask_seed=args.mask_seed)
+    if args.tile is not None:
+        settings["tile"] = args.tile if args.tile == "auto" else _whole_number(args.tile, "--tile")
+        if args.overlap is not None:
+            settings["overlap"] = args.overlap
     for option in TASKS_BY_NAME[args.task].options:
         if getattr(args, option.name) is not None:
             settings[option.name] = _option_value(option, getattr(args, option.name))

@@ -201,3 +201,16 @@ def test_a_single_run_refuses_an_unreachable_scheduler(tmp_path, capsys):
                  "--scheduler", "tcp://127.0.0.1:1", "--preset", "cpu", "--iterations", "2"])
     assert code == 2 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'" in capsys.readouterr().err
     assert not (tmp_path / "out" / "img_restored.png").exists()
+
+
+def test_a_batch_can_tile_each_image_on_its_worker(client, folder, tmp_path):
+    items = collect(folder, mask_pattern="{stem}_mask.png")[:2]
+    summary = restore_many(items, tmp_path / "out", client=client, task="inpaint", tile=16, overlap=4, **TINY)
+    assert len(summary.done) == 2 and not summary.failed
+    history = json.loads((tmp_path / "out" / "img0_history.json").read_text())
+    assert any(n.startswith("tiled:") for n in history["notes"])
+    tiled = src_core.restore_tiled(read_image(folder / "img0.png"), src_core.load_mask(folder / "img0_mask.png"),
+                                   tile=16, overlap=4, threads=1, **TINY)
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "img0_restored.png"), tiled.image)
+    with pytest.raises(DIPError, match="tile must be"):
+        restore_many(items, tmp_path / "out2", client=client, task="inpaint", tile=3, **TINY)
