@@ -28,3 +28,22 @@ def small_image():
     """A smooth 32x32 test image in [0, 1] with some structure."""
     y, x = np.mgrid[0:32, 0:32] / 31.0
     return (0.5 + 0.3 * np.sin(6 * x) * np.cos(4 * y)).astype(np.float32)
+
+
+@pytest.fixture
+def failing_part(monkeypatch):
+    """Make the slice or tile ``failing_part.index`` fail (while ``failing_part.fail``), as out of
+    memory would; ``failing_part.ran`` lists the parts that started, in order."""
+    import src_core.parts
+
+    real = src_core.parts._solve_here
+
+    def solve(part, index, *args):
+        solve.ran.append(index)
+        if index == solve.index and solve.fail:
+            raise RuntimeError("out of memory (simulated)")
+        return real(part, index, *args)
+
+    solve.ran, solve.index, solve.fail = [], None, True
+    monkeypatch.setattr(src_core.parts, "_solve_here", solve)
+    return solve

@@ -345,26 +345,16 @@ def test_ctrl_c_writes_the_partial_result_and_resume_continues_it(tmp_path, caps
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_finished_slices_survive_a_failure_and_a_rerun_skips_them(tmp_path, monkeypatch):
+def test_finished_slices_survive_a_failure_and_a_rerun_skips_them(tmp_path, failing_part):
     stack = np.stack([image32()] * 3)
-    real_solve = src_core.parts._solve_here
-    ran = []
-
-    def failing(part, index, *args):
-        ran.append(index)
-        if index == 2 and failing.fail:
-            raise RuntimeError("out of memory (simulated)")
-        return real_solve(part, index, *args)
-
-    failing.fail = True
-    monkeypatch.setattr(src_core.parts, "_solve_here", failing)
+    failing_part.index = 2
     with pytest.raises(DIPError, match="slice 2 of 3 failed .*slices 0..1 finished") as info:
         restore(stack, task="random", checkpoint_dir=tmp_path / "ck", **TINY)
     assert len(info.value.partial.histories) == 2
     assert np.array_equal(info.value.partial.image[2], stack[2])
-    failing.fail, ran[:] = False, []
+    failing_part.fail, failing_part.ran[:] = False, []
     again = restore(stack, task="random", checkpoint_dir=tmp_path / "ck", **TINY)
-    assert ran == [2]                                   # slices 0 and 1 were kept, not rerun
+    assert failing_part.ran == [2]                                   # slices 0 and 1 were kept, not rerun
     np.testing.assert_array_equal(again.image[:2], info.value.partial.image[:2])
     with pytest.raises(DIPError, match="belongs to another image"):
         restore(stack, task="random", checkpoint_dir=tmp_path / "ck", **{**TINY, "seed": 5})

@@ -117,29 +117,20 @@ def test_auto_tile_is_a_multiple_of_the_network_that_fits():
     assert need <= 0.5 * src_core.speed.available_memory(src_core.resolve_device("cpu"))
 
 
-def test_finished_tiles_are_kept_and_a_later_call_skips_them(tmp_path, monkeypatch):
+def test_finished_tiles_are_kept_and_a_later_call_skips_them(tmp_path, failing_part):
     y, x = np.mgrid[0:96, 0:96] / 95.0
     image = ((0.5 + 0.3 * np.sin(5 * x) * np.cos(3 * y)) * 255).astype(np.uint8)
     mask = np.ones((96, 96), bool)
     mask[5:12, 5:12] = False     # tile 0
     mask[80:90, 80:90] = False   # tile 3
-    real, ran = src_core.parts._solve_here, []
-
-    def failing(part, index, *args):
-        ran.append(index)
-        if index == 3 and failing.fail:
-            raise RuntimeError("out of memory (simulated)")
-        return real(part, index, *args)
-
-    failing.fail = True
-    monkeypatch.setattr(src_core.parts, "_solve_here", failing)
+    failing_part.index = 3
     kwargs = dict(tile=64, overlap=16, checkpoint_dir=tmp_path / "ck", **TINY)
     with pytest.raises(RuntimeError, match="simulated"):
         src_core.restore_tiled(image, mask, **kwargs)
     assert (tmp_path / "ck" / "tile-00000.done.npz").is_file()
-    failing.fail, ran[:] = False, []
+    failing_part.fail, failing_part.ran[:] = False, []
     again = src_core.restore_tiled(image, mask, **kwargs)
-    assert ran == [3]                               # tile 0 was kept, not run again
+    assert failing_part.ran == [3]                               # tile 0 was kept, not run again
     fresh = src_core.restore_tiled(image, mask, tile=64, overlap=16, **TINY)
     np.testing.assert_array_equal(again.image, fresh.image)
     with pytest.raises(DIPError, match="belongs to another image"):
