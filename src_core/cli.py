@@ -236,8 +236,9 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     estimate = problem.estimate()
     print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
     if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):
-        print(f"dip: warning: this is a long run on {estimate['device']}; '--preset cpu' (the default "
-              "on a CPU) or fewer --iterations take minutes", file=sys.stderr, flush=True)
+        faster = "fewer --iterations" if cfg.preset == "cpu" else "'--preset cpu' (the default on a CPU) or fewer --iterations"
+        print(f"dip: warning: this is a long run on {estimate['device']}; {faster} take minutes, and --tile "
+              "runs a large image in tiles (when inpainting, only the damaged ones)", file=sys.stderr, flush=True)
     label = f"DIP {task} ({cfg.preset}, {estimate['device']})"
     bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
 
