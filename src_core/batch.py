@@ -52,11 +52,16 @@ def _zarr_array(path: Path):
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return node
-    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+    multiscales = _multiscales(node)
     if not multiscales:
         raise DIPError(f"{path} is a Zarr group without OME-Zarr multiscales; give the array itself "
                        f"(one of {sorted(node.array_keys())}).")
     return node[multiscales[0]["datasets"][0]["path"]]
+
+
+def _multiscales(group) -> list | None:
+    """OME-Zarr's multiscales list (NGFF 0.4 keeps it at the top of the attributes, 0.5 under "ome")."""
+    return group.attrs.get("multiscales") or group.attrs.get("ome", {}).get("multiscales")
 
 
 def _zarr_planes(path: Path) -> int:
@@ -305,12 +310,9 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
 
 
 def write_stacks(items, output_dir: Path) -> list[str]:
-    """Put each TIFF stack whose pages all finished back together as ``<stem>_restored.tif``:
-    the input's page order, dtype and pixel size (resolution tags and ImageJ metadata)."""
-    import tifffile
-
-    from .io import atomic_path
-
+    """Put each stack whose planes all finished back together: a TIFF as ``<stem>_restored.tif``
+    (the input's dtype, series shape and axes, pixel size, ImageJ or OME metadata), a Zarr
+    array or OME-Zarr group as ``<stem>_restored.zarr`` (see :func:`_write_zarr`)."""
     written = []
     by_file: dict[Path, list[Item]] = {}
     for item in items:
@@ -320,32 +322,51 @@ def write_stacks(items, output_dir: Path) -> list[str]:
         outputs = [_outputs(item, output_dir)["restored"] for item in sorted(pages, key=lambda i: i.page)]
         if not all(p.is_file() for p in outputs):
             continue  # some page failed: its own output is missing, and the stack is not written
-        if is_zarr(path):
-            written.append(_write_zarr(path, outputs, output_dir))
-            continue
-        with tifffile.TiffFile(path) as tif:
-            first = tif.pages[0]
-            resolution = (first.tags["XResolution"].value, first.tags["YResolution"].value) \
-                if "XResolution" in first.tags else None
-            unit = first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags else None
-            imagej = tif.imagej_metadata if tif.is_imagej else None
-        stack = np.stack([tifffile.imread(p) for p in outputs])
-        target = output_dir / f"{path.stem}_restored.tif"
-        with atomic_path(target) as tmp:
-            kwargs = dict(resolution=resolution, resolutionunit=unit) if resolution else {}
-            if imagej is not None:
-                tifffile.imwrite(tmp, stack, imagej=True, metadata={k: v for k, v in imagej.items()
-                                                                     if k in ("spacing", "unit", "axes", "finterval")},
-                                 **kwargs)
-            else:
-                tifffile.imwrite(tmp, stack, **kwargs)
-        written.append(str(target))
+        written.append(_write_zarr(path, outputs, output_dir) if is_zarr(path) else _write_tiff(path, outputs, output_dir))
     return written
 
 
+#: OME pixel attributes carried from an input OME-TIFF to its answer
+OME_PIXEL_KEYS = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
+                  "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
+
+
+def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
+    import tifffile
+
+    from .io import atomic_path
+
+    with tifffile.TiffFile(path) as tif:
+        first, series = tif.pages[0], tif.series[0]
+        kwargs = {}
+        if "XResolution" in first.tags:
+            kwargs = dict(resolution=(first.tags["XResolution"].value, first.tags["YResolution"].value),
+                          resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
+                          else None)
+        if tif.is_ome:
+            pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+            kwargs.update(ome=True, metadata={"axes": series.axes,
+                                              **{k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}})
+        elif tif.is_imagej:
+            kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
+                                                 if k in ("spacing", "unit", "finterval")}
+                          | {"axes": series.axes})
+        shape, ome = series.shape, tif.is_ome
+    stack = np.stack([tifffile.imread(p) for p in planes])
+    if int(np.prod(shape)) == stack.size:
+        stack = stack.reshape(shape)  # the input's axes (T, Z, ...), not a flat list of pages
+    target = output_dir / f"{path.stem.removesuffix('.ome')}_restored{'.ome' if ome else ''}.tif"
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, stack, **kwargs)
+    return str(target)
+
+
 def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:
-    """The restored planes as ``<stem>_restored.zarr``: the input array's shape, dtype and chunks,
-    written plane by plane (into a temporary store renamed at the end)."""
+    """The restored planes as ``<stem>_restored.zarr``, written plane by plane into a temporary
+    store renamed at the end: the input array's shape, dtype, chunks and attributes; for an
+    OME-Zarr group, a group with its attributes, the restored full-resolution level, and each
+    lower level made anew from it (anti-aliased resizing to that level's shape)."""
     import shutil
 
     import tifffile
@@ -355,15 +376,43 @@ def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:
     target = output_dir / f"{path.stem}_restored.zarr"
     tmp = output_dir / f".{path.stem}_restored.zarr.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    out = zarr.create_array(str(tmp), shape=source.shape, chunks=source.chunks, dtype=source.dtype)
+    node = zarr.open(str(path), mode="r")
+    levels = []  # (path in the group, input array) of the lower OME-Zarr levels
+    if isinstance(node, zarr.Array):
+        out = zarr.create_array(str(tmp), shape=source.shape, chunks=source.chunks, dtype=source.dtype)
+    else:
+        group = zarr.open_group(str(tmp), mode="w")
+        group.attrs.update(dict(node.attrs))
+        datasets = _multiscales(node)[0]["datasets"]
+        out = group.create_array(datasets[0]["path"], shape=source.shape, chunks=source.chunks, dtype=source.dtype)
+        levels = [(d["path"], node[d["path"]]) for d in datasets[1:]]
     out.attrs.update(dict(source.attrs))
     rgb = source.shape[-1] in (3, 4) and source.shape[-3] > 4
     lead = source.shape[:-3] if rgb else source.shape[:-2]
     for k, plane in enumerate(planes):
         out[np.unravel_index(k, lead) if lead else ...] = tifffile.imread(plane)
+    for level_path, level in levels:
+        _downsampled_level(out, group.create_array(level_path, shape=level.shape, chunks=level.chunks,
+                                                   dtype=level.dtype), len(lead))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return str(target)
+
+
+def _downsampled_level(full, level, lead: int) -> None:
+    """Fill an OME-Zarr level from the full-resolution array: plane by plane when the stack axes
+    keep their length (the usual pyramid of Y and X), else the whole array at once."""
+    from skimage.transform import resize
+
+    def shrink(a, shape):
+        small = resize(a, shape, order=1, preserve_range=True, anti_aliasing=True)
+        return (np.rint(small) if np.dtype(level.dtype).kind in "iu" else small).astype(level.dtype)
+
+    if full.shape[:lead] == level.shape[:lead]:
+        for index in np.ndindex(*full.shape[:lead]):
+            level[index] = shrink(np.asarray(full[index]), level.shape[lead:])
+    else:
+        level[...] = shrink(np.asarray(full[...]), level.shape)
 
 
 #: restore() arguments that are not configuration settings

@@ -154,15 +154,37 @@ def test_a_tiff_stack_is_one_item_a_page_and_comes_back_as_a_stack(client, tmp_p
     assert np.array_equal(out[2], single)
 
 
+def test_an_ome_tiff_comes_back_with_its_axes_and_pixel_size(client, tmp_path):
+    import tifffile
+
+    frames = (np.random.default_rng(3).random((2, 2, 32, 32)) * 4000).astype(np.uint16)
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "cells.ome.tif", frames, ome=True,
+                     metadata={"axes": "TZYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "PhysicalSizeZ": 2.0})
+    items = collect(src)
+    assert len(items) == 4
+    summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
+    assert summary.stacks == [str(tmp_path / "out" / "cells_restored.ome.tif")]
+    with tifffile.TiffFile(summary.stacks[0]) as tif:
+        assert tif.is_ome and tif.series[0].axes == "TZYX" and tif.series[0].shape == frames.shape
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+        assert (pixels["PhysicalSizeX"], pixels["PhysicalSizeZ"]) == (0.65, 2.0)
+        out = tif.asarray()
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out[1, 0], src_core.restore(frames[1, 0], task="denoise", threads=1, **TINY).image)
+
+
 @pytest.mark.parametrize("ome", [False, True])
 def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_path, ome):
     zarr = pytest.importorskip("zarr")
     frames = (np.random.default_rng(2).random((3, 32, 32)) * 60000).astype(np.uint16)
     store = tmp_path / "in" / "movie.zarr"
-    if ome:  # an OME-Zarr group: the full-resolution level "0" is restored
+    if ome:  # an OME-Zarr group: the full-resolution level "0" is restored, level "1" made from it
         group = zarr.open_group(str(store), mode="w")
-        group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}]}]
+        group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}, {"path": "1"}]}]
         group.create_array("0", shape=frames.shape, chunks=(1, 32, 32), dtype=frames.dtype)[:] = frames
+        group.create_array("1", shape=(3, 16, 16), chunks=(1, 16, 16), dtype=frames.dtype)[:] = frames[:, ::2, ::2]
     else:
         zarr.create_array(str(store), shape=frames.shape, chunks=(1, 16, 32), dtype=frames.dtype)[:] = frames
     items = collect(tmp_path / "in")
@@ -170,8 +192,22 @@ def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_pat
     summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
     assert len(summary.done) == 3 and summary.stacks == [str(tmp_path / "out" / "movie_restored.zarr")]
     out = zarr.open(summary.stacks[0], mode="r")
+    if ome:  # an OME-Zarr group again, with its attributes and both levels
+        assert out.attrs["multiscales"] == group.attrs["multiscales"]
+        smaller, out = out["1"], out["0"]
+        assert smaller.shape == (3, 16, 16) and smaller.dtype == frames.dtype
+        assert abs(float(smaller[1].mean()) - float(np.asarray(out[1]).mean())) < 0.02 * 60000
     assert out.shape == frames.shape and out.dtype == frames.dtype
     assert np.array_equal(out[1], src_core.restore(frames[1], task="denoise", threads=1, **TINY).image)
+
+
+def test_dip_batch_against_a_given_scheduler(client, folder, tmp_path, capsys):
+    from src_core.cli import main
+
+    assert main(["batch", str(folder / "img2.png"), "-o", str(tmp_path / "out"), "--task", "denoise",
+                 "--scheduler", client.scheduler.address, "--preset", "cpu", "--set", "scales=2",
+                 "--iterations", "4", "--device", "cpu", "--quiet"]) == 0
+    assert "1 restored" in capsys.readouterr().out and (tmp_path / "out" / "img2_restored.png").is_file()
 
 
 def test_tiles_and_slices_on_a_cluster_equal_the_runs_here(client):
