@@ -40,7 +40,8 @@ def prepare(captured: Captured):
 @dataclass
 class Update:
     """One engine event, or a step of the driver's own (``kind`` 'slice': a slice starts and
-    its network is being set up; 'finishing': its answer is being put together)."""
+    its network is being set up; 'finishing': its answer is being put together; 'cluster':
+    connecting to a Dask cluster, or the work was sent there)."""
 
     kind: str
     position: int      # which of the slices (or tiles) being restored (0-based)
@@ -124,10 +125,10 @@ class Driver:
         try:
             client = self.client
             if client is None and self.scheduler is not None:
-                yield self._update("slice", 0, message=f"connecting to the Dask scheduler {self.scheduler}")
+                yield self._update("cluster", 0, message=f"connecting to the Dask scheduler {self.scheduler}")
                 client = own = src_core.connect(self.scheduler)
             if client is not None:
-                yield self._update("slice", 0, message=f"{count} {self.unit}(s) sent to the cluster; each "
+                yield self._update("cluster", 0, message=f"{count} {self.unit}(s) sent to the cluster; each "
                                    "arrives when it finishes")
             solving = self.work.solve(stop=self._stop, client=client)
             for kind, index, payload in ([] if self._stop.is_set() else solving):

@@ -103,13 +103,15 @@ class LayerRun:
             return
         self.arrived += update.kind == "finished"
         self.outputs.on_update(update)
+        if self.on_update is not None:
+            self.on_update(update)
+        # last: napari's Activity dock may process events, and so handle the next updates inside
+        # this call; they must come after this one's, or an older status would show last
         if self.activity is not None:
             if isinstance(update.event, Progress) or update.kind == "finished":
                 self.activity.update(self.done_iterations(update) - self.activity.n)
             elif update.message:
                 self.activity.set_description(f"DIP {self.captured.source.name}: {update.message}")
-        if self.on_update is not None:
-            self.on_update(update)
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self.outcome = outcome

@@ -488,7 +488,7 @@ class DIPWidget(QWidget):
         self._filled = {key: getattr(self, key).value for key in filled}
         if name != "cpu" and entry["task"] != self.task.value:  # the paper's presets are per task
             self.task.value = entry["task"]
-        text = f"{entry['description']} [task: {entry['task']}]"
+        text = entry["description"] + ("" if name == "cpu" else f" [task: {entry['task']}]")  # cpu: any task
         # explicit line breaks: a word-wrapped label in a form row gets a wrong height
         self.preset_info.value = textwrap.fill(text, 36)
         self.preset_info.tooltip = text
@@ -764,7 +764,8 @@ class DIPWidget(QWidget):
             self.progress.setFormat(f"%p%  \u00b7  {run.arrived}/{update.count} {update.unit}s done")
             self._draw_plot()
         elif update.message and not run.stop_requested:
-            where = f"{update.unit} {update.position + 1}/{update.count}: " if update.count > 1 else ""
+            where = f"{update.unit} {update.position + 1}/{update.count}: " \
+                if update.count > 1 and update.kind != "cluster" else ""
             self.status.setText(where + update.message + "...")
             if update.kind == "slice" and update.position == 0:
                 self.progress.setFormat("setting up...")

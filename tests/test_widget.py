@@ -832,7 +832,7 @@ def test_a_large_image_in_tiles_runs_only_the_damaged_tiles(viewer, errors, monk
     assert not np.array_equal(result.data[painted], image.data[painted])
 
 
-def test_a_stack_on_a_dask_cluster_equals_the_run_here(viewer, errors):
+def test_a_stack_on_a_dask_cluster_equals_the_run_here(viewer, qtbot, errors):
     distributed = pytest.importorskip("distributed")
     stack = np.stack([smooth((32, 32), s) for s in range(3)]).astype(np.float32)
     viewer.add_image(stack, name="zs")
@@ -844,9 +844,22 @@ def test_a_stack_on_a_dask_cluster_equals_the_run_here(viewer, errors):
                                        dashboard_address=None)
     with distributed.Client(cluster) as client:
         there = napari_dip.restore_layer(viewer, "zs", "hole", client=client, **settings)
+        np.testing.assert_array_equal(there.data, here)
+        assert len(there.metadata["histories"]) == 3 and errors == []
+        # the panel, threaded, with the scheduler's address: the same answers, as they arrive
+        widget = make_widget(viewer, threaded=True, iterations=8, report_every=4, channels=8)
+        widget.image.value, widget.mask.value = viewer.layers["zs"], viewer.layers["hole"]
+        widget.slices.value, widget.scheduler.value = "all", cluster.scheduler_address
+        shown = []
+        widget.status.setText = lambda text, real=widget.status.setText: (shown.append(text), real(text))
+        with qtbot.waitSignal(widget.run_finished, timeout=120_000) as finished:
+            widget.run()
+        np.testing.assert_array_equal(finished.args[0].data, here)
     cluster.close()
-    np.testing.assert_array_equal(there.data, here)
-    assert len(there.metadata["histories"]) == 3 and errors == []
+    assert errors == [] and widget.progress.format() == "done"
+    news = [t for t in shown if "connecting" in t or "sent to the cluster" in t]
+    assert "connecting" in news[0] and "3 slice(s) sent to the cluster" in news[-1]  # in order
+    assert shown[-1].startswith("Done in")
     with pytest.raises(DIPError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
         napari_dip.restore_layer(viewer, "zs", "hole", scheduler="tcp://127.0.0.1:1", **settings)
 
