@@ -586,9 +586,13 @@ def cmd_batch(args) -> int:
             settings[option.name] = _option_value(option, getattr(args, option.name))
     client = connect(args.scheduler) if args.scheduler else None
     bar = tqdm(total=len(items), desc=f"dip batch {args.task}", unit="image", disable=args.quiet)
-    summary = restore_many(items, args.output_dir, client=client, workers=args.workers,
-                           callback=lambda entry: bar.update(1), **settings)
-    bar.close()
+    try:
+        summary = restore_many(items, args.output_dir, client=client, workers=args.workers,
+                               callback=lambda entry: bar.update(1), **settings)
+    finally:
+        bar.close()
+        if client is not None:  # else it would outlive the command and keep dask pointed at it
+            client.close()
     print(f"{len(summary.done)} restored, {len(summary.skipped)} already done, {len(summary.failed)} failed "
           f"in {summary.seconds:.1f} s on {summary.workers} worker(s)"
           + (f"; dashboard {summary.dashboard}" if summary.dashboard else ""))

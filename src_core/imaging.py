@@ -234,14 +234,14 @@ class LazySlices:
             if dtype.kind == "f":
                 finite = da.isfinite(source)
                 bad, lo, hi = dask.compute((~finite).sum(), da.nanmin(da.where(finite, source, np.nan)),
-                                           da.nanmax(da.where(finite, source, np.nan)))
+                                           da.nanmax(da.where(finite, source, np.nan)), scheduler="threads")
                 if bad:
                     raise DIPError(f"the stack has {int(bad)} NaN or inf values; a stack read slice by slice "
                                    "must be finite: replace them (np.nan_to_num) or load it into memory "
                                    "(np.asarray), where they are treated as missing pixels.")
                 scaling = Scaling.for_range(dtype, float(lo), float(hi))
             elif dtype.kind in "iu" and dtype != np.uint8:
-                lo, hi = dask.compute(source.min(), source.max())
+                lo, hi = dask.compute(source.min(), source.max(), scheduler="threads")
                 scaling = Scaling.for_range(dtype, float(lo), float(hi))
             else:
                 scaling = Scaling.for_image(np.zeros(1, dtype))
@@ -251,7 +251,8 @@ class LazySlices:
         return self.shape[0]
 
     def _read(self, index: int) -> np.ndarray:
-        x = self.scaling.to_unit(np.asarray(self.source[index]))
+        # read here, whatever dask's default scheduler is (a Dask client may be active or not)
+        x = self.scaling.to_unit(self.source[index].compute(scheduler="synchronous"))
         if self.masks is not None:
             x = x * self.masks[index]
         return np.clip(x, 0.0, 1.0) if self.clip else x

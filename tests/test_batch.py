@@ -201,13 +201,19 @@ def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_pat
     assert np.array_equal(out[1], src_core.restore(frames[1], task="denoise", threads=1, **TINY).image)
 
 
-def test_dip_batch_against_a_given_scheduler(client, folder, tmp_path, capsys):
+def test_dip_batch_against_a_given_scheduler(client, folder, tmp_path, capsys, monkeypatch):
     from src_core.cli import main
 
+    made = []
+    real = src_core.batch.connect
+    monkeypatch.setattr(src_core.batch, "connect", lambda address: made.append(real(address)) or made[-1])
     assert main(["batch", str(folder / "img2.png"), "-o", str(tmp_path / "out"), "--task", "denoise",
                  "--scheduler", client.scheduler.address, "--preset", "cpu", "--set", "scales=2",
                  "--iterations", "4", "--device", "cpu", "--quiet"]) == 0
     assert "1 restored" in capsys.readouterr().out and (tmp_path / "out" / "img2_restored.png").is_file()
+    # the command's client is closed: left open, it would keep dask's default scheduler pointing at
+    # a cluster after the command (napari's own reads of dask layers then fail)
+    assert len(made) == 1 and made[0].status == "closed"
 
 
 def test_tiles_and_slices_on_a_cluster_equal_the_runs_here(client):
