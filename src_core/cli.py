@@ -197,6 +197,8 @@ def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: boo
     """``<name>.checkpoints``, where a run keeps what it finished until its outputs are written:
     required by ``resume``, refused without it (unless ``overwrite`` starts again)."""
     checkpoints = output_dir / f"{name}.checkpoints"
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()  # a run refused or stopped before it kept anything: nothing to resume
     if resume and not checkpoints.is_dir():
         raise DIPError(f"nothing to resume: {checkpoints} does not exist (it is removed when a run "
                        "finishes).")
@@ -233,6 +235,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
     checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
+    problem.run(0).close()  # the engine's own checks (memory above all) before the estimate is printed
     estimate = problem.estimate()
     print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
     if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):

@@ -116,3 +116,16 @@ def test_tiles_from_the_command_line_run_only_the_damaged_tiles(tmp_path, capsys
     assert main(["inpaint", str(photo), "--mask", str(mask_path), "--tile", "48", "--resume", "-o", str(out),
                  "--overwrite", *SMALL]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_a_run_too_large_for_the_device_is_refused_first_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    photo = write_image(tmp_path / "photo.png", np.full((64, 64), 128, np.uint8))
+    monkeypatch.setattr("src_core.speed.available_memory", lambda device: 2**20)
+    out = tmp_path / "out"
+    assert main(["random", str(photo), "-o", str(out), *SMALL]) == 2
+    captured = capsys.readouterr()
+    assert "restore it in tiles" in captured.err and "with preset" not in captured.out  # no estimate first
+    assert not (out / "photo.checkpoints").exists()
+    monkeypatch.undo()
+    (out / "photo.checkpoints").mkdir()  # an empty folder is not an interrupted run
+    assert main(["random", str(photo), "-o", str(out), *SMALL]) == 0
