@@ -72,7 +72,8 @@ class Driver:
     be called from any thread; it finishes the current slice after its current
     iteration (keeping the partial answer) and starts no further slice.  With
     a ``scheduler`` address or a ``client``, the slices or tiles run on that
-    Dask cluster and each arrives when it finishes.
+    Dask cluster and each arrives when it finishes (a stop keeps those that
+    finished and cancels the others, whose work is lost).
     """
 
     def __init__(self, work, scheduler: str | None = None, client=None):
@@ -145,7 +146,7 @@ class Driver:
                     yield self._update(payload.kind, position, payload)
                 elif kind == "answer":
                     self._run = None
-                    answer, history = payload
+                    answer, history = payload[:2]
                     tile = None
                     if self.tiled:
                         tile = (*self.work.span(index), answer)
@@ -173,9 +174,9 @@ class Driver:
             self._run = None
         ordered = [histories[i] for i in sorted(histories)]
         stopped = self._stop.is_set() and (stopped_at is not None or len(histories) < count)
-        if stopped and stopped_at is None:
-            last = ordered[-1].timings.get("iterations", 0) if ordered else 0
-            stopped_at = (len(histories) - 1, last)
+        if stopped and stopped_at is None:  # after the last slice that finished (none: before the first)
+            last = max(histories, default=-1)
+            stopped_at = (last, histories[last].timings.get("iterations", 0) if histories else 0)
         return Outcome(output, ordered, stopped=stopped, stopped_at=stopped_at)
 
     def run_here(self, on_update=None) -> Outcome:

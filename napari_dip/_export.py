@@ -69,7 +69,8 @@ def save_run(layer, path, overwrite: bool = False) -> dict:
     write_text(files["history"], json.dumps(record, indent=1, default=json_default))
     histories = meta.get("histories") or []
     many = len(histories) > 1
-    curves = [(f"slice {i + 1}" if many else "", h["iterations"], h["psnr"], h["fit_psnr"])
+    curves = [(f"slice {(h.get('part') if h.get('part') is not None else i) + 1}" if many else "",
+               h["iterations"], h["psnr"], h["fit_psnr"])
               for i, h in enumerate(histories) if h]
     if any(len(c[1]) for c in curves):
         write_image(files["curve"], render_curves(curves, f"{layer.name}: PSNR"))

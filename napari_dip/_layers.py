@@ -264,7 +264,8 @@ class OutputLayers:
         layer = self._add("result", data, name, metadata=metadata,
                           **self._source_kwargs(cropped=False, factor=self.factor))
         # the final curves come from the histories (every report, not only live ones)
-        self.curves = {i: {"iterations": h.iterations, "psnr": h.psnr, "fit": h.fit_psnr}
+        self.curves = {i if h.part is None else h.part: {"iterations": h.iterations, "psnr": h.psnr,
+                                                         "fit": h.fit_psnr}
                        for i, h in enumerate(outcome.histories)}
         self.update_curve_layer()
         if self.curve_layer is not None:

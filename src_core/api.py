@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -135,8 +136,9 @@ class Problem:
                       checkpoint=checkpoint, operator=self.operator)
 
     def part(self, index: int, threads: int | None = None) -> "Problem":
-        """Slice ``index`` alone, as a one-slice problem (views, not copies): run on its own,
-        here or on a cluster, it gives that slice's answer exactly."""
+        """Slice ``index`` alone, as a one-slice problem (views of in-memory arrays; a lazy
+        stack's slice is read now): run on its own, here or on a cluster, it gives that
+        slice's answer exactly."""
         cut = slice(index, index + 1)
         return replace(self, images=self.images[cut], masks=self.masks[cut],
                        references=None if self.references is None else self.references[cut],
@@ -153,18 +155,23 @@ class Problem:
     def solve(self, stop=None, store=None, client=None):
         """Restore the slices: the one slice loop of the API, the CLI and the widget.
 
-        Here in order, or on a Dask ``client`` all at once (each slice one task,
-        with one CPU thread on a CPU worker).  Yields what
+        Here in order, or on a Dask ``client`` all at once (each slice one task;
+        a CPU run there takes one thread a task).  Yields what
         :func:`src_core.parts.solve_parts` yields; slice i's classical answer
-        is cached once it ran.
+        is kept once it ran.  Each slice is made (a lazy stack's read) only
+        when its turn comes.
         """
         threads = 1 if client is not None and self.threads is not None else None
-        parts = [(i, self.part(i, threads)) for i in range(self.slices)]
+        parts = [(i, partial(self.part, i, threads)) for i in range(self.slices)]
         for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes):
-            if kind in ("answer", "loaded"):
-                part = parts[index][1]
-                self._classical_cache.update({(index, only): v for (_, only), v in part._classical_cache.items()})
+            if kind in ("answer", "loaded") and payload[2] is not None:
+                self._classical_cache[(index, False)] = (payload[2], payload[1].summary.get("classical_seconds", 0.0))
             yield kind, index, payload
+
+    def computed_classical(self, index: int) -> np.ndarray | None:
+        """Slice ``index``'s classical answer if it was computed already (None otherwise)."""
+        cached = self._classical_cache.get((index, False))
+        return None if cached is None else cached[0]
 
     def estimate(self) -> dict:
         """Time the whole run will take here, from the network's cost (before any work)."""
@@ -577,9 +584,12 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
 
     def result() -> RestoreResult:
         missing = [i for i in range(problem.slices) if i not in histories]
-        source = problem.layout.to_nchw(image) if missing and problem.operator.factor == 1 else None
-        for i in missing:  # slices not run keep the input (read one by one: it may be a lazy stack)
-            outputs[i] = problem.placeholder(i) if source is None else problem.scaling.to_unit(np.asarray(source[i]))
+        source = None  # slices not run keep the input, unmasked (read one by one: it may be a lazy stack)
+        if missing and problem.operator.factor == 1:
+            source = (LazySlices.of(image, problem.layout, problem.scaling) if is_lazy(image)
+                      else problem.layout.to_nchw(problem.scaling.to_unit(np.asarray(image))))
+        for i in missing:
+            outputs[i] = problem.placeholder(i) if source is None else source[i]
         classical_images = None
         if problem.classical is not None:
             classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
@@ -655,14 +665,14 @@ class TiledProblem:
     overlap: int
     tiles: list                       # (rows, columns, blending weight) of every tile
     parts: list                       # (tile index, one-slice Problem) of the tiles that run
-    answers: dict = field(default_factory=dict)   # tile index -> (answer, history)
+    answers: dict = field(default_factory=dict)   # tile index -> (answer, history, classical or None)
     stopped: bool = False
 
     @classmethod
     def prepare(cls, image, mask=None, *, tile="auto", overlap=None, task=None, validate=None,
                 classical="auto", threads=None, operator=None, **settings) -> "TiledProblem":
         """Check everything (the whole image and every tile that runs) before any work."""
-        from .tiles import check_tiling, choose_tile, default_overlap, plan, tiles_to_run
+        from .tiles import choose_tile, plan, settle_overlap, tiles_to_run
 
         whole = prepare(image, mask, task=task, validate=0, classical=None, threads=threads,
                         operator=operator, **settings)
@@ -673,8 +683,7 @@ class TiledProblem:
         net = cfg.network
         if tile == "auto":
             tile = choose_tile(cfg, whole.layout.channels, resolve_device(cfg.device), factor=f)
-        overlap = default_overlap(tile, net) if overlap is None else overlap
-        check_tiling(tile, overlap, -(-net.min_size() // f))
+        overlap = settle_overlap(tile, overlap, net, f)
         spec = _task_for(task, operator)
         pass_through = spec.mask in ("required", "random") and op.identity
         sub_task = None if spec.name == "custom" else {"random": "inpaint"}.get(spec.name, spec.name)
@@ -705,7 +714,7 @@ class TiledProblem:
         for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client,
                                                 notes=self.whole.notes, what="tile"):
             if kind in ("answer", "loaded"):
-                self.answers[index] = payload  # (a part's classical answer is in its cache, shared)
+                self.answers[index] = payload  # (answer, history, classical answer or None)
             self.stopped = self.stopped or kind == "stopped" or (
                 kind == "answer" and payload[1].timings.get("stopped_by_user")
                 and payload[1].timings.get("iterations", 0) < self.whole.config.iterations)
@@ -726,13 +735,12 @@ class TiledProblem:
         acc = np.zeros((c, h * f, w * f))
         acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
         weight = np.zeros((h * f, w * f))
-        parts = dict(self.parts)
-        with_classical = bool(self.answers) and all(parts[i].classical is not None for i in self.answers)
+        with_classical = bool(self.answers) and all(a[2] is not None for a in self.answers.values())
         for index, (rows, cols, wt) in enumerate(self.tiles):
             out_rows, out_cols = self.span(index)
             if index in self.answers:
                 answer = np.asarray(self.answers[index][0], dtype=np.float64)
-                classical_part = parts[index].classical_answer(0)[0] if with_classical else None
+                classical_part = self.answers[index][2] if with_classical else None
             else:
                 answer = classical_part = _enlarge(whole.images[0][:, rows, cols], f)
             wt = _enlarge(wt, f)

@@ -272,11 +272,9 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     config = make_config(spec.name, probe.pop("preset", None), probe.pop("config", None), options,
                          **{k: v for k, v in probe.items() if k not in _RESTORE_ONLY})  # bad settings fail here
     if settings.get("tile", "auto") != "auto":
-        from .tiles import check_tiling, default_overlap
+        from .tiles import settle_overlap
 
-        tile = settings["tile"]
-        check_tiling(tile, settings.get("overlap", default_overlap(tile, config.network) if isinstance(tile, int)
-                                        else 0), config.network.min_size())
+        settle_overlap(settings["tile"], settings.get("overlap"), config.network, int(options.get("factor", 1)))
     check_writable(output_dir)
     summary = BatchSummary()
     pending = []
@@ -336,30 +334,42 @@ def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
 
     from .io import atomic_path
 
+    stack = np.stack([tifffile.imread(p) for p in planes])
     with tifffile.TiffFile(path) as tif:
-        first, series = tif.pages[0], tif.series[0]
+        first, series, ome = tif.pages[0], tif.series[0], tif.is_ome
+        factor = stack.shape[1] / first.shape[0]  # super-resolution: pixels that many times smaller
+        shape = [int(round(n * factor)) if axis in "YX" else n for axis, n in zip(series.axes, series.shape)]
         kwargs = {}
-        if "XResolution" in first.tags:
-            kwargs = dict(resolution=(first.tags["XResolution"].value, first.tags["YResolution"].value),
+        if "XResolution" in first.tags:  # pixels per unit
+            kwargs = dict(resolution=tuple(_times(first.tags[t].value, factor) for t in ("XResolution", "YResolution")),
                           resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
                           else None)
-        if tif.is_ome:
-            pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-            kwargs.update(ome=True, metadata={"axes": series.axes,
-                                              **{k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}})
+        if ome:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+            metadata = {k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}
+            for key in ("PhysicalSizeX", "PhysicalSizeY"):
+                if key in metadata:
+                    metadata[key] = metadata[key] / factor
+            kwargs.update(ome=True, metadata={"axes": series.axes, **metadata})
         elif tif.is_imagej:
             kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
                                                  if k in ("spacing", "unit", "finterval")}
                           | {"axes": series.axes})
-        shape, ome = series.shape, tif.is_ome
-    stack = np.stack([tifffile.imread(p) for p in planes])
     if int(np.prod(shape)) == stack.size:
         stack = stack.reshape(shape)  # the input's axes (T, Z, ...), not a flat list of pages
+    elif "metadata" in kwargs:
+        kwargs["metadata"].pop("axes")  # pages that do not make the input's series: written as pages
     target = output_dir / f"{path.stem.removesuffix('.ome')}_restored{'.ome' if ome else ''}.tif"
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, stack, **kwargs)
     return str(target)
+
+
+def _times(resolution, factor: float):
+    """A TIFF resolution (a rational, pixels per unit) for pixels ``factor`` times smaller."""
+    numerator, denominator = resolution
+    return (int(round(numerator * factor)), int(denominator)) if factor != 1 else resolution
 
 
 def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:

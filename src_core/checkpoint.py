@@ -34,6 +34,10 @@ def fingerprint(*parts) -> str:
             h.update(fingerprint(*part).encode())
         elif part is None:
             h.update(b"None")
+        elif getattr(part, "read_by_slice", False):  # a lazy stack: one slice at a time, same digest
+            h.update(f"{part.shape}{part.dtype}".encode())
+            for index in range(len(part)):
+                h.update(np.ascontiguousarray(part[index]).tobytes())
         elif isinstance(part, np.ndarray) or hasattr(part, "__array__"):
             a = np.ascontiguousarray(part)
             h.update(f"{a.shape}{a.dtype}".encode())

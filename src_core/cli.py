@@ -263,6 +263,9 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     finally:
         bar.close()
     wall = time.perf_counter() - t0
+    if not result.histories:
+        raise DIPError("stopped before any slice finished: nothing was written (the same command with "
+                       "--resume continues).")
     if result.stopped:
         planned = _free_names(output_paths(output_dir, f"{name}_partial", suffix,
                                            problem.classical is not None, plots), inputs)
@@ -374,7 +377,7 @@ def summary_lines(result) -> list[str]:
     lines = []
     for index, h in enumerate(result.histories):
         s = h.summary
-        where = f"slice {index}: " if len(result.histories) > 1 else ""
+        where = f"slice {index if h.part is None else h.part}: " if len(result.histories) > 1 else ""
         method = s.get("classical_method")
         if s.get("psnr_answer") is not None:
             parts = [f"corrupted {s['psnr_corrupted']:.2f} dB"] if "psnr_corrupted" in s else []

@@ -111,6 +111,7 @@ class History:
     config: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)   # the final answer against the alternatives (api)
+    part: int | None = None   # which slice (or tile) of a run over many this history is of
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

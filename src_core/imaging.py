@@ -205,7 +205,9 @@ def is_lazy(array) -> bool:
 
 class LazySlices:
     """(N, C, H, W) float32 in [0, 1] read one slice at a time from a stack that is not in
-    memory (a dask or zarr array), so restoring it never loads it whole.
+    memory (a dask or zarr array): each slice is read when its run starts, so the stack is
+    never loaded whole to restore it (what a result holds, the answer and the corrupted
+    input, is in memory).
 
     ``masks`` zeroes the missing pixels of each slice read, as the in-memory path does.
     Indexing by a number gives one (C, H, W) slice; by a slice, an in-memory stack.
@@ -213,6 +215,7 @@ class LazySlices:
 
     dtype = np.dtype(np.float32)
     ndim = 4
+    read_by_slice = True  # for whoever would take it whole (a fingerprint)
 
     def __init__(self, nchw, scaling: Scaling, masks: np.ndarray | None = None, clip: bool = False):
         self.source = nchw          # dask (N, C, H, W) in the user's dtype

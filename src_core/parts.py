@@ -88,7 +88,7 @@ def solve_part(part, stop=None, checkpoint=None):
 
 
 def _classical(part):
-    return part._classical_cache[(0, False)][0] if (0, False) in part._classical_cache else None
+    return part.computed_classical(0)
 
 
 def _solve_here(part, index: int, stop, checkpoint):
@@ -109,32 +109,32 @@ def _solve_here(part, index: int, stop, checkpoint):
 
 def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None, notes=None,
                 what: str = "slice"):
-    """Restore ``parts`` (``(index, one-slice Problem)`` pairs): the one loop of slices and tiles.
+    """Restore ``parts`` (``(index, one-slice Problem)`` pairs, or ``(index, function making
+    it)`` so a lazy stack's slice is read only when its turn comes): the one loop of slices
+    and tiles.
 
     A generator of ``(kind, index, payload)``: ``("start", i, run)`` when a
     part's run is built here (``run.close()`` abandons it), ``("event", i,
-    event)`` for each engine event here, ``("answer", i, (answer, history))``
-    when a part's answer is put together (here or on the cluster),
-    ``("loaded", i, (answer, history))`` for a part the ``store`` finished
-    earlier, and ``("stopped", i, None)`` once ``stop`` is set (no further
-    part starts; on a cluster the unfinished ones are cancelled).  Here, errors
-    propagate from the part they happen in; on a cluster, from the first part
-    that fails.  A part's classical answer is left in its cache (so
-    ``part.classical_answer(0)`` costs nothing after).
+    event)`` for each engine event here, ``("answer", i, (answer, history,
+    classical answer or None))`` when a part's answer is put together (here or
+    on the cluster), ``("loaded", i, ...)`` the same for a part the ``store``
+    finished earlier, and ``("stopped", i, None)`` once ``stop`` is set (no
+    further part starts; on a cluster, what finished is kept and the rest is
+    cancelled: a running part's work is lost).  ``history.part`` is ``i``.
+    Here, errors propagate from the part they happen in; on a cluster, from
+    the first part that fails, after the others that finished with it.
     """
     notes = [] if notes is None else notes
-    parts = list(parts)
     todo = []
     for index, part in parts:
         if store is not None and store.finished(index):
             answer, history, classical = store.load_all(index)
-            if classical is not None:
-                part._classical_cache[(0, False)] = (classical, 0.0)
-            yield "loaded", index, (answer, history)
+            history.part = index
+            yield "loaded", index, (answer, history, classical)
         else:
             todo.append((index, part))
     if client is not None:
-        yield from _solve_on_cluster(client, todo, stop, store, notes, what)
+        yield from _solve_on_cluster(client, [(i, _made(p)) for i, p in todo], stop, store, notes, what)
         return
     for position, (index, part) in enumerate(todo):
         if position > 0 and stop is not None and stop.is_set():
@@ -142,46 +142,62 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
             notes.append(f"stopped before {what} {index}: {_named(what, left)} the input, not restored")
             yield "stopped", index, None
             return
+        part = _made(part)
         stopped = False
         with _naming(index):
             for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None):
                 if isinstance(payload, Finished):
                     stopped = payload.stopped
-                if kind == "answer" and store is not None and not stopped:
-                    store.save(index, *payload, _classical(part))
+                if kind == "answer":
+                    payload[1].part = index
+                    if store is not None and not stopped:
+                        store.save(index, *payload, _classical(part))
+                    payload = (*payload, _classical(part))
                 yield kind, i, payload
 
 
 def _solve_on_cluster(client, todo, stop, store, notes, what):
     from distributed import as_completed
 
-    parts = dict(todo)
     futures = {client.submit(solve_part, part, None, store.checkpoint(index) if store else None,
                              pure=False, retries=1, key=f"dip-{what}-{index}-{time.time_ns()}"): index
                for index, part in todo}
     waiting = as_completed(list(futures))
     try:
         while not waiting.is_empty():
-            if stop is not None and stop.is_set():
-                left = sorted(futures[f] for f in futures if not f.done())
-                notes.append(f"stopped: {_named(what, left)} the input, not restored (cancelled on the cluster)")
-                yield "stopped", left[0] if left else -1, None
-                return
-            if not waiting.has_ready():
+            stopping = stop is not None and stop.is_set()
+            if not stopping and not waiting.has_ready():
                 time.sleep(POLL_S)
                 continue
-            for future in waiting.next_batch(block=False):
+            failure = None
+            for future in waiting.next_batch(block=False):  # what finished is kept, stop or not
                 index = futures[future]
-                with _naming(index):
-                    answer, history, classical = future.result()  # a part's error is raised here
-                part = parts[index]
-                if classical is not None:
-                    part._classical_cache[(0, False)] = (classical, history.summary.get("classical_seconds", 0.0))
+                try:
+                    with _naming(index):
+                        answer, history, classical = future.result()
+                except Exception as exc:
+                    failure = failure or exc  # the others of this batch are kept first
+                    continue
+                history.part = index
                 if store is not None:
                     store.save(index, answer, history, classical)
-                yield "answer", index, (answer, history)
+                yield "answer", index, (answer, history, classical)
+            if failure is not None:
+                raise failure
+            if stopping:
+                left = sorted(futures[f] for f in futures if not f.done())
+                if left:
+                    notes.append(f"stopped: {_named(what, left)} the input, not restored (cancelled on the "
+                                 "cluster)")
+                yield "stopped", left[0] if left else -1, None
+                return
     finally:
         client.cancel([f for f in futures if not f.done()])
+
+
+def _made(part):
+    """A part given as itself, or as the function that makes it."""
+    return part() if callable(part) else part
 
 
 @contextmanager

@@ -93,6 +93,15 @@ def choose_tile(config, channels: int, device: torch.device, factor: int = 1, sh
     return best
 
 
+def settle_overlap(tile, overlap, network_config, factor: int = 1) -> int:
+    """The overlap to use with ``tile`` (the default when None), after checking both against the
+    network (a super-resolution tile is ``factor`` times larger when it runs)."""
+    if not isinstance(tile, bool) and isinstance(tile, (int, np.integer)) and overlap is None:
+        overlap = default_overlap(int(tile), network_config)
+    check_tiling(tile, overlap, -(-network_config.min_size() // factor))
+    return overlap
+
+
 def check_tiling(tile, overlap, min_size: int) -> None:
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < min_size:
         raise DIPError(f"tile must be 'auto' or a whole number of pixels >= {min_size} (the smallest "

@@ -151,3 +151,27 @@ def test_a_zarr_or_dask_stack_is_restored_slice_by_slice_like_one_in_memory(tmp_
     holes = da.from_array(np.where(stack > 3990, np.nan, stack.astype(np.float32)), chunks=(1, 32, 32))
     with pytest.raises(src_core.DIPError, match="NaN or inf values; a stack read slice by slice"):
         src_core.prepare(holes, **kwargs)
+
+
+def test_a_lazy_stack_is_read_slice_by_slice_as_it_runs_and_keeps_the_input_where_stopped(tmp_path, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    import threading
+
+    stack = (np.random.default_rng(1).random((3, 32, 32)) * 4000).astype(np.uint16)
+    store = zarr.create_array(str(tmp_path / "s.zarr"), shape=stack.shape, chunks=(1, 32, 32), dtype=stack.dtype)
+    store[...] = stack
+    reads, seen = [], {}
+    real = src_core.imaging.LazySlices._read
+    monkeypatch.setattr(src_core.imaging.LazySlices, "_read", lambda self, i: reads.append(i) or real(self, i))
+    stop = threading.Event()
+
+    def callback(event, index):
+        seen.setdefault(index, sorted(set(reads)))
+        if index == 1:
+            stop.set()  # slice 1 ends after this iteration; slice 2 never starts
+
+    result = src_core.restore(zarr.open_array(str(tmp_path / "s.zarr"), mode="r"), task="random", preset="cpu",
+                              scales=2, iterations=6, report_every=3, threads=1, callback=callback, stop=stop)
+    assert seen[0] == [0] and seen[1] == [0, 1]   # each slice read when its turn came, not before
+    assert result.stopped and [h.part for h in result.histories] == [0, 1]
+    np.testing.assert_array_equal(result.image[2], stack[2])  # not run: the input, unmasked

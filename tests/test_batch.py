@@ -173,6 +173,12 @@ def test_an_ome_tiff_comes_back_with_its_axes_and_pixel_size(client, tmp_path):
         out = tif.asarray()
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(out[1, 0], src_core.restore(frames[1, 0], task="denoise", threads=1, **TINY).image)
+    # super-resolution: the same axes, Y and X twice as many pixels, each half the size
+    summary = restore_many(items, tmp_path / "sr", client=client, task="sr", factor=2, **TINY)
+    with tifffile.TiffFile(summary.stacks[0]) as tif:
+        assert tif.series[0].axes == "TZYX" and tif.series[0].shape == (2, 2, 64, 64)
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+        assert (pixels["PhysicalSizeX"], pixels["PhysicalSizeZ"]) == (0.325, 2.0)
 
 
 @pytest.mark.parametrize("ome", [False, True])

@@ -38,7 +38,7 @@ def test_blending_leaves_no_seam(monkeypatch):
         for index, part in parts:
             calls.append(part.images.shape)
             value = np.float32(0.1 + 0.8 * (len(calls) % 2))  # alternate 0.1 and 0.9 between tiles
-            yield "answer", index, (np.full_like(part.images[0], value), src_core.History())
+            yield "answer", index, (np.full_like(part.images[0], value), src_core.History(), None)
 
     monkeypatch.setattr(api, "solve_parts", constant_per_tile)
     image = np.full((200, 180), 0.5, np.float32)
