@@ -241,6 +241,13 @@ def connect(scheduler: str):
                        "out to run on a local cluster.") from None
 
 
+def dashboard(client) -> str | None:
+    """The link to the cluster's dashboard, or None when its scheduler runs without one."""
+    if "dashboard" not in client.scheduler_info().get("services", {}):
+        return None
+    return client.dashboard_link
+
+
 def restore_many(items, output_dir, *, client=None, workers: int | None = None, callback=None,
                  **settings) -> BatchSummary:
     """Restore every item (from :func:`collect`) into ``output_dir``, on ``client`` or a local cluster.
@@ -287,7 +294,7 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
         if client is None:
             client, own = _local_cluster(workers)
         summary.workers = len(client.scheduler_info().get("workers", {}))
-        summary.dashboard = getattr(client, "dashboard_link", None)
+        summary.dashboard = dashboard(client)
         try:
             futures = [client.submit(run_item, item, settings, str(output_dir), fp, pure=False, retries=1,
                                      key=f"dip-{item.name}-{fp}") for item, fp in pending]

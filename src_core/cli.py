@@ -483,11 +483,12 @@ def cmd_task(args) -> int:
         tile = args.tile if args.tile == "auto" else _whole_number(args.tile, "--tile")
     client = None
     if args.scheduler:
-        from .batch import connect
+        from .batch import connect, dashboard
 
         client = connect(args.scheduler)
-        print(f"dip: the {'tiles' if tile else 'slices'} run on the Dask cluster at {args.scheduler} "
-              f"(dashboard {getattr(client, 'dashboard_link', None)})", flush=True)
+        link = dashboard(client)
+        print(f"dip: the {'tiles' if tile else 'slices'} run on the Dask cluster at {args.scheduler}"
+              + (f" (dashboard {link})" if link else ""), flush=True)
     try:
         if tile is not None:
             run_tiled_task(args.command, image, tile=tile, overlap=args.overlap, client=client, **common, **kwargs)
