@@ -248,9 +248,9 @@ def machine_line(device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        from src_core.reproduce.common import _cpu_name
+        from src_core.speed import cpu_name
 
-        name = f"{_cpu_name()}, {torch.get_num_threads()} threads"
+        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     return (f"{name}; torch {torch.__version__}; numpy {np.__version__}; python "

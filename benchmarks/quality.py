@@ -205,13 +205,13 @@ def report(out: Path, records: dict, command: str) -> None:
 
 
 def _cpu() -> str:
-    from src_core.reproduce.common import _cpu_name
+    from src_core.speed import cpu_name
 
     try:
         avx512 = "avx512f" in open("/proc/cpuinfo").read()
     except OSError:
-        return _cpu_name()
-    return _cpu_name() + (", AVX-512" if avx512 else ", AVX2 only")
+        return cpu_name()
+    return cpu_name() + (", AVX-512" if avx512 else ", AVX2 only")
 
 
 def main(argv=None) -> int:

@@ -13,12 +13,24 @@ import json
 import os
 import platform
 import threading
+from pathlib import Path
 
 import torch
 
 from .errors import DIPError
 
 from .config import COMPILE_MODES, MEMORY_FORMATS, PRECISIONS  # noqa: F401 (named here too)
+
+
+def cpu_name() -> str:
+    """The processor's model name, for the records of measurements."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_has_native_bf16() -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import speed
 from ..errors import DIPError
 from ..io import atomic_path, write_text
 
@@ -247,16 +248,6 @@ def git_state() -> dict:
     return {"commit": commit, "dirty": bool(status)}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
     import matplotlib
     import skimage
@@ -272,7 +263,7 @@ def environment() -> dict:
         "matplotlib": matplotlib.__version__,
         "napari-dip": __version__,
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": speed.cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
