@@ -87,6 +87,11 @@ class Driver:
         self._stop = threading.Event()  # every slice's run watches it
         self._run = None
 
+    @property
+    def remote(self) -> bool:
+        """The work runs on a Dask cluster (its parts report only when they finish)."""
+        return self.client is not None or self.scheduler is not None
+
     def request_stop(self) -> None:
         self._stop.set()
 

@@ -8,6 +8,7 @@ names never pile up napari's ``[1]``, ``[2]`` suffixes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -23,6 +24,14 @@ from ._driver import Outcome, Update
 ROLE_KEY = "napari_dip"        # our output layers: metadata[ROLE_KEY] = role
 ROLES = ("input", "preview", "iterations", "curve", "result")
 NAMED_KEY = "napari_dip_named"  # the name we gave; a layer renamed since is the user's
+
+
+def _one_cleanup(viewer):
+    """Remove several layers with one clean-up of napari's canvas: it collects garbage fully
+    after each removal (about 0.25 s each with torch loaded), and once for a batch (even an
+    empty one)."""
+    batched = getattr(viewer.layers, "batched_update", None)
+    return batched() if batched is not None else contextlib.nullcontext()
 
 
 def earlier_outputs(viewer, source_name: str) -> list:
@@ -49,7 +58,7 @@ class OutputLayers:
     preview_every_s = 0.25
 
     def __init__(self, viewer, captured: Captured, problem: src_core.Problem, live: bool = True,
-                 keep_earlier: bool = False):
+                 keep_earlier: bool = False, remote: bool = False):
         self.viewer = viewer
         self.captured = captured
         self.problem = problem
@@ -60,12 +69,16 @@ class OutputLayers:
         self.preview = self.stack = self.curve_layer = None
         self.position = 0
         self.unit = "slice"  # or "tile": what the curves are of
+        self.remote = remote  # the parts run on a cluster: no live preview, only their answers
+        self.arrived = 0
         self._preview_at = -math.inf
         if not keep_earlier:
             mine = {self.source.name, captured.mask_name, captured.reference_name}
-            for layer in earlier_outputs(viewer, self.source.name):
-                if layer.name not in mine:
-                    viewer.layers.remove(layer)
+            earlier = [layer for layer in earlier_outputs(viewer, self.source.name) if layer.name not in mine]
+            if earlier:
+                with _one_cleanup(viewer):
+                    for layer in earlier:
+                        viewer.layers.remove(layer)
         name = self.source.name
         if captured.task == "random":
             self._add("input", self._place_like_source(problem.corrupted()),
@@ -136,12 +149,16 @@ class OutputLayers:
                 self.add_frame(update.position, event.iteration, event.output)
 
     def _on_arrival(self, update: Update) -> None:
-        """A slice or tile finished (here or on a cluster): its whole curve, and its answer in
-        the preview (a tile in its place in the image)."""
+        """A slice or tile finished: its whole curve; and, where no live preview showed it (a
+        tile, or a slice from a cluster), its answer in the preview (a tile in its place).
+        Not for the last one, whose result layer comes next: a preview changed just before
+        it is removed stalls napari's main thread (about 0.7 s measured, against 0.15 s)."""
         history = update.event.history
         self.curves[update.position] = {"iterations": list(history.iterations), "psnr": list(history.psnr),
                                         "fit": list(history.fit_psnr)}
-        if self.preview is None:
+        self.arrived += 1
+        live = update.tile is None and not self.remote
+        if self.preview is None or live or self.arrived >= update.count:
             return
         if update.tile is not None:
             rows, cols, chw = update.tile

@@ -45,7 +45,7 @@ class LayerRun:
         self.driver = Driver(prepare(captured), scheduler=captured.scheduler, client=captured.client)
         self.problem = self.driver.problem  # the whole image (a tiled run's too)
         self.outputs = OutputLayers(viewer, captured, self.problem, live=live,
-                                    keep_earlier=keep_earlier)
+                                    keep_earlier=keep_earlier, remote=self.driver.remote)
         self.iterations = self.problem.config.iterations
         self.total = self.driver.count * self.iterations  # iterations of every slice or tile that runs
         self.arrived = 0  # slices or tiles finished
@@ -108,7 +108,7 @@ class LayerRun:
         # last: napari's Activity dock may process events, and so handle the next updates inside
         # this call; they must come after this one's, or an older status would show last
         if self.activity is not None:
-            if isinstance(update.event, Progress) or update.kind == "finished":
+            if isinstance(update.event, Progress) or (update.kind == "finished" and self.driver.remote):
                 self.activity.update(self.done_iterations(update) - self.activity.n)
             elif update.message:
                 self.activity.set_description(f"DIP {self.captured.source.name}: {update.message}")
