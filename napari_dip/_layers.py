@@ -9,6 +9,7 @@ names never pile up napari's ``[1]``, ``[2]`` suffixes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 
@@ -26,12 +27,23 @@ ROLES = ("input", "preview", "iterations", "curve", "result")
 NAMED_KEY = "napari_dip_named"  # the name we gave; a layer renamed since is the user's
 
 
-def _one_cleanup(viewer):
-    """Remove several layers with one clean-up of napari's canvas: it collects garbage fully
-    after each removal (about 0.25 s each with torch loaded), and once for a batch (even an
-    empty one)."""
+@contextlib.contextmanager
+def _removing(viewer):
+    """Remove layers without a long stall: napari's canvas collects all garbage after each
+    removal (0.25 s and more in a process holding torch, dask and napari), and once for a batch.
+    The objects already there are frozen meanwhile, so that collection looks only at young ones;
+    the removed layers' own cycles go at Python's next full collection (their GL resources
+    are closed by napari before it collects)."""
     batched = getattr(viewer.layers, "batched_update", None)
-    return batched() if batched is not None else contextlib.nullcontext()
+    freeze = gc.get_freeze_count() == 0  # never unfreeze what someone else froze
+    if freeze:
+        gc.freeze()
+    try:
+        with batched() if batched is not None else contextlib.nullcontext():
+            yield
+    finally:
+        if freeze:
+            gc.unfreeze()
 
 
 def earlier_outputs(viewer, source_name: str) -> list:
@@ -76,7 +88,7 @@ class OutputLayers:
             mine = {self.source.name, captured.mask_name, captured.reference_name}
             earlier = [layer for layer in earlier_outputs(viewer, self.source.name) if layer.name not in mine]
             if earlier:
-                with _one_cleanup(viewer):
+                with _removing(viewer):
                     for layer in earlier:
                         viewer.layers.remove(layer)
         name = self.source.name
@@ -239,7 +251,8 @@ class OutputLayers:
     # the end ---------------------------------------------------------------------
     def remove_preview(self) -> None:
         if self.preview is not None and self.preview in self.viewer.layers:
-            self.viewer.layers.remove(self.preview)
+            with _removing(self.viewer):
+                self.viewer.layers.remove(self.preview)
         self.preview = None
 
     def finish(self, outcome: Outcome):
