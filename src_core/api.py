@@ -381,25 +381,22 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         images *= masks  # missing pixels carry no information; zero them for display and loss
 
     references = None
-    if reference is not None:
-        if is_lazy(reference) and lazy and reference is image:  # task random: the stack itself
-            references = LazySlices.of(image, layout, scaling, clip=True)
-        else:
-            reference = np.asarray(reference)
+    if reference is not None and lazy and reference is image:  # task random: the stack's own slices
+        references = LazySlices.of(image, layout, scaling, clip=True)
+    elif reference is not None:
+        reference = np.asarray(reference)
         check_reference(reference.shape, answer_layout.shape, image.shape)
         # a reference of another dtype is scaled by its own meaning (a float [0, 1] reference
         # for a uint8 image is not divided by 255), one of the same dtype like the image
-        if not isinstance(references, LazySlices):
-            ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
-            references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
-        if not isinstance(references, LazySlices) and not np.isfinite(references).all():
+        ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
+        references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
+        if not np.isfinite(references).all():
             if task == "random" and reference is image:
                 raise DIPError("task 'random' measures PSNR against the image itself, so the image "
                                "must be clean, but it has NaN or inf values; restore it with "
                                "task='inpaint' and a mask of its finite pixels instead.")
             raise DIPError("the reference has non-finite values; a reference must be clean.")
-        if not isinstance(references, LazySlices):
-            references = np.clip(references, 0.0, 1.0)
+        references = np.clip(references, 0.0, 1.0)
 
     h, w = layout.spatial_shape
     problem = cfg.network.size_problem(*answer_layout.spatial_shape)
@@ -439,6 +436,11 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
                      "held-out pixels")
     return problem
+
+
+def _cut_short(history: History, config: RunConfig) -> bool:
+    """A stop request ended this run before its iterations (its answer is partial)."""
+    return bool(history.timings.get("stopped_by_user")) and history.timings.get("iterations", 0) < config.iterations
 
 
 def _enlarge(chw: np.ndarray, factor: int) -> np.ndarray:
@@ -595,9 +597,7 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
             classical_images = problem.to_user(np.stack([problem.classical_answer(i)[0]
                                                          for i in range(problem.slices)]))
         ordered = [histories[i] for i in sorted(histories)]
-        stopped = bool(missing) or any(h.timings.get("stopped_by_user") and
-                                       h.timings.get("iterations", 0) < problem.config.iterations
-                                       for h in ordered)
+        stopped = bool(missing) or any(_cut_short(h, problem.config) for h in ordered)
         return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, ordered,
                              problem.config, problem.task, problem.notes, classical_images,
                              problem.keep_observed, problem.validate, stopped)
@@ -672,7 +672,7 @@ class TiledProblem:
     def prepare(cls, image, mask=None, *, tile="auto", overlap=None, task=None, validate=None,
                 classical="auto", threads=None, operator=None, **settings) -> "TiledProblem":
         """Check everything (the whole image and every tile that runs) before any work."""
-        from .tiles import choose_tile, plan, settle_overlap, tiles_to_run
+        from .tiles import choose_tile, plan, scaled, settle_overlap, tiles_to_run
 
         whole = prepare(image, mask, task=task, validate=0, classical=None, threads=threads,
                         operator=operator, **settings)
@@ -692,8 +692,7 @@ class TiledProblem:
         parts = []
         for index in tiles_to_run(tiles, whole.masks[0] if pass_through else None):
             rows, cols, _ = tiles[index]
-            out_rows, out_cols = slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
-            ref = None if whole.references is None else whole.references[0][:, out_rows, out_cols]
+            ref = None if whole.references is None else whole.references[0][(slice(None), *scaled(rows, cols, f))]
             parts.append((index, prepare(whole.images[0][:, rows, cols], whole.masks[0][:, rows, cols],
                                          task=sub_task, reference=ref, channel_axis=0, config=cfg,
                                          keep_observed=whole.keep_observed, validate=validate,
@@ -716,15 +715,15 @@ class TiledProblem:
             if kind in ("answer", "loaded"):
                 self.answers[index] = payload  # (answer, history, classical answer or None)
             self.stopped = self.stopped or kind == "stopped" or (
-                kind == "answer" and payload[1].timings.get("stopped_by_user")
-                and payload[1].timings.get("iterations", 0) < self.whole.config.iterations)
+                kind == "answer" and _cut_short(payload[1], self.whole.config))
             yield kind, index, payload
 
     def span(self, index: int) -> tuple[slice, slice]:
         """Where tile ``index`` lies in the answer (rows, columns; super-resolution's are larger)."""
+        from .tiles import scaled
+
         rows, cols, _ = self.tiles[index]
-        f = self.whole.operator.factor
-        return slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f)
+        return scaled(rows, cols, self.whole.operator.factor)
 
     def blend(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The blended answer and classical answer, (1, C, H, W) in [0, 1]: tiles that ran give

@@ -53,11 +53,7 @@ class PartStore:
                          history=json.dumps(history.to_dict(), default=json_default), **extra)
         self.checkpoint(index).remove()
 
-    def load(self, index: int) -> tuple[np.ndarray, History]:
-        answer, history, _ = self.load_all(index)
-        return answer, history
-
-    def load_all(self, index: int) -> tuple[np.ndarray, History, np.ndarray | None]:
+    def load(self, index: int) -> tuple[np.ndarray, History, np.ndarray | None]:
         """The answer, history and (when saved) classical answer of a finished part."""
         try:
             with np.load(self._done(index), allow_pickle=False) as data:
@@ -82,13 +78,8 @@ def solve_part(part, stop=None, checkpoint=None):
         checkpoint.last = time.monotonic()  # this process's clock, not the client's
     for kind, _, payload in _solve_here(part, 0, stop, checkpoint):
         if kind == "answer":
-            answer, history = payload
-            return answer, history, _classical(part)
+            return payload
     raise DIPError("the part ended without an answer")  # pragma: no cover (the engine always finishes)
-
-
-def _classical(part):
-    return part.computed_classical(0)
 
 
 def _solve_here(part, index: int, stop, checkpoint):
@@ -104,7 +95,8 @@ def _solve_here(part, index: int, stop, checkpoint):
         run.close()
     answer = part.answer(0, finished)
     finished.history.notes.extend(part.notes)
-    yield "answer", index, (answer, finished.history)
+    finished.history.part = index
+    yield "answer", index, (answer, finished.history, part.computed_classical(0))
 
 
 def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None, notes=None,
@@ -128,7 +120,7 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
     todo = []
     for index, part in parts:
         if store is not None and store.finished(index):
-            answer, history, classical = store.load_all(index)
+            answer, history, classical = store.load(index)
             history.part = index
             yield "loaded", index, (answer, history, classical)
         else:
@@ -148,11 +140,8 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
             for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None):
                 if isinstance(payload, Finished):
                     stopped = payload.stopped
-                if kind == "answer":
-                    payload[1].part = index
-                    if store is not None and not stopped:
-                        store.save(index, *payload, _classical(part))
-                    payload = (*payload, _classical(part))
+                if kind == "answer" and store is not None and not stopped:
+                    store.save(index, *payload)
                 yield kind, i, payload
 
 

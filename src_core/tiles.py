@@ -61,6 +61,11 @@ def plan(shape_hw: tuple, tile: int, overlap: int) -> list[tuple[slice, slice, n
     return out
 
 
+def scaled(rows: slice, cols: slice, factor: int) -> tuple[slice, slice]:
+    """A tile's rows and columns in an answer ``factor`` times larger (super-resolution)."""
+    return slice(rows.start * factor, rows.stop * factor), slice(cols.start * factor, cols.stop * factor)
+
+
 def default_overlap(tile: int, network_config) -> int:
     """A quarter of the tile, at most the network's context (beyond it, overlap buys nothing)."""
     return min(tile // 4, network_config.context())
