@@ -48,7 +48,6 @@ class LayerRun:
                                     keep_earlier=keep_earlier, remote=self.driver.remote)
         self.iterations = self.problem.config.iterations
         self.total = self.driver.count * self.iterations  # iterations of every slice or tile that runs
-        self.arrived = 0  # slices or tiles finished
         self.on_update, self.on_done = on_update, on_done
         self.worker = None
         self.activity = None
@@ -91,6 +90,11 @@ class LayerRun:
     def stop_requested(self) -> bool:
         return self.driver.stop_requested
 
+    @property
+    def arrived(self) -> int:
+        """Slices or tiles finished so far (counted by the layers, which show each)."""
+        return 0 if self.outputs is None else self.outputs.arrived
+
     # ------------------------------------------------------------------ main-thread slots
     def done_iterations(self, update: Update) -> int:
         """Iterations done so far (a cluster's slices count whole as they arrive)."""
@@ -101,7 +105,6 @@ class LayerRun:
     def _on_update(self, update: Update) -> None:
         if self.outputs is None:
             return
-        self.arrived += update.kind == "finished"
         self.outputs.on_update(update)
         if self.on_update is not None:
             self.on_update(update)
