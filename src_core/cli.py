@@ -255,9 +255,8 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     except DIPError as exc:
         partial = getattr(exc, "partial", None)
         if partial is not None:  # a later slice failed: keep the finished ones
-            written = write_outputs(partial, _free_names(output_paths(
-                output_dir, f"{name}_partial", suffix, problem.classical is not None, plots), inputs),
-                task, name, time.perf_counter() - t0)
+            written = write_outputs(partial, _partial_paths(output_dir, name, suffix, problem.classical is not None,
+                                                            plots, inputs), task, name, time.perf_counter() - t0)
             print(f"dip: the finished slices were written to {written['restored']}", file=sys.stderr)
         raise
     finally:
@@ -267,8 +266,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         raise DIPError("stopped before any slice finished: nothing was written (the same command with "
                        "--resume continues).")
     if result.stopped:
-        planned = _free_names(output_paths(output_dir, f"{name}_partial", suffix,
-                                           problem.classical is not None, plots), inputs)
+        planned = _partial_paths(output_dir, name, suffix, problem.classical is not None, plots, inputs)
         print(f"dip: stopped after {result.history.timings['iterations']} iterations; writing the "
               f"partial result (add --resume to the same command to continue the run)", file=sys.stderr)
     written = write_outputs(result, planned, task, name, wall)
@@ -315,6 +313,11 @@ def check_outputs(paths, inputs, overwrite: bool) -> None:
         raise DIPError(f"{len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
                        f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them, or "
                        "choose another --name or -o.")
+
+
+def _partial_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool, inputs) -> dict:
+    """Where a stopped or failed run's partial result goes: ``<name>_partial``, -2, -3, ..."""
+    return _free_names(output_paths(output_dir, f"{name}_partial", suffix, classical, plots), inputs)
 
 
 def _free_names(planned: dict, inputs) -> dict:
@@ -514,8 +517,8 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     Finished tiles are kept in ``<name>.checkpoints`` until the outputs are written (``resume``)."""
     from .api import restore_tiled
 
-    planned = output_paths(output_dir, name, suffix, kwargs.get("classical") is not None,
-                           reference is not None or task == "random")
+    classical, plots = kwargs.get("classical") is not None, reference is not None or task == "random"
+    planned = output_paths(output_dir, name, suffix, classical, plots)
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
     checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
@@ -539,14 +542,12 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     finally:
         bar.close()
     wall = time.perf_counter() - t0
-    if not result.histories:
-        planned.pop("psnr_curve", None)
     if result.stopped:
-        planned = _free_names(output_paths(output_dir, f"{name}_partial", suffix,
-                                           kwargs.get("classical") is not None,
-                                           reference is not None or task == "random"), inputs)
+        planned = _partial_paths(output_dir, name, suffix, classical, plots, inputs)
         print("dip: stopped; writing the partial result (add --resume to the same command to run the "
               "tiles left)", file=sys.stderr)
+    if not result.histories:  # no tile ran: no curve to draw
+        planned.pop("psnr_curve", None)
     written = write_outputs(result, planned, task, name, wall)
     if not result.stopped:
         shutil.rmtree(checkpoints, ignore_errors=True)
