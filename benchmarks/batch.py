@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src_core  # noqa: E402
 from src_core.batch import collect, restore_many  # noqa: E402
 from src_core.io import write_image  # noqa: E402
-from src_core.reproduce.common import md_table, write_json, write_text_atomic  # noqa: E402
+from src_core.reproduce.common import md_table  # noqa: E402
+from _report import command_line, write_report  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     ratio = record["workers_1_s"] / record["workers_2_s"]
     overhead = (record["workers_1_s"] - plain) / len(items)
     record.update(speedup_2_vs_1=ratio, overhead_per_item_s=overhead, items=len(items), iterations=args.iterations)
-    command = "python benchmarks/batch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(__file__, argv)
     md = ["# Batches on Dask distributed: items per minute", "",
           f"{len(items)} noisy 64x64 camera crops, denoise, `cpu` preset, {args.iterations} iterations, one "
           f"torch thread a run, this machine ({src_core.speed.usable_cores()} usable cores).", "",
@@ -70,9 +71,7 @@ def main(argv=None) -> int:
           f"- Dask overhead per item (1 worker against the plain loop, cluster start included): {overhead:+.2f} s.",
           f"- Command: `{command}`", ""]
     shutil.rmtree(work, ignore_errors=True)
-    write_text_atomic(args.out / "batch.md", "\n".join(md))
-    write_json(args.out / "batch.json", record)
-    print("\n".join(md))
+    write_report(args.out, "batch", md, record)
     return 0
 
 

@@ -32,6 +32,7 @@ import torch
 
 import src_core
 from src_core import DIPBatch, DIPRun, bernoulli_mask, preset
+from _report import command_line  # noqa: E402
 from src_core.network import build_network
 
 from fast_path import problem  # the same House problem as the CPU benchmark (benchmarks/ is on sys.path)
@@ -231,8 +232,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/cuda_check.py "
-              + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
+    report = {"date": time.strftime("%Y-%m-%d"), "command": command_line(__file__, argv)}
 
     def save():
         (args.out / "cuda_check.json").write_text(json.dumps(report, indent=1, default=str))

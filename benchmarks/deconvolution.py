@@ -34,6 +34,7 @@ from src_core.io import json_default  # noqa: E402
 from src_core.operators import gaussian_psf  # noqa: E402
 from src_core.plots import plot_panel  # noqa: E402
 from src_core.reproduce.common import md_table, write_json, write_text_atomic  # noqa: E402
+from _report import command_line  # noqa: E402
 
 
 def synthetic_cells(size: int, seed: int) -> np.ndarray:
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
                         f"Richardson-Lucy, best of {len(rl)} counts ({rl[best_n]['psnr']:.2f} dB)",
                         f"DIP ({record['dip_psnr']:.2f} dB)", "ground truth"],
                        args.out / "deconvolution.png")
-    command = "python benchmarks/deconvolution.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(__file__, argv)
     md = ["# Deconvolution (synthetic widefield image): DIP against Richardson-Lucy", "",
           f"Synthetic {args.size}x{args.size} nuclei-and-filaments image, Gaussian PSF sigma {args.sigma} px, "
           f"Poisson noise at {args.photons:g} photons at the peak plus read noise {args.read_noise}; "

@@ -27,7 +27,6 @@ import datetime
 import json
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import src_core
 from src_core import DIPBatch, DIPError, DIPRun, bernoulli_mask, preset
 from src_core.engine import make_input
 from src_core.network import build_network
+from _report import command_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -341,7 +341,7 @@ def main(argv=None):
     cfg = preset("table1", device=str(device), **{k: parse_value(v) for k, v in engine_overrides.items()})
     report = {"device": device.type, "machine": machine_line(device),
               "date": datetime.date.today().isoformat(),
-              "command": "python benchmarks/fast_path.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": command_line(__file__, argv)}
     print(report["machine"], flush=True)
     print("speed:", flush=True)
     report["bf16_hardware"] = bf16_hardware() if device.type == "cpu" else None

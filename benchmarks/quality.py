@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import src_core  # noqa: E402
 from src_core.engine import Finished, History  # noqa: E402
+from _report import command_line  # noqa: E402
 
 TABLE1 = ("barbara", "boat", "house", "lena", "peppers", "cameraman", "couple", "fingerprint",
           "hill", "man", "montage")
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     src_core.speed.choose_threads(args.threads)  # every run uses this count, not the free cores
     out = args.output_dir
     (out / "cases").mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(__file__, argv)
     todo = cases()
     for name, (kind, group, builder) in todo.items():
         if args.only and name not in args.only:

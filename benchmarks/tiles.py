@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src_core  # noqa: E402
 from src_core.plots import plot_panel  # noqa: E402
-from src_core.reproduce.common import md_table, write_json, write_text_atomic  # noqa: E402
+from src_core.reproduce.common import md_table  # noqa: E402
+from _report import command_line, write_report  # noqa: E402
 from src_core.tiles import plan  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
                 f"2x2 tiles of {args.tile} ({record['psnr_tiled']:.2f} dB)",
                 f"|tiled - whole| (white = {diff.max():.0f} levels)"],
                args.out / "tiles.png")
-    command = "python benchmarks/tiles.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(__file__, argv)
     md = ["# Tiled against whole: the same restoration, PSNR in dB", "",
           f"House 256x256, 50% missing (mask seed 0), the `cpu` preset at {args.iterations} iterations, "
           f"observed pixels kept, no validation or blend; tiles of {args.tile} px with {args.overlap} px "
@@ -75,9 +76,7 @@ def main(argv=None) -> int:
           f"- Largest jump between neighbouring columns at the tile seams {at_seams:.0f} grey levels, "
           f"anywhere in the image {jump.max():.0f}: the seams are not where the image jumps most.",
           f"- Command: `{command}`", ""]
-    write_text_atomic(args.out / "tiles.md", "\n".join(md))
-    write_json(args.out / "tiles.json", record)
-    print("\n".join(md))
+    write_report(args.out, "tiles", md, record)
     return 0
 
 

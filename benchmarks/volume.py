@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src_core  # noqa: E402
 from src_core.plots import plot_panel  # noqa: E402
 from src_core.reproduce.common import md_table, write_json, write_text_atomic  # noqa: E402
+from _report import command_line  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- data
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
     rows = [[name, f"{s['psnr_missing']:.2f}", f"{s['psnr_all']:.2f}", f"{s['seconds']:.1f}",
              "-" if s["s_per_step"] is None else f"{s['s_per_step'] * 1000:.1f}", f"{s['parameters']:,.0f}",
              len(runs[name])] for name, s in summary.items()]
-    command = "python benchmarks/volume.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(__file__, argv)
     table = md_table(["Method", "PSNR missing voxels (dB)", "PSNR all voxels (dB)", "Wall time (s)",
                       "ms per network step", "Parameters", "Runs"], rows)
     print(table)
