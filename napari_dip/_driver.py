@@ -1,4 +1,4 @@
-"""Driving the engine for napari: a prepared problem, slice by slice, as a generator.
+"""Driving the engine for napari: a captured run, prepared and then slice by slice, as a generator.
 
 :class:`Driver` is what the widget's ``thread_worker`` iterates and what the
 console call runs in its own thread; it never touches a layer.
@@ -37,10 +37,23 @@ def prepare(captured: Captured):
     return src_core.prepare(captured.image, captured.mask, **settings)
 
 
+def user_plane(problem, chw: np.ndarray) -> np.ndarray:
+    """One engine slice in the input's dtype and layout, for display."""
+    return problem.scaling.from_unit(problem.slice_to_user_float(chw))
+
+
+def starting_plane(problem, position: int) -> np.ndarray:
+    """What a slice shows before its first output: the observed pixels (a super-resolution
+    slice: its placeholder at the answer's size), for display."""
+    if problem.operator.factor == 1:
+        return user_plane(problem, problem.images[position] * problem.masks[position])
+    return user_plane(problem, problem.placeholder(position))
+
+
 @dataclass
 class Update:
-    """One engine event, or a step of the driver's own (``kind`` 'slice': a slice starts and
-    its network is being set up; 'finishing': its answer is being put together; 'cluster':
+    """One engine event, or a step of the driver's own (``kind`` 'prepared': the problem is
+    ready, ``event`` the preview's first plane; 'slice': a slice starts and its network is being set up; 'finishing': its answer is being put together; 'cluster':
     connecting to a Dask cluster, or the work was sent there)."""
 
     kind: str
@@ -64,10 +77,12 @@ class Outcome:
 
 
 class Driver:
-    """Runs a prepared problem's slices (or a tiled problem's tiles) as a generator of :class:`Update`.
+    """Runs a captured run's slices (or a large image's tiles) as a generator of :class:`Update`.
 
-    The generator catches every exception and returns it in the
-    :class:`Outcome`: superqt's workers would otherwise swallow a RuntimeError
+    The generator first prepares the problem (in the worker: a large image's
+    conversion would hold napari's main thread) and says so in a 'prepared'
+    update, which carries the preview's first plane. It catches every
+    exception and returns it in the :class:`Outcome`: superqt's workers would otherwise swallow a RuntimeError
     (CUDA out of memory is one) as a mere warning.  :meth:`request_stop` may
     be called from any thread; it finishes the current slice after its current
     iteration (keeping the partial answer) and starts no further slice.  With
@@ -76,16 +91,31 @@ class Driver:
     finished and cancels the others, whose work is lost).
     """
 
-    def __init__(self, work, scheduler: str | None = None, client=None):
-        self.work = work                    # a Problem, or a TiledProblem
-        self.tiled = isinstance(work, src_core.TiledProblem)
-        self.problem = work.whole if self.tiled else work  # the whole image, in the layers' terms
+    def __init__(self, captured: Captured, scheduler: str | None = None, client=None, preview: bool = True):
+        self.captured = captured
+        self.preview = preview  # the 'prepared' update carries the preview's first plane
+        self.work = self.problem = None     # set by prepare()
+        self.tiled = captured.tile is not None
         self.unit = "tile" if self.tiled else "slice"
-        self.count = len(work.parts) if self.tiled else work.slices
+        self.count = 0                      # slices or tiles that run, once prepared
         self.scheduler = scheduler or None
         self.client = client
         self._stop = threading.Event()  # every slice's run watches it
         self._run = None
+
+    def prepare(self) -> None:
+        """The engine's checks and conversion (raises DIPError); the worker does it unless the
+        caller did (the console call does, so that bad input raises there)."""
+        if self.work is not None:
+            return
+        work = prepare(self.captured)
+        self.problem = work.whole if self.tiled else work  # the whole image, in the layers' terms
+        self.count = len(work.parts) if self.tiled else work.slices
+        self.work = work
+
+    @property
+    def prepared(self) -> bool:
+        return self.work is not None
 
     @property
     def remote(self) -> bool:
@@ -122,13 +152,16 @@ class Driver:
         return Update(kind, position, self.count, event, message, self.unit, tile)
 
     def events(self):
-        problem, count = self.problem, self.count
-        output = np.empty((problem.slices, *problem.operator.output_shape(problem.images.shape[1:])), np.float32)
-        order = {index: k for k, (index, _) in enumerate(self.work.parts)} if self.tiled else None
         histories = {}  # by position: a cluster's answers arrive in any order
         stopped_at = finished = None
         own = solving = None
         try:
+            self.prepare()
+            problem, count = self.problem, self.count
+            yield self._update("prepared", 0, starting_plane(problem, 0) if self.preview else None)
+            output = np.empty((problem.slices, *problem.operator.output_shape(problem.images.shape[1:])),
+                              np.float32)
+            order = {index: k for k, (index, _) in enumerate(self.work.parts)} if self.tiled else None
             client = self.client
             if client is None and self.scheduler is not None:
                 yield self._update("cluster", 0, message=f"connecting to the Dask scheduler {self.scheduler}")

@@ -20,7 +20,7 @@ from src_core import Progress
 
 from ._capture import Captured
 from ._curves import render_curves
-from ._driver import Outcome, Update
+from ._driver import Outcome, Update, starting_plane, user_plane
 
 ROLE_KEY = "napari_dip"        # our output layers: metadata[ROLE_KEY] = role
 ROLES = ("input", "preview", "iterations", "curve", "result")
@@ -70,7 +70,7 @@ class OutputLayers:
     preview_every_s = 0.25
 
     def __init__(self, viewer, captured: Captured, problem: src_core.Problem, live: bool = True,
-                 keep_earlier: bool = False, remote: bool = False):
+                 keep_earlier: bool = False, remote: bool = False, first_plane: np.ndarray | None = None):
         self.viewer = viewer
         self.captured = captured
         self.problem = problem
@@ -98,8 +98,8 @@ class OutputLayers:
                       **self._source_kwargs(cropped=True))
         self.factor = problem.operator.factor  # the answer's pixels are this much smaller
         if live:
-            first = problem.images[0] * problem.masks[0] if self.factor == 1 else problem.placeholder(0)
-            self.preview = self._add("preview", self._user_plane(first), f"{name} DIP preview",
+            first = starting_plane(problem, 0) if first_plane is None else first_plane
+            self.preview = self._add("preview", first, f"{name} DIP preview",
                                      rgb=self.source.rgb, **captured.placed(stack=False, factor=self.factor),
                                      **self.source.look_kwargs())
 
@@ -120,8 +120,7 @@ class OutputLayers:
 
     # conversions ---------------------------------------------------------------
     def _user_plane(self, chw: np.ndarray) -> np.ndarray:
-        """One engine slice in the input's dtype and layout, for display."""
-        return self.problem.scaling.from_unit(self.problem.slice_to_user_float(chw))
+        return user_plane(self.problem, chw)
 
     def _source_kwargs(self, cropped: bool, factor: int = 1) -> dict:
         return dict(rgb=self.source.rgb, **self.captured.placed(stack=True, cropped=cropped, factor=factor),
@@ -202,8 +201,7 @@ class OutputLayers:
             data[row[it], position] = plane
             have[row[it], position] = True
         for position in range(count):
-            start = self.problem.images[position] * self.problem.masks[position]
-            latest = self._user_plane(start if self.factor == 1 else self.problem.placeholder(position))
+            latest = starting_plane(self.problem, position)
             for i in range(len(iterations)):
                 if have[i, position]:
                     latest = data[i, position]

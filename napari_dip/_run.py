@@ -2,9 +2,12 @@
 
 Shared by the dock widget and the console call, so both run the same way: the
 layers are captured and checked on the main thread (bad input fails before
-any work), the engine runs in a ``thread_worker`` (or in the calling thread),
-and each update reaches the layers, napari's Activity dock (cancelable: Cancel
-there is Stop) and the caller's own callback on the main thread.
+any work); the engine's own checks and conversion (seconds for a large image)
+and the run itself go to a ``thread_worker`` (or the calling thread), and each
+update reaches the layers, napari's Activity dock (cancelable: Cancel there is
+Stop) and the caller's own callback on the main thread.  The run's layers are
+made when the prepared problem arrives, so a run refused by the engine touches
+no layer.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from napari.utils import cancelable_progress
 from src_core import Progress
 
 from ._capture import Captured
-from ._driver import Driver, Outcome, Update, prepare
+from ._driver import Driver, Outcome, Update
 from ._layers import OutputLayers
 
 
@@ -34,7 +37,9 @@ class LayerRun:
 
     ``result`` is the result layer once the run has ended well; ``outcome``
     the driver's :class:`~napari_dip._driver.Outcome`; ``worker`` napari's
-    worker while threaded (connect to ``worker.finished`` to hear the end).
+    worker while threaded (connect to ``worker.finished`` to hear the end);
+    ``problem``, ``outputs`` and ``total`` once the problem is prepared (call
+    :meth:`prepare` to do that here, and raise on bad input, before starting).
     ``on_update(update)`` and ``on_done(run)`` are called on the main thread.
     """
 
@@ -42,19 +47,30 @@ class LayerRun:
                  keep_earlier: bool = False, on_update=None, on_done=None):
         self.viewer = viewer
         self.captured = captured
-        self.driver = Driver(prepare(captured), scheduler=captured.scheduler, client=captured.client)
-        self.problem = self.driver.problem  # the whole image (a tiled run's too)
-        self.outputs = OutputLayers(viewer, captured, self.problem, live=live,
-                                    keep_earlier=keep_earlier, remote=self.driver.remote)
-        self.iterations = self.problem.config.iterations
-        self.total = self.driver.count * self.iterations  # iterations of every slice or tile that runs
+        self.live, self.keep_earlier = live, keep_earlier
+        self.driver = Driver(captured, scheduler=captured.scheduler, client=captured.client, preview=live)
+        self.problem = None  # the whole image (a tiled run's too), once prepared
+        self.outputs: OutputLayers | None = None
+        self.iterations = captured.config.iterations
+        self.total = 0  # iterations of every slice or tile that runs, once prepared
         self.on_update, self.on_done = on_update, on_done
         self.worker = None
         self.activity = None
         self.outcome: Outcome | None = None
         self.result = None
         self.finish_error: BaseException | None = None
+        self.abandoned = False
         self.done = False
+
+    def prepare(self) -> None:
+        """The engine's checks and conversion, here and now (raises DIPError)."""
+        self.driver.prepare()
+        self._count_work()
+
+    def _count_work(self) -> None:
+        self.problem = self.driver.problem
+        self.iterations = self.problem.config.iterations
+        self.total = self.driver.count * self.iterations
 
     # ------------------------------------------------------------------ control
     def start(self, threaded: bool = True):
@@ -80,8 +96,9 @@ class LayerRun:
 
     def abandon(self) -> None:
         """End without adding any layer (the panel or the viewer closed)."""
-        self.outputs.remove_preview()
-        self.outputs = None
+        self.abandoned = True
+        if self.outputs is not None:
+            self.outputs.remove_preview()
         self.driver.request_stop()
         if self.worker is not None:
             self.worker.quit()
@@ -102,10 +119,27 @@ class LayerRun:
             return self.arrived * self.iterations
         return update.position * self.iterations + update.event.iteration
 
-    def _on_update(self, update: Update) -> None:
-        if self.outputs is None:
+    def _on_prepared(self, first_plane) -> None:
+        """The problem is ready: the run's layers (the preview shows ``first_plane``)."""
+        self._count_work()
+        try:
+            self.outputs = OutputLayers(self.viewer, self.captured, self.problem, live=self.live,
+                                        keep_earlier=self.keep_earlier, remote=self.driver.remote,
+                                        first_plane=first_plane)
+        except Exception as exc:  # reported by on_done; the run has nowhere to show itself
+            self.finish_error = exc
+            self.driver.request_stop()
             return
-        self.outputs.on_update(update)
+        if self.activity is not None:
+            self.activity.total = self.total
+
+    def _on_update(self, update: Update) -> None:
+        if self.abandoned:
+            return
+        if update.kind == "prepared":
+            self._on_prepared(update.event)
+        elif self.outputs is not None:
+            self.outputs.on_update(update)
         if self.on_update is not None:
             self.on_update(update)
         # last: napari's Activity dock may process events, and so handle the next updates inside
@@ -118,7 +152,7 @@ class LayerRun:
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        if self.outputs is None:
+        if self.abandoned or self.outputs is None:  # or refused before any layer was made
             return
         try:
             self.result = self.outputs.finish(outcome)

@@ -90,6 +90,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                        keep_observed=keep_observed, task_options=task_options, tile=tile,
                        scheduler=scheduler, client=client)
     run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
+    run.prepare()  # the engine's refusal raises here, in the caller's console
     if not wait:
         run.start(threaded=True)
         return run

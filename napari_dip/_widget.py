@@ -528,6 +528,8 @@ class DIPWidget(QWidget):
         until nothing is flagged), and show the run's time estimate."""
         if self._filling:
             return []
+        if self.is_running:  # the form is locked; checked again when the run ends
+            return self.problems
         problems = []
         try:
             config = self.build_config()
@@ -586,7 +588,7 @@ class DIPWidget(QWidget):
         channels = 3 if getattr(image, "rgb", False) else 1
         tile = int(self.tile.value) or tiles.choose_tile(
             config, channels, src_core.resolve_device(config.device), factor=factor)
-        spans = tiles.plan(image_plane(image), tile, tiles.default_overlap(tile, config.network))
+        spans = tiles.spans(image_plane(image), tile, tiles.default_overlap(tile, config.network))
         observed = None
         if self.task.value == "inpaint" and self.mask.value is not None:
             observed, _, per_channel = read_mask(self.mask.value, image, self._slice_index(image),
@@ -695,18 +697,7 @@ class DIPWidget(QWidget):
         self.current = run
         self._started = time.monotonic()
         self._set_running(True)
-        problem = run.problem
-        where = (f"slice {captured.slice_index}" if captured.slice_index is not None
-                 else f"{problem.slices} slice(s)")
-        if run.driver.tiled:
-            where += f", {run.driver.count} of {len(run.driver.work.tiles)} tiles of {run.driver.work.tile} px"
-        if captured.scheduler:
-            where += f", on the Dask cluster at {captured.scheduler}"
-        if captured.region is not None:
-            rows, cols = captured.region
-            where += f", the {rows.stop - rows.start}x{cols.stop - cols.start} box around the mask"
-        self.status.setText(f"Running on {where}, device "
-                            f"{src_core.resolve_device(problem.config.device)}...")
+        self.status.setText("Preparing the run: the engine's checks and conversion...")
         self.progress.setValue(0)
         self.progress.setFormat("starting...")
         self._draw_plot(force=True)
@@ -718,6 +709,21 @@ class DIPWidget(QWidget):
                 self.destroyed.connect(slot)
         else:
             run.start(threaded=False)
+
+    @staticmethod
+    def _running_text(run: LayerRun) -> str:
+        """'Running on ...': what runs where, once the run is prepared."""
+        captured, driver = run.captured, run.driver
+        where = (f"slice {captured.slice_index}" if captured.slice_index is not None
+                 else f"{run.problem.slices} slice(s)")
+        if driver.tiled:
+            where += f", {driver.count} of {len(driver.work.tiles)} tiles of {driver.work.tile} px"
+        if captured.scheduler:
+            where += f", on the Dask cluster at {captured.scheduler}"
+        if captured.region is not None:
+            rows, cols = captured.region
+            where += f", the {rows.stop - rows.start}x{cols.stop - cols.start} box around the mask"
+        return f"Running on {where}, device {src_core.resolve_device(run.problem.config.device)}..."
 
     def stop(self, *_) -> None:
         """Finish after the current iteration and keep the partial result as a layer."""
@@ -742,7 +748,10 @@ class DIPWidget(QWidget):
         if run is None:
             return
         event = update.event
-        if update.kind == "progress":
+        if update.kind == "prepared":
+            if not run.stop_requested:
+                self.status.setText(self._running_text(run))
+        elif update.kind == "progress":
             done = run.done_iterations(update)
             ips = event.iterations_per_second
             left = (run.total - done) / ips if ips and ips > 0 else float("nan")
@@ -788,11 +797,11 @@ class DIPWidget(QWidget):
 
     def _report_outcome(self, run: LayerRun):
         outcome = run.outcome
-        if run.outputs is None or outcome is None:  # abandoned, or the worker was aborted
+        if run.abandoned or outcome is None:  # or the worker was aborted
             self.status.setText("Aborted.")
             return None
         if run.finish_error is not None:
-            self._report_error(f"could not add the result: {error_message(run.finish_error)}")
+            self._report_error(f"could not add the run's layers: {error_message(run.finish_error)}")
             return None
         if outcome.error is not None:
             self._report_error(error_message(outcome.error))

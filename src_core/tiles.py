@@ -50,6 +50,13 @@ def _ramp(length: int, spans: list[slice], index: int, overlap: int) -> np.ndarr
     return w
 
 
+def spans(shape_hw: tuple, tile: int, overlap: int) -> list[tuple[slice, slice]]:
+    """(rows, columns) of every tile, in :func:`plan`'s order, without the weights (cheap: the
+    widget counts tiles each time a field changes)."""
+    rows, cols = (tile_starts(n, tile, overlap) for n in shape_hw)
+    return [(r, c) for r in rows for c in cols]
+
+
 def plan(shape_hw: tuple, tile: int, overlap: int) -> list[tuple[slice, slice, np.ndarray]]:
     """(rows, columns, blending weight) of every tile of an image of ``shape_hw``."""
     rows, cols = (tile_starts(n, tile, overlap) for n in shape_hw)
@@ -72,11 +79,11 @@ def default_overlap(tile: int, network_config) -> int:
 
 
 def tiles_to_run(tiles, observed: np.ndarray | None) -> list[int]:
-    """The tiles that run: all of them, or, given the observed pixels of a mask-only task
-    ((H, W) or (C, H, W), True = observed), those with a missing pixel."""
+    """The tiles (:func:`plan`'s or :func:`spans`') that run: all of them, or, given the observed
+    pixels of a mask-only task ((H, W) or (C, H, W), True = observed), those with a missing pixel."""
     if observed is None:
         return list(range(len(tiles)))
-    return [i for i, (rows, cols, _) in enumerate(tiles) if not observed[..., rows, cols].all()]
+    return [i for i, (rows, cols, *_) in enumerate(tiles) if not observed[..., rows, cols].all()]
 
 
 def choose_tile(config, channels: int, device: torch.device, factor: int = 1, share: float = 0.5) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 import src_core
 from src_core import DIPError, api
-from src_core.tiles import plan, tile_starts
+from src_core.tiles import plan, spans, tile_starts
 
 TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=10,
             report_every=5, device="cpu")
@@ -14,19 +14,20 @@ TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channel
 
 def test_the_plan_covers_every_pixel_with_positive_weights():
     for size, tile, overlap in ((600, 256, 64), (256, 256, 32), (100, 256, 32), (513, 128, 16)):
-        spans = tile_starts(size, tile, overlap)
+        starts = tile_starts(size, tile, overlap)
         covered = np.zeros(size, bool)
-        for a, b in zip(spans, spans[1:]):
+        for a, b in zip(starts, starts[1:]):
             assert a.stop - b.start >= overlap  # neighbours share at least the overlap
-        for s in spans:
+        for s in starts:
             covered[s] = True
             assert s.stop - s.start == min(tile, size)
-        assert covered.all() and spans[-1].stop == size
+        assert covered.all() and starts[-1].stop == size
     weights = np.zeros((300, 200))
     for rows, cols, w in plan((300, 200), 128, 32):
         assert w.min() > 0 and w.max() == 1
         weights[rows, cols] += w
     assert weights.min() > 0
+    assert spans((300, 200), 128, 32) == [(rows, cols) for rows, cols, _ in plan((300, 200), 128, 32)]
 
 
 def test_blending_leaves_no_seam(monkeypatch):

@@ -61,6 +61,12 @@ def make_widget(viewer, threaded=False, **settings):
     return widget
 
 
+def frames(widget) -> int:
+    """Intermediate outputs the running run has collected (0 before its layers exist)."""
+    outputs = None if widget.current is None else widget.current.outputs
+    return 0 if outputs is None else len(outputs.frames)
+
+
 def smooth(shape=(40, 48), seed=0):
     y, x = np.mgrid[0:shape[0], 0:shape[1]] / max(shape)
     rng = np.random.default_rng(seed)
@@ -152,7 +158,9 @@ def test_run_in_thread_worker_rgb_with_2d_mask(viewer, qtbot, errors):
         widget.run()
         assert widget.worker is not None
         assert not widget.run_button.enabled and widget.stop_button.enabled
-        assert "photo DIP preview" in viewer.layers
+        assert widget.status.text().startswith("Preparing")  # the engine prepares in the worker
+        qtbot.waitUntil(lambda: "photo DIP preview" in viewer.layers, timeout=30_000)
+        assert widget.status.text().startswith(("Running on", "setting up", "iteration"))
         image.data = np.zeros_like(rgb)  # editing the input mid-run must not disturb the run
         mask.data = np.zeros_like(labels)
 
@@ -184,7 +192,7 @@ def test_the_ui_stays_responsive_during_a_run(viewer, qtbot, errors):
     timer = QTimer()
     def tick():
         ticks.append(time.perf_counter())
-        if widget.is_running and widget.current.outputs is not None and widget.current.outputs.frames:
+        if widget.is_running and frames(widget):
             layer_counts.append(len(viewer.layers))
 
     timer.timeout.connect(tick)
@@ -207,7 +215,7 @@ def test_closing_the_panel_stops_the_run_and_adds_nothing(make_napari_viewer, qt
     widget.mask.value = viewer.layers["hole"]
     with qtbot.waitSignal(widget.run_finished, timeout=60_000):
         widget.run()
-        qtbot.waitUntil(lambda: len(widget.current.outputs.frames) >= 1, timeout=30_000)
+        qtbot.waitUntil(lambda: frames(widget) >= 1, timeout=30_000)
         widget.hide()                       # hidden (a tab switch, a minimised window) ...
         qtbot.wait(300)
         assert widget.is_running            # ... is not closed
@@ -230,7 +238,7 @@ def test_stop_keeps_partial_result(viewer, qtbot, errors):
 
     with qtbot.waitSignal(widget.run_finished, timeout=60_000) as finished:
         widget.run()
-        qtbot.waitUntil(lambda: len(widget.current.outputs.frames) >= 2, timeout=30_000)
+        qtbot.waitUntil(lambda: frames(widget) >= 2, timeout=30_000)
         widget.stop_button.clicked.emit()   # the button's own signal
         assert not widget.stop_button.enabled
 
@@ -265,6 +273,40 @@ def test_worker_error_becomes_notification(viewer, qtbot, errors, monkeypatch):
     assert len(errors) == 1 and "ran out of memory" in errors[0]
     assert widget.run_button.enabled
     assert "img DIP" not in viewer.layers
+
+
+def test_the_engine_prepares_in_the_worker_and_its_refusal_touches_no_layer(viewer, qtbot, errors,
+                                                                           monkeypatch):
+    """Pressing Run only captures the layers: the engine's checks and conversion (seconds for a
+    large image) run in the worker, and a refusal there is reported and leaves every layer, an
+    earlier run's too, as it was."""
+    import threading
+
+    from napari_dip import _driver
+
+    viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=10)
+    widget.mask.value = viewer.layers["hole"]
+    prepared_in, prepare = [], _driver.prepare
+    monkeypatch.setattr(_driver, "prepare", lambda captured: (prepared_in.append(threading.current_thread()),
+                                                              prepare(captured))[1])
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        widget.run()
+    assert prepared_in and prepared_in[0] is not threading.main_thread()
+    assert "img DIP" in viewer.layers and errors == []
+    before = snapshot(viewer)
+
+    def refuse(captured):
+        raise DIPError("refused by the engine; do this instead.")
+
+    monkeypatch.setattr(_driver, "prepare", refuse)
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000) as finished:
+        widget.run()
+    assert finished.args[0] is None
+    assert widget.last_error == "refused by the engine; do this instead." and len(errors) == 1
+    assert_unchanged(viewer, before)  # the earlier result, curve and stack are all still there
+    assert widget.run_button.enabled and not widget.stop_button.enabled
 
 
 def test_stack_all_slices_and_current_slice(viewer, errors):
