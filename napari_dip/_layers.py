@@ -265,7 +265,9 @@ class OutputLayers:
         name = f"{self.source.name} DIP"
         if outcome.stopped:
             position, iteration = outcome.stopped_at
-            if problem.slices > 1:
+            if problem.slices > 1 and position < 0:  # stopped before the first slice ran
+                name += f" (stopped before slice 1/{problem.slices})"
+            elif problem.slices > 1:
                 name += (f" (stopped at slice {position + 1}/{problem.slices}, "
                          f"iteration {iteration})")
             else:

@@ -18,6 +18,7 @@ import torch  # noqa: E402
 import napari_dip  # noqa: E402
 import napari_dip._widget as widget_module  # noqa: E402
 from napari_dip import _samples  # noqa: E402
+from napari_dip._run import LayerRun  # noqa: E402
 from napari_dip._widget import DIPWidget  # noqa: E402
 import src_core  # noqa: E402
 from src_core import DIPError  # noqa: E402
@@ -344,6 +345,13 @@ def test_stack_all_slices_and_current_slice(viewer, errors):
     frames = viewer.layers["zs DIP iterations"]
     assert frames.data.shape == (2, 1, 32, 32) and tuple(frames.translate) == (5.0, 6.0, 0.0, 0.0)
     assert errors == []
+
+    widget.slices.value = "all"
+    run = LayerRun(viewer, widget.capture())
+    run.stop()                      # Stop pressed while the run was still being prepared
+    run.start(threaded=False)
+    assert run.outcome.stopped and run.outcome.histories == []
+    assert run.result.name == "zs DIP (stopped before slice 1/3)"
 
 
 def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
