@@ -725,7 +725,7 @@ class _Fit:
         if self.ema is not None:  # starts at the first output, as in the original notebooks
             self.ema.copy_(out) if it == 1 else self.ema.mul_(self.cfg.ema).add_(out, alpha=1.0 - self.cfg.ema)
         if self.es is not None:
-            self.es.push(it, out)
+            self.es.push(it, out, self.estimate())
         self.run.completed = it
 
     def report(self, it: int):
@@ -1167,7 +1167,8 @@ class _HeldOut:
 
 
 class _WindowVariance:
-    """ES-WMV state on the device: the last W outputs, their variance, the best output.
+    """ES-WMV state on the device: the last W outputs, their variance, and the estimate (the
+    running average when there is one, as the answer always is) at the least variance.
 
     The variance is computed every iteration on the device (no sync); the
     host reads the variance log only at report iterations.
@@ -1180,14 +1181,14 @@ class _WindowVariance:
         self.best_var = torch.full((), float("inf"), device=output.device)
         self.log = torch.full((total,), float("inf"), device=output.device)
 
-    def push(self, it: int, out: torch.Tensor) -> None:
+    def push(self, it: int, out: torch.Tensor, estimate: torch.Tensor) -> None:
         self.buffer[(it - 1) % self.window].copy_(out[0])
         if it >= self.window:
             var = self.buffer.var(dim=0, unbiased=False).mean()
             self.log[it - 1] = var
             better = var < self.best_var
             self.best_var = torch.where(better, var, self.best_var)
-            self.best.copy_(torch.where(better, out, self.best))
+            self.best.copy_(torch.where(better, estimate, self.best))
 
     def best_iteration(self, it: int) -> int | None:
         if it < self.window:

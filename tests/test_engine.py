@@ -107,6 +107,20 @@ def test_early_stopping_fires_and_reports_where(tiny, small_image):
     assert fin.history.early_stop == {"iteration": stop.iteration, "best_iteration": stop.best_iteration}
 
 
+def test_early_stopping_answers_the_running_average_at_its_iteration(tiny, small_image):
+    """With ``ema`` on the answer is the running average, early stop or not: ES-WMV picks the
+    iteration from the raw outputs' variance and answers the average there, not the raw output."""
+    cfg = tiny(iterations=400, early_stop=True, es_window=5, es_patience=30, report_every=1,
+               snapshot_every=1, lr=0.05, guard=False, ema=0.9)
+    events = _events(DIPRun(small_image[None], bernoulli_mask((32, 32), 0.5, 0), cfg))
+    stop = next(e for e in events if isinstance(e, EarlyStop))
+    averages = {e.iteration: e.output for e in events if isinstance(e, Progress)}
+    fin = events[-1]
+    np.testing.assert_array_equal(fin.output, np.clip(averages[stop.best_iteration], 0, 1))
+    neighbours = [np.abs(averages[stop.best_iteration + d] - fin.output).max() for d in (-1, 1)]
+    assert min(neighbours) > 0  # the average moves each iteration: the match above is no accident
+
+
 def test_close_stops_at_once_and_frees_the_network(tiny, small_image):
     run = DIPRun(small_image[None], None, tiny(iterations=1000, report_every=2))
     first = next(run)

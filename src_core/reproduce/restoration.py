@@ -10,7 +10,10 @@ Lanczos resize of it by 1/factor, DIP fits through the Lanczos downsampler
 low-resolution image.  Denoising (the denoising notebook): ``F16_GT.png``
 plus Gaussian noise of sigma 25/255, clipped to [0, 1] (seeded here); DIP
 answers with the EMA of its outputs; non-local means and TV are the
-classical baselines.  PSNR: whole image, data_range 1, clipped float output.
+classical baselines.  Each denoising unit runs DIP a second time with
+ES-WMV early stopping (``early_stop=True``, nothing held out), whose stop
+needs no ground truth (the paper stops at a fixed count).  PSNR: whole
+image, data_range 1, clipped float output.
 
 Each (image, factor or noise seed) is a unit: finished units are kept in the
 results folder and skipped when the command runs again.
@@ -47,6 +50,8 @@ SPECS = {
 }
 IMAGES = {"sr": ("dip", "zebra_GT.png"), "denoise": ("dip", "F16_GT.png")}
 SIGMA = 25 / 255
+#: the second denoising run's change: stop by ES-WMV (Wang et al. 2021), no reference needed
+EARLY_STOP = {"early_stop": True}
 
 
 def _engine_preset(command: str, unit: int) -> str:
@@ -68,7 +73,8 @@ def restoration_settings(command: str, preset: str = "quick", overrides: dict | 
             "image": "/".join(IMAGES[command]), "prepare": spec["prepare"], "configs": configs,
             "protocol": (dict(downsample="Pillow LANCZOS", baseline="Pillow BICUBIC", operator="lanczos2")
                          if command == "sr" else dict(sigma=SIGMA, noise="numpy default_rng(seed), clipped")),
-            "psnr": "whole image, data_range 1, output clipped to [0, 1], float output (not 8-bit)"}
+            "psnr": "whole image, data_range 1, output clipped to [0, 1], float output (not 8-bit)",
+            **({"second_run": EARLY_STOP} if command == "denoise" else {})}
 
 
 def _prepare(chw: np.ndarray, prep: dict) -> np.ndarray:
@@ -133,8 +139,10 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
     env = C.environment()
     folder = C.ResultsFolder(output_dir, command, settings).open(env)
     pending = [u for u in units if not folder.has(uid[u])]
-    progress = C.Progress(sum(c.iterations for c in units.values()),
-                          sum(units[u].iterations for u in units if u not in pending), f"{command} ({preset})", quiet)
+    runs = 2 if command == "denoise" else 1  # denoising: the fixed count, then ES-WMV
+    progress = C.Progress(runs * sum(c.iterations for c in units.values()),
+                          runs * sum(units[u].iterations for u in units if u not in pending),
+                          f"{command} ({preset})", quiet)
     progress.write(f"{command}: {len(units) - len(pending)} of {len(units)} units already done in {output_dir}; {label}")
     try:
         for unit in pending:
@@ -142,6 +150,7 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
             problem = _unit_problem(command, reference, int(unit))
             options = {"task": "sr", "factor": int(unit)} if command == "sr" else {"task": "denoise"}
             outcome = C.run_dip(problem["observation"], None, reference, units[unit], progress, **options)
+            progress.finish(units[unit].iterations)
             history = outcome.history
             best, best_it = C.oracle(history)
             history.pop("loss")
@@ -156,16 +165,31 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
                                   "dip_s_per_iteration": history["timings"].get("s_per_iteration")},
                       "device": outcome.device, "config": dict(units[unit].to_dict(), device=outcome.device),
                       "history": history, "command": command_line, "environment": C.run_env(env)}
-            arrays = {k: (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8) for k, v in
-                      (("dip", outcome.output), ("observation", problem["observation"]),
-                       *problem["baselines"].items())}
+            answers = {"dip": outcome.output, "observation": problem["observation"], **problem["baselines"]}
+            if command == "denoise":
+                stopped = C.run_dip(problem["observation"], None, reference,
+                                    units[unit].replace(**EARLY_STOP).validate(), progress, **options)
+                progress.finish(units[unit].iterations)
+                psnr["dip_early_stop"] = C.psnr(stopped.output, reference)
+                record["ssim"]["dip_early_stop"] = C.ssim(stopped.output, reference)
+                record["early_stop"] = stopped.history.get("early_stop")  # None: it ran to the end
+                record["timings"]["dip_early_stop_s"] = stopped.wall_s
+                answers["dip_early_stop"] = stopped.output
+            arrays = {k: (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8) for k, v in answers.items()}
             folder.save(uid[unit], record, arrays)
-            progress.finish(units[unit].iterations)
     finally:
         progress.close()
     records = {u: folder.load(uid[u]) for u in units}
     arrays = {u: folder.load_arrays(uid[u]) for u in units}
     return _write_outputs(command, folder, reference, records, arrays, settings, label, is_paper, command_line)
+
+
+def _early_stop_cell(record: dict) -> str:
+    """'29.10 (it 900, stopped at 1900)', or '(ran to the end)' when ES-WMV never fired."""
+    stop = record.get("early_stop")
+    where = (f"it {stop['best_iteration']}, stopped at {stop['iteration']}" if stop
+             else "ran to the end")
+    return f"{C.fmt(record['psnr']['dip_early_stop'])} ({where})"
 
 
 def _write_outputs(command, folder, reference, records, arrays, settings, label, is_paper, command_line) -> dict:
@@ -177,15 +201,18 @@ def _write_outputs(command, folder, reference, records, arrays, settings, label,
         r, a = rec["psnr"], arrays[unit]
         u8 = lambda k: a[k].astype(np.float32) / 255.0  # noqa: E731
         first = (u8("observation"), f"Input, x{unit} smaller" if sr else f"Noisy ({r['input']:.2f} dB)")
+        stopped = [] if sr else [(u8("dip_early_stop"), f"DIP, ES-WMV stop ({r['dip_early_stop']:.2f} dB)")]
         rows.append([first, (u8(names[0]), f"{names[0]} ({r[names[0]]:.2f} dB)"),
-                     (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), (reference, "Original")])
+                     (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), *stopped,
+                     (reference, "Original")])
         titles.append(f"x{unit}" if sr else f"noise seed {unit}")
         h = rec["history"]
         panels[titles[-1]] = {"curves": {"DIP": (h["iterations"], h["psnr"])},
                               "levels": [(r[n], n) for n in names]}
         table.append([titles[-1], "x".join(map(str, rec["observation_shape"][:0:-1])),
                       *([] if sr else [C.fmt(r["input"])]), *[C.fmt(r[n]) for n in names],
-                      f"**{C.fmt(r['dip_final'])}**", f"{C.fmt(r['dip_best_oracle'])} (it {rec['best_iteration_oracle']})",
+                      f"**{C.fmt(r['dip_final'])}**", *([] if sr else [_early_stop_cell(rec)]),
+                      f"{C.fmt(r['dip_best_oracle'])} (it {rec['best_iteration_oracle']})",
                       f"{rec['timings']['dip_s']:.0f}"])
     what = "Super-resolution (zebra)" if sr else "Denoising (F16, sigma 25)"
     plot_image_rows(rows, root / f"{command}.png", f"{what}: input | classical | DIP | original", label,
@@ -193,6 +220,7 @@ def _write_outputs(command, folder, reference, records, arrays, settings, label,
     plot_curve_grid(panels, root / f"{command}_curves.png", f"{what}: DIP PSNR over iterations", label,
                     columns=len(panels))
     headers = ["Unit", "Input size", *([] if sr else ["Noisy input"]), *names, "**Ours: DIP, final**",
+               *([] if sr else ["Ours: DIP, ES-WMV stop (no ground truth)"]),
                "ORACLE: DIP best iteration (ground truth)", "DIP time (s)"]
     devices = sorted({rec["device"] for rec in records.values()})
     warning = "" if is_paper else f"> **{C.NOT_PAPER.upper()}.** {label}.\n\n"
@@ -203,6 +231,10 @@ def _write_outputs(command, folder, reference, records, arrays, settings, label,
           warning + f"Setting: **{label}**", "", f"![{command}]({command}.png)", "",
           C.md_table(headers, table), "",
           f"- {paper}",
+          *([] if sr else ["- ES-WMV stop: the same run with `early_stop=True` and nothing held out: it stops "
+                           "once the running variance of the last `es_window` outputs has not fallen for "
+                           "`es_patience` iterations, and answers the running average (EMA) at the least variance; "
+                           "the cell gives that iteration and the stop."]),
           "- ORACLE: the best PSNR over the iterations, chosen with the ground truth; for reference only.",
           "- PSNR: " + settings["psnr"] + ".", "",
           "## Run", "", f"- Command: `{command_line}`", f"- Setting: {label}",
@@ -216,6 +248,8 @@ def _write_outputs(command, folder, reference, records, arrays, settings, label,
     summary = {"command": command_line, "setting": label, "paper_setting": is_paper, "fingerprint": folder.fingerprint,
                "settings": settings, "devices": devices,
                "units": {u: {"psnr": rec["psnr"], "ssim": rec["ssim"], "timings": rec["timings"],
-                             "best_iteration_oracle": rec["best_iteration_oracle"]} for u, rec in records.items()}}
+                             "best_iteration_oracle": rec["best_iteration_oracle"],
+                             **({} if sr else {"early_stop": rec.get("early_stop")})}
+                         for u, rec in records.items()}}
     C.write_json(root / f"{command}.json", summary)
     return {"folder": str(root), "markdown": str(root / f"{command}.md"), "summary": C.clean_json(summary)}
