@@ -151,6 +151,30 @@ def _solve_on_cluster(client, todo, stop, store, notes, what):
     futures = {client.submit(solve_part, part, None, store.checkpoint(index) if store else None,
                              pure=False, retries=1, key=f"dip-{what}-{index}-{time.time_ns()}"): index
                for index, part in todo}
+    answered = set()
+
+    def kept(finished):
+        """The answers of finished futures not given yet; the first failure is raised after
+        the others are kept."""
+        failure = None
+        for future in finished:
+            index = futures[future]
+            if index in answered:
+                continue
+            try:
+                with _naming(index):
+                    answer, history, classical = future.result()
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            history.part = index
+            answered.add(index)
+            if store is not None:
+                store.save(index, answer, history, classical)
+            yield "answer", index, (answer, history, classical)
+        if failure is not None:
+            raise failure
+
     waiting = as_completed(list(futures))
     try:
         while not waiting.is_empty():
@@ -158,23 +182,12 @@ def _solve_on_cluster(client, todo, stop, store, notes, what):
             if not stopping and not waiting.has_ready():
                 time.sleep(POLL_S)
                 continue
-            failure = None
-            for future in waiting.next_batch(block=False):  # what finished is kept, stop or not
-                index = futures[future]
-                try:
-                    with _naming(index):
-                        answer, history, classical = future.result()
-                except Exception as exc:
-                    failure = failure or exc  # the others of this batch are kept first
-                    continue
-                history.part = index
-                if store is not None:
-                    store.save(index, answer, history, classical)
-                yield "answer", index, (answer, history, classical)
-            if failure is not None:
-                raise failure
+            yield from kept(waiting.next_batch(block=False))  # what finished is kept, stop or not
             if stopping:
-                left = sorted(futures[f] for f in futures if not f.done())
+                client.cancel([f for f in futures if not f.done()])
+                # a part that finished after the batch above, before the cancel, is kept too
+                yield from kept([f for f in futures if f.status == "finished"])
+                left = sorted(i for i in futures.values() if i not in answered)
                 if left:
                     notes.append(f"stopped: {_named(what, left)} the input, not restored (cancelled on the "
                                  "cluster)")

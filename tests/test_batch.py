@@ -241,6 +241,43 @@ def test_tiles_and_slices_on_a_cluster_equal_the_runs_here(client):
     assert [h.final_psnr for h in there.histories] == [h.final_psnr for h in here.histories]
 
 
+def test_a_stop_on_the_cluster_keeps_each_finished_part_and_names_the_others(client):
+    """Stopped as the first answer arrives: every slice is either answered whole or named in
+    the note as not restored (never both, never neither), and nothing of the run stays on the
+    cluster."""
+    import threading
+    import time
+
+    from src_core.parts import _named
+
+    rng = np.random.default_rng(0)
+    stack = (rng.random((6, 32, 32)) * 255).astype(np.uint8)
+    problem = src_core.prepare(stack, task="random", threads=1, **dict(TINY, iterations=60))
+    stop = threading.Event()
+    answered, stopped = [], []
+    for kind, index, payload in problem.solve(stop=stop, client=client):
+        if kind == "answer":
+            assert payload[1].timings["iterations"] == 60  # a whole run: the cluster never cuts one short
+            answered.append(index)
+            stop.set()
+        elif kind == "stopped":
+            stopped.append(index)
+    assert answered and len(stopped) == 1 and len(set(answered)) == len(answered)
+    left = sorted(set(range(6)) - set(answered))
+    notes = [n for n in problem.notes if n.startswith("stopped:")]
+    assert notes == ([f"stopped: {_named('slice', left)} the input, not restored (cancelled on the cluster)"]
+                     if left else [])
+    assert stopped[0] == (left[0] if left else -1)
+
+    def ours(dask_scheduler):
+        return [str(key) for key in dask_scheduler.tasks if str(key).startswith("dip-slice")]
+
+    deadline = time.monotonic() + 20
+    while client.run_on_scheduler(ours) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.run_on_scheduler(ours) == []
+
+
 def test_a_single_run_refuses_an_unreachable_scheduler(tmp_path, capsys):
     from src_core.cli import main
 
