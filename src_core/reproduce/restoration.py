@@ -215,7 +215,8 @@ def _write_outputs(command, folder, reference, records, arrays, settings, label,
                       f"{C.fmt(r['dip_best_oracle'])} (it {rec['best_iteration_oracle']})",
                       f"{rec['timings']['dip_s']:.0f}"])
     what = "Super-resolution (zebra)" if sr else "Denoising (F16, sigma 25)"
-    plot_image_rows(rows, root / f"{command}.png", f"{what}: input | classical | DIP | original", label,
+    panels_title = "input | classical | DIP | original" if sr else "input | classical | DIP | DIP, ES-WMV stop | original"
+    plot_image_rows(rows, root / f"{command}.png", f"{what}: {panels_title}", label,
                     row_titles=titles)
     plot_curve_grid(panels, root / f"{command}_curves.png", f"{what}: DIP PSNR over iterations", label,
                     columns=len(panels))
