@@ -108,14 +108,7 @@ def main(argv=None) -> int:
     starts = []  # how long pressing Run holds the main thread, for runs that replace the last one's layers
     widget.iterations.value = args.restart_iterations
     for _ in range(3):
-        t0 = time.perf_counter()
-        widget.run()
-        starts.append(time.perf_counter() - t0)
-        loop = QEventLoop()
-        widget.run_finished.connect(lambda result: loop.quit())
-        if widget.is_running:
-            loop.exec()
-        widget.run_finished.disconnect()
+        starts.append(run_to_the_end(widget))
     print(f"Kate 256 ({args.task}), cpu preset, {args.iterations} iterations, preview every {args.preview_every}, "
           f"curve every {args.curve_every}: run {wall:.1f} s")
     print(f"main-thread gaps: worst {gaps.max():.0f} ms, 95th percentile {np.percentile(gaps, 95):.0f} ms, "
@@ -133,10 +126,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def large_runs(viewer, widget, side: int, timer, ticks) -> tuple[list, list]:
-    """Three tiled runs of a ``side`` x ``side`` image: (Run's hold, worst gap until the end) of each."""
+def run_to_the_end(widget) -> float:
+    """Press Run and wait for the run's end; returns how long pressing Run held the main thread."""
     from qtpy.QtCore import QEventLoop
 
+    t0 = time.perf_counter()
+    widget.run()
+    held = time.perf_counter() - t0
+    loop = QEventLoop()
+    widget.run_finished.connect(lambda result: loop.quit())
+    if widget.is_running:
+        loop.exec()
+    widget.run_finished.disconnect()
+    return held
+
+
+def large_runs(viewer, widget, side: int, timer, ticks) -> tuple[list, list]:
+    """Three tiled runs of a ``side`` x ``side`` image: (Run's hold, worst gap until the end) of each."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
     hole = np.zeros((side, side), np.uint8)
@@ -157,13 +163,7 @@ def large_runs(viewer, widget, side: int, timer, ticks) -> tuple[list, list]:
         timer.start(10)
         t0 = time.perf_counter()
         ticks.append(t0)
-        widget.run()
-        held.append(time.perf_counter() - t0)
-        loop = QEventLoop()
-        widget.run_finished.connect(lambda result: loop.quit())
-        if widget.is_running:
-            loop.exec()
-        widget.run_finished.disconnect()
+        held.append(run_to_the_end(widget))
         ticks.append(time.perf_counter())
         timer.stop()
         worst.append(float(np.diff(ticks).max()))
