@@ -53,8 +53,9 @@ def starting_plane(problem, position: int) -> np.ndarray:
 @dataclass
 class Update:
     """One engine event, or a step of the driver's own (``kind`` 'prepared': the problem is
-    ready, ``event`` the preview's first plane; 'slice': a slice starts and its network is being set up; 'finishing': its answer is being put together; 'cluster':
-    connecting to a Dask cluster, or the work was sent there)."""
+    ready, ``event`` the preview's first plane; 'slice': a slice starts and its network is
+    being set up; 'finishing': its answer is being put together; 'cluster': connecting to a
+    Dask cluster, or the work was sent there)."""
 
     kind: str
     position: int      # which of the slices (or tiles) being restored (0-based)
@@ -81,25 +82,25 @@ class Driver:
 
     The generator first prepares the problem (in the worker: a large image's
     conversion would hold napari's main thread) and says so in a 'prepared'
-    update, which carries the preview's first plane. It catches every
-    exception and returns it in the :class:`Outcome`: superqt's workers would otherwise swallow a RuntimeError
-    (CUDA out of memory is one) as a mere warning.  :meth:`request_stop` may
+    update, which carries the preview's first plane.  It catches every
+    exception and returns it in the :class:`Outcome`: superqt's workers would
+    otherwise swallow a RuntimeError (CUDA out of memory is one) as a mere warning.  :meth:`request_stop` may
     be called from any thread; it finishes the current slice after its current
     iteration (keeping the partial answer) and starts no further slice.  With
-    a ``scheduler`` address or a ``client``, the slices or tiles run on that
+    the captured ``scheduler`` address or ``client``, the slices or tiles run on that
     Dask cluster and each arrives when it finishes (a stop keeps those that
     finished and cancels the others, whose work is lost).
     """
 
-    def __init__(self, captured: Captured, scheduler: str | None = None, client=None, preview: bool = True):
+    def __init__(self, captured: Captured, preview: bool = True):
         self.captured = captured
         self.preview = preview  # the 'prepared' update carries the preview's first plane
         self.work = self.problem = None     # set by prepare()
         self.tiled = captured.tile is not None
         self.unit = "tile" if self.tiled else "slice"
         self.count = 0                      # slices or tiles that run, once prepared
-        self.scheduler = scheduler or None
-        self.client = client
+        self.scheduler = captured.scheduler or None
+        self.client = captured.client
         self._stop = threading.Event()  # every slice's run watches it
         self._run = None
 
@@ -112,10 +113,6 @@ class Driver:
         self.problem = work.whole if self.tiled else work  # the whole image, in the layers' terms
         self.count = len(work.parts) if self.tiled else work.slices
         self.work = work
-
-    @property
-    def prepared(self) -> bool:
-        return self.work is not None
 
     @property
     def remote(self) -> bool:

@@ -97,9 +97,8 @@ class OutputLayers:
                       f"{name} DIP input ({captured.missing_fraction:.0%} missing)",
                       **self._source_kwargs(cropped=True))
         self.factor = problem.operator.factor  # the answer's pixels are this much smaller
-        if live:
-            first = starting_plane(problem, 0) if first_plane is None else first_plane
-            self.preview = self._add("preview", first, f"{name} DIP preview",
+        if live:  # the preview starts as ``first_plane``, made in the worker (Driver's 'prepared')
+            self.preview = self._add("preview", first_plane, f"{name} DIP preview",
                                      rgb=self.source.rgb, **captured.placed(stack=False, factor=self.factor),
                                      **self.source.look_kwargs())
 

@@ -48,7 +48,7 @@ class LayerRun:
         self.viewer = viewer
         self.captured = captured
         self.live, self.keep_earlier = live, keep_earlier
-        self.driver = Driver(captured, scheduler=captured.scheduler, client=captured.client, preview=live)
+        self.driver = Driver(captured, preview=live)
         self.problem = None  # the whole image (a tiled run's too), once prepared
         self.outputs: OutputLayers | None = None
         self.iterations = captured.config.iterations
