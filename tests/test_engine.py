@@ -121,6 +121,33 @@ def test_early_stopping_answers_the_running_average_at_its_iteration(tiny, small
     assert min(neighbours) > 0  # the average moves each iteration: the match above is no accident
 
 
+def test_the_window_variance_from_running_sums_is_the_exact_variance():
+    """ES-WMV keeps running sums; over many turns of the window its variance log must stay the
+    exact one (float64, from the last W outputs), and the kept estimate must be the argmin's."""
+    from src_core.config import RunConfig
+    from src_core.engine import _WindowVariance
+
+    rng = np.random.default_rng(0)
+    window, total = 7, 60
+    # A slow drift plus small wiggles: late variances far below the values, as in a real run.
+    steps = [0.5 + 0.3 * np.sin(np.arange(48) / 5.0) + 1e-3 * rng.standard_normal(48) / (1 + it)
+             for it in range(total)]
+    outputs = [torch.tensor(s.reshape(1, 3, 4, 4), dtype=torch.float32) for s in steps]
+    es = _WindowVariance(RunConfig(es_window=window), outputs[0], total)
+    for it, out in enumerate(outputs, start=1):
+        es.push(it, out, estimate=out + 1.0)
+        if it == 31:  # a checkpoint from before the running sums: the window alone, sums remade
+            es.sums.fill_(123.0)
+            es.resum()
+    history = np.stack([o[0].double().numpy() for o in outputs])
+    exact = [history[it - window:it].var(axis=0).mean() for it in range(window, total + 1)]
+    np.testing.assert_allclose(es.log[window - 1:].numpy(), exact, rtol=1e-9, atol=0)
+    assert np.isinf(es.log[:window - 1].numpy()).all()
+    best = es.best_iteration(total)
+    assert best == int(np.argmin(exact)) + window
+    torch.testing.assert_close(es.best, outputs[best - 1] + 1.0, rtol=0, atol=0)
+
+
 def test_close_stops_at_once_and_frees_the_network(tiny, small_image):
     run = DIPRun(small_image[None], None, tiny(iterations=1000, report_every=2))
     first = next(run)
