@@ -19,7 +19,7 @@ from src_core import Progress
 
 from ._capture import Captured
 from ._driver import Driver, Outcome, Update
-from ._layers import OutputLayers
+from ._layers import OutputLayers, finale
 
 
 class _Activity(cancelable_progress):
@@ -81,14 +81,24 @@ class LayerRun:
             self._on_outcome(self.driver.run_here(self._on_update))
             self._on_finished()
             return None
-        worker = thread_worker(self.driver.events, start_thread=False)()
+        worker = thread_worker(self._work, start_thread=False)()
         worker.yielded.connect(self._on_update)
-        worker.returned.connect(self._on_outcome)
+        worker.returned.connect(lambda returned: self._on_outcome(*returned))
         worker.aborted.connect(self.driver.close)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         worker.start()
         return worker
+
+    def _work(self):
+        """The worker's generator: the driver's updates, then (outcome, its :func:`finale`)."""
+        outcome = yield from self.driver.events()
+        try:
+            made = None if self.abandoned else finale(self.captured, self.driver.problem, outcome,
+                                                      self.driver.unit)
+        except Exception:  # made again on the main thread, which reports the error
+            made = None
+        return outcome, made
 
     def stop(self) -> None:
         """End after the current iteration, keeping the partial result."""
@@ -150,12 +160,12 @@ class LayerRun:
             elif update.message:
                 self.activity.set_description(f"DIP {self.captured.source.name}: {update.message}")
 
-    def _on_outcome(self, outcome: Outcome) -> None:
+    def _on_outcome(self, outcome: Outcome, made=None) -> None:
         self.outcome = outcome
         if self.abandoned or self.outputs is None:  # or refused before any layer was made
             return
         try:
-            self.result = self.outputs.finish(outcome)
+            self.result = self.outputs.finish(outcome, made)
         except Exception as exc:  # reported by on_done like an engine error
             self.finish_error = exc
 

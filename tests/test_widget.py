@@ -276,14 +276,13 @@ def test_worker_error_becomes_notification(viewer, qtbot, errors, monkeypatch):
     assert "img DIP" not in viewer.layers
 
 
-def test_the_engine_prepares_in_the_worker_and_its_refusal_touches_no_layer(viewer, qtbot, errors,
-                                                                           monkeypatch):
+def test_the_worker_prepares_and_finishes_and_a_refusal_touches_no_layer(viewer, qtbot, errors, monkeypatch):
     """Pressing Run only captures the layers: the engine's checks and conversion (seconds for a
-    large image) run in the worker, and a refusal there is reported and leaves every layer, an
-    earlier run's too, as it was."""
+    large image) run in the worker, and so do the result's conversion and the curve picture at
+    the end; a refusal is reported and leaves every layer, an earlier run's too, as it was."""
     import threading
 
-    from napari_dip import _driver
+    from napari_dip import _driver, _run
 
     viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
     viewer.add_labels(square_labels((32, 32)), name="hole")
@@ -292,10 +291,14 @@ def test_the_engine_prepares_in_the_worker_and_its_refusal_touches_no_layer(view
     prepared_in, prepare = [], _driver.prepare
     monkeypatch.setattr(_driver, "prepare", lambda captured: (prepared_in.append(threading.current_thread()),
                                                               prepare(captured))[1])
+    finished_in, make = [], _run.finale
+    monkeypatch.setattr(_run, "finale", lambda *args: (finished_in.append(threading.current_thread()),
+                                                       make(*args))[1])
     with qtbot.waitSignal(widget.run_finished, timeout=60_000):
         widget.run()
     assert prepared_in and prepared_in[0] is not threading.main_thread()
-    assert "img DIP" in viewer.layers and errors == []
+    assert finished_in and finished_in[0] is not threading.main_thread()
+    assert "img DIP" in viewer.layers and "img DIP PSNR curve" in viewer.layers and errors == []
     before = snapshot(viewer)
 
     def refuse(captured):
