@@ -48,33 +48,116 @@ SPECS = {
         "tiny": dict(prepare={"mode": "crop", "size": 32}, units=[0], config=dict(_TINY_NET, iterations=4)),
     },
 }
-IMAGES = {"sr": ("dip", "zebra_GT.png"), "denoise": ("dip", "F16_GT.png")}
 SIGMA = 25 / 255
 #: the second denoising run's change: stop by ES-WMV (Wang et al. 2021), no reference needed
 EARLY_STOP = {"early_stop": True}
 
 
-def _engine_preset(command: str, unit: int) -> str:
-    return ("sr8" if unit >= 8 else "sr4") if command == "sr" else "denoise"
+class _SuperResolution:
+    """What ``dip reproduce sr`` does that denoising does not; a unit is a factor."""
+
+    name = "sr"
+    image = ("dip", "zebra_GT.png")
+    what = "Super-resolution (zebra)"
+    panels = "input | classical | DIP | original"
+    baselines = ("bicubic", "nearest")
+    protocol = dict(downsample="Pillow LANCZOS", baseline="Pillow BICUBIC", operator="lanczos2")
+    second_run: dict | None = None      # a second DIP run per unit, with these config changes
+    scores_input = False                # the observation is smaller: no PSNR of its own
+    paper = ("The paper reports SR on Set5/Set14 and shows zebra as a figure; REFERENCE.md gives no zebra "
+             "number, so the comparison here is the notebook's own: bicubic upsampling of the same "
+             "low-resolution image.")
+
+    @staticmethod
+    def engine_preset(unit: int) -> str:
+        return "sr8" if unit >= 8 else "sr4"
+
+    @staticmethod
+    def unit_id(unit) -> str:
+        return f"sr_x{unit}"
+
+    @staticmethod
+    def unit_title(unit) -> str:
+        return f"x{unit}"
+
+    @staticmethod
+    def task(unit: int) -> dict:
+        return {"task": "sr", "factor": int(unit)}
+
+    @staticmethod
+    def input_title(unit, psnr: dict) -> str:
+        return f"Input, x{unit} smaller"
+
+    @staticmethod
+    def observe(reference: np.ndarray, unit: int) -> tuple[np.ndarray, dict]:
+        """Pillow's Lanczos reduction, and Pillow's upsampling of it back as the baselines."""
+        h, w = reference.shape[1:]
+        low = _pil_resize(reference, (h // unit, w // unit), "LANCZOS")
+        return low, {"bicubic": _pil_resize(low, (h, w), "BICUBIC"), "nearest": _pil_resize(low, (h, w), "NEAREST")}
+
+
+class _Denoising:
+    """What ``dip reproduce denoise`` does that super-resolution does not; a unit is a noise seed."""
+
+    name = "denoise"
+    image = ("dip", "F16_GT.png")
+    what = "Denoising (F16, sigma 25)"
+    panels = "input | classical | DIP | DIP, ES-WMV stop | original"
+    baselines = ("nlm", "tv")
+    protocol = dict(sigma=SIGMA, noise="numpy default_rng(seed), clipped")
+    second_run = EARLY_STOP
+    scores_input = True
+    paper = PAPER_DENOISE + ". Sizes differ: compare with care."
+
+    @staticmethod
+    def engine_preset(unit: int) -> str:
+        return "denoise"
+
+    @staticmethod
+    def unit_id(unit) -> str:
+        return f"denoise_noise_seed{unit}"
+
+    @staticmethod
+    def unit_title(unit) -> str:
+        return f"noise seed {unit}"
+
+    @staticmethod
+    def task(unit: int) -> dict:
+        return {"task": "denoise"}
+
+    @staticmethod
+    def input_title(unit, psnr: dict) -> str:
+        return f"Noisy ({psnr['input']:.2f} dB)"
+
+    @staticmethod
+    def observe(reference: np.ndarray, unit: int) -> tuple[np.ndarray, dict]:
+        """Gaussian noise seeded by the unit, clipped; non-local means and TV as the baselines."""
+        from ..classical import nlm_denoise, tv_denoise
+
+        rng = np.random.default_rng(unit)
+        noisy = np.clip(reference + rng.normal(0, SIGMA, reference.shape), 0, 1).astype(np.float32)
+        return noisy, {"nlm": nlm_denoise(noisy), "tv": tv_denoise(noisy)}
+
+
+COMMANDS = {kind.name: kind for kind in (_SuperResolution, _Denoising)}
 
 
 def restoration_settings(command: str, preset: str = "quick", overrides: dict | None = None) -> dict:
     from ..config import preset as engine_preset
 
     C.check_preset(preset)
-    spec = SPECS[command][preset]
+    kind, spec = COMMANDS[command], SPECS[command][preset]
     configs = {}
     for unit in spec["units"]:
-        cfg = engine_preset(_engine_preset(command, unit), **spec["config"]).replace(**(overrides or {}))
+        cfg = engine_preset(kind.engine_preset(unit), **spec["config"]).replace(**(overrides or {}))
         config = cfg.validate().to_dict()
         config.pop("device")
         configs[str(unit)] = config
     return {"command": command, "preset": preset, "overrides": dict(overrides or {}),
-            "image": "/".join(IMAGES[command]), "prepare": spec["prepare"], "configs": configs,
-            "protocol": (dict(downsample="Pillow LANCZOS", baseline="Pillow BICUBIC", operator="lanczos2")
-                         if command == "sr" else dict(sigma=SIGMA, noise="numpy default_rng(seed), clipped")),
+            "image": "/".join(kind.image), "prepare": spec["prepare"], "configs": configs,
+            "protocol": kind.protocol,
             "psnr": "whole image, data_range 1, output clipped to [0, 1], float output (not 8-bit)",
-            **({"second_run": EARLY_STOP} if command == "denoise" else {})}
+            **({"second_run": kind.second_run} if kind.second_run else {})}
 
 
 def _prepare(chw: np.ndarray, prep: dict) -> np.ndarray:
@@ -84,6 +167,10 @@ def _prepare(chw: np.ndarray, prep: dict) -> np.ndarray:
         top, left = (chw.shape[1] - h) // 2, (chw.shape[2] - w) // 2
         return np.ascontiguousarray(chw[:, top:top + h, left:left + w])
     return C.prepare_image(chw, prep)
+
+
+def _describe_prep(prep: dict, full: str = "full size") -> str:
+    return full if prep["mode"] == "crop32" else C.describe_prep(prep)
 
 
 def _pil_resize(chw: np.ndarray, size_hw: tuple, method: str) -> np.ndarray:
@@ -96,79 +183,65 @@ def _pil_resize(chw: np.ndarray, size_hw: tuple, method: str) -> np.ndarray:
     return out[None] if out.ndim == 2 else np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 
-def _unit_problem(command: str, reference: np.ndarray, unit: int) -> dict:
-    """The observation and the baselines of one unit (all computed before any DIP run)."""
-    t0 = time.perf_counter()
-    if command == "sr":
-        h, w = reference.shape[1:]
-        low = _pil_resize(reference, (h // unit, w // unit), "LANCZOS")
-        baselines = {"bicubic": _pil_resize(low, (h, w), "BICUBIC"),
-                     "nearest": _pil_resize(low, (h, w), "NEAREST")}
-        return {"observation": low, "baselines": baselines, "baseline_s": time.perf_counter() - t0}
-    from ..classical import nlm_denoise, tv_denoise
-
-    rng = np.random.default_rng(unit)
-    noisy = np.clip(reference + rng.normal(0, SIGMA, reference.shape), 0, 1).astype(np.float32)
-    baselines = {"nlm": nlm_denoise(noisy), "tv": tv_denoise(noisy)}
-    return {"observation": noisy, "baselines": baselines, "baseline_s": time.perf_counter() - t0}
-
-
 def run_restoration(command: str, output_dir, preset: str = "quick", overrides: dict | None = None,
                     device: str = "auto", data_dir=None, quiet: bool = False, command_line: str | None = None) -> dict:
     """Run (or resume) ``dip reproduce sr`` or ``dip reproduce denoise`` into ``output_dir``."""
     from ..config import RunConfig
     from ..devices import resolve_device
 
+    kind = COMMANDS[command]
     overrides = dict(overrides or {})
     device = overrides.pop("device", device)
     settings = restoration_settings(command, preset, overrides)
-    details = (f"{C.describe_prep(settings['prepare']) if settings['prepare']['mode'] != 'crop32' else 'full size'}, "
+    details = (f"{_describe_prep(settings['prepare'])}, "
                f"{next(iter(settings['configs'].values()))['network']['down_channels']}-channel network")
     label, is_paper = C.setting_label(preset, overrides, details)
     command_line = command_line or C.python_command("run_restoration", command=command, output_dir=str(output_dir),
                                                     preset=preset, overrides=overrides or None, device=device)
     resolve_device(device)
-    folder_name, file_name = IMAGES[command]
+    folder_name, file_name = kind.image
     path = C.resolve_image(file_name, data_dir, folder_name)
     reference = _prepare(C.load_unit_image(path), settings["prepare"])
     sha = C.file_sha256(path)
     units = {str(u): RunConfig.from_dict(settings["configs"][str(u)]).replace(device=device).validate()
              for u in SPECS[command][preset]["units"]}
-    uid = {u: f"{command}_{'x' if command == 'sr' else 'noise_seed'}{u}" for u in units}
 
     env = C.environment()
     folder = C.ResultsFolder(output_dir, command, settings).open(env)
-    pending = [u for u in units if not folder.has(uid[u])]
-    runs = 2 if command == "denoise" else 1  # denoising: the fixed count, then ES-WMV
+    pending = [u for u in units if not folder.has(kind.unit_id(u))]
+    runs = 2 if kind.second_run else 1
     progress = C.Progress(runs * sum(c.iterations for c in units.values()),
                           runs * sum(units[u].iterations for u in units if u not in pending),
                           f"{command} ({preset})", quiet)
     progress.write(f"{command}: {len(units) - len(pending)} of {len(units)} units already done in {output_dir}; {label}")
     try:
         for unit in pending:
-            progress.start(uid[unit])
-            problem = _unit_problem(command, reference, int(unit))
-            options = {"task": "sr", "factor": int(unit)} if command == "sr" else {"task": "denoise"}
-            outcome = C.run_dip(problem["observation"], None, reference, units[unit], progress, **options)
+            uid = kind.unit_id(unit)
+            progress.start(uid)
+            t0 = time.perf_counter()
+            observation, baselines = kind.observe(reference, int(unit))  # before any DIP run
+            baseline_s = time.perf_counter() - t0
+            options = kind.task(int(unit))
+            outcome = C.run_dip(observation, None, reference, units[unit], progress, **options)
             progress.finish(units[unit].iterations)
             history = outcome.history
             best, best_it = C.oracle(history)
             history.pop("loss")
-            psnr = {"input": C.psnr(problem["observation"], reference) if command == "denoise" else None,
-                    **{k: C.psnr(v, reference) for k, v in problem["baselines"].items()},
+            psnr = {"input": C.psnr(observation, reference) if kind.scores_input else None,
+                    **{k: C.psnr(v, reference) for k, v in baselines.items()},
                     "dip_final": C.psnr(outcome.output, reference), "dip_best_oracle": best}
-            record = {"unit": uid[unit], "image_file": C.display_path(path), "image_sha256": sha,
-                      "shape": list(reference.shape), "observation_shape": list(problem["observation"].shape),
+            record = {"unit": uid, "image_file": C.display_path(path), "image_sha256": sha,
+                      "shape": list(reference.shape), "observation_shape": list(observation.shape),
                       "psnr": psnr, "ssim": {"dip_final": C.ssim(outcome.output, reference)},
                       "best_iteration_oracle": best_it,
-                      "timings": {"dip_s": outcome.wall_s, "baselines_s": problem["baseline_s"],
+                      "timings": {"dip_s": outcome.wall_s, "baselines_s": baseline_s,
                                   "dip_s_per_iteration": history["timings"].get("s_per_iteration")},
                       "device": outcome.device, "config": dict(units[unit].to_dict(), device=outcome.device),
                       "history": history, "command": command_line, "environment": C.run_env(env)}
-            answers = {"dip": outcome.output, "observation": problem["observation"], **problem["baselines"]}
-            if command == "denoise":
-                stopped = C.run_dip(problem["observation"], None, reference,
-                                    units[unit].replace(**EARLY_STOP).validate(), progress, **options)
+            answers = {"dip": outcome.output, "observation": observation, **baselines}
+            if kind.second_run:
+                stopped = C.run_dip(observation, None, reference,
+                                    units[unit].replace(**kind.second_run).validate(), progress, **options)
                 progress.finish(units[unit].iterations)
                 psnr["dip_early_stop"] = C.psnr(stopped.output, reference)
                 record["ssim"]["dip_early_stop"] = C.ssim(stopped.output, reference)
@@ -176,12 +249,12 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
                 record["timings"]["dip_early_stop_s"] = stopped.wall_s
                 answers["dip_early_stop"] = stopped.output
             arrays = {k: (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8) for k, v in answers.items()}
-            folder.save(uid[unit], record, arrays)
+            folder.save(uid, record, arrays)
     finally:
         progress.close()
-    records = {u: folder.load(uid[u]) for u in units}
-    arrays = {u: folder.load_arrays(uid[u]) for u in units}
-    return _write_outputs(command, folder, reference, records, arrays, settings, label, is_paper, command_line)
+    records = {u: folder.load(kind.unit_id(u)) for u in units}
+    arrays = {u: folder.load_arrays(kind.unit_id(u)) for u in units}
+    return _write_outputs(kind, folder, reference, records, arrays, settings, label, is_paper, command_line)
 
 
 def _early_stop_cell(record: dict) -> str:
@@ -192,54 +265,48 @@ def _early_stop_cell(record: dict) -> str:
     return f"{C.fmt(record['psnr']['dip_early_stop'])} ({where})"
 
 
-def _write_outputs(command, folder, reference, records, arrays, settings, label, is_paper, command_line) -> dict:
-    root = folder.root
-    sr = command == "sr"
-    names = ["bicubic", "nearest"] if sr else ["nlm", "tv"]
+def _write_outputs(kind, folder, reference, records, arrays, settings, label, is_paper, command_line) -> dict:
+    root, command = folder.root, kind.name
+    names, stops, noisy = list(kind.baselines), bool(kind.second_run), kind.scores_input
     rows, titles, panels, table = [], [], {}, []
     for unit, rec in records.items():
         r, a = rec["psnr"], arrays[unit]
         u8 = lambda k: a[k].astype(np.float32) / 255.0  # noqa: E731
-        first = (u8("observation"), f"Input, x{unit} smaller" if sr else f"Noisy ({r['input']:.2f} dB)")
-        stopped = [] if sr else [(u8("dip_early_stop"), f"DIP, ES-WMV stop ({r['dip_early_stop']:.2f} dB)")]
-        rows.append([first, (u8(names[0]), f"{names[0]} ({r[names[0]]:.2f} dB)"),
-                     (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), *stopped,
+        stopped = [(u8("dip_early_stop"), f"DIP, ES-WMV stop ({r['dip_early_stop']:.2f} dB)")] if stops else []
+        rows.append([(u8("observation"), kind.input_title(unit, r)),
+                     (u8(names[0]), f"{names[0]} ({r[names[0]]:.2f} dB)"), (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), *stopped,
                      (reference, "Original")])
-        titles.append(f"x{unit}" if sr else f"noise seed {unit}")
+        titles.append(kind.unit_title(unit))
         h = rec["history"]
         panels[titles[-1]] = {"curves": {"DIP": (h["iterations"], h["psnr"])},
                               "levels": [(r[n], n) for n in names]}
         table.append([titles[-1], "x".join(map(str, rec["observation_shape"][:0:-1])),
-                      *([] if sr else [C.fmt(r["input"])]), *[C.fmt(r[n]) for n in names],
-                      f"**{C.fmt(r['dip_final'])}**", *([] if sr else [_early_stop_cell(rec)]),
+                      *([C.fmt(r["input"])] if noisy else []), *[C.fmt(r[n]) for n in names],
+                      f"**{C.fmt(r['dip_final'])}**", *([_early_stop_cell(rec)] if stops else []),
                       f"{C.fmt(r['dip_best_oracle'])} (it {rec['best_iteration_oracle']})",
                       f"{rec['timings']['dip_s']:.0f}"])
-    what = "Super-resolution (zebra)" if sr else "Denoising (F16, sigma 25)"
-    panels_title = "input | classical | DIP | original" if sr else "input | classical | DIP | DIP, ES-WMV stop | original"
-    plot_image_rows(rows, root / f"{command}.png", f"{what}: {panels_title}", label,
+    plot_image_rows(rows, root / f"{command}.png", f"{kind.what}: {kind.panels}", label,
                     row_titles=titles)
-    plot_curve_grid(panels, root / f"{command}_curves.png", f"{what}: DIP PSNR over iterations", label,
+    plot_curve_grid(panels, root / f"{command}_curves.png", f"{kind.what}: DIP PSNR over iterations", label,
                     columns=len(panels))
-    headers = ["Unit", "Input size", *([] if sr else ["Noisy input"]), *names, "**Ours: DIP, final**",
-               *([] if sr else ["Ours: DIP, ES-WMV stop (no ground truth)"]),
+    headers = ["Unit", "Input size", *(["Noisy input"] if noisy else []), *names, "**Ours: DIP, final**",
+               *(["Ours: DIP, ES-WMV stop (no ground truth)"] if stops else []),
                "ORACLE: DIP best iteration (ground truth)", "DIP time (s)"]
     devices = sorted({rec["device"] for rec in records.values()})
     warning = "" if is_paper else f"> **{C.NOT_PAPER.upper()}.** {label}.\n\n"
-    paper = ("The paper reports SR on Set5/Set14 and shows zebra as a figure; REFERENCE.md gives no zebra "
-             "number, so the comparison here is the notebook's own: bicubic upsampling of the same "
-             "low-resolution image." if sr else PAPER_DENOISE + ". Sizes differ: compare with care.")
-    md = [f"# {what}: reproduction (PSNR, dB, against the original)", "",
+    md = [f"# {kind.what}: reproduction (PSNR, dB, against the original)", "",
           warning + f"Setting: **{label}**", "", f"![{command}]({command}.png)", "",
           C.md_table(headers, table), "",
-          f"- {paper}",
-          *([] if sr else ["- ES-WMV stop: the same run with `early_stop=True` and nothing held out: it stops "
-                           "once the running variance of the last `es_window` outputs has not fallen for "
-                           "`es_patience` iterations, and answers the running average (EMA) at the least variance; "
-                           "the cell gives that iteration and the stop."]),
+          f"- {kind.paper}",
+          *(["- ES-WMV stop: the same run with `early_stop=True` and nothing held out: it stops "
+             "once the running variance of the last `es_window` outputs has not fallen for "
+             "`es_patience` iterations, and answers the running average (EMA) at the least variance; "
+             "the cell gives that iteration and the stop."] if stops else []),
           "- ORACLE: the best PSNR over the iterations, chosen with the ground truth; for reference only.",
           "- PSNR: " + settings["psnr"] + ".", "",
           "## Run", "", f"- Command: `{command_line}`", f"- Setting: {label}",
-          f"- Image: `{next(iter(records.values()))['image_file']}`, {C.describe_prep(settings['prepare']) if settings['prepare']['mode'] != 'crop32' else 'centre-cropped to a multiple of 32 (as the SR notebook)'}",
+          f"- Image: `{next(iter(records.values()))['image_file']}`, "
+          f"{_describe_prep(settings['prepare'], 'centre-cropped to a multiple of 32 (as the SR notebook)')}",
           f"- Protocol: {settings['protocol']}",
           *[f"- {line}" for line in C.describe_environment(folder.created_env, devices, records.values())],
           f"- Results folder fingerprint: `{folder.fingerprint}`", "", "## Configuration of the DIP runs", ""]
@@ -250,7 +317,7 @@ def _write_outputs(command, folder, reference, records, arrays, settings, label,
                "settings": settings, "devices": devices,
                "units": {u: {"psnr": rec["psnr"], "ssim": rec["ssim"], "timings": rec["timings"],
                              "best_iteration_oracle": rec["best_iteration_oracle"],
-                             **({} if sr else {"early_stop": rec.get("early_stop")})}
+                             **({"early_stop": rec.get("early_stop")} if stops else {})}
                          for u, rec in records.items()}}
     C.write_json(root / f"{command}.json", summary)
     return {"folder": str(root), "markdown": str(root / f"{command}.md"), "summary": C.clean_json(summary)}
