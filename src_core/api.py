@@ -34,12 +34,12 @@ from functools import partial
 import numpy as np
 
 from .checkpoint import fingerprint
-from .classical import METHODS, classical_answer
+from .classical import METHODS, check_method, classical_answer
 from .config import RunConfig, preset
 from .devices import resolve_device
 from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
 from .errors import DIPError
-from .imaging import Layout, LazySlices, Scaling, check_reference, is_lazy
+from .imaging import Layout, LazySlices, Scaling, check_reference, is_lazy, reference_scaling
 from .masks import bernoulli_mask
 from .operators import Identity, Operator, fingerprint_terms, split_mask
 from .parts import PartStore, _ranges, solve_parts
@@ -321,13 +321,18 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     if not lazy:
         image = np.asarray(image)
     layout = Layout.infer(image.shape, channel_axis)
+    notes = []
     if lazy:  # a dask or zarr stack: checked in one streaming pass, read a slice at a time
         images = LazySlices.of(image, layout)
-        scaling = images.scaling
+        plain = images.scaling
+        scaling = images.scaling = plain.with_headroom(spec.headroom)
     else:
-        scaling = Scaling.for_image(image)
+        plain = Scaling.for_image(image)
+        scaling = plain.with_headroom(spec.headroom)
         images = layout.to_nchw(scaling.to_unit(image)).copy()
-    notes = []
+    if scaling != plain:
+        notes.append(f"{spec.name}: the answer may reach {scaling.scale / plain.scale:.3g}x the input's range "
+                     "above its darkest value (a blur lowers peaks)")
 
     task = spec.name
     if spec.mask == "required":
@@ -386,9 +391,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     elif reference is not None:
         reference = np.asarray(reference)
         check_reference(reference.shape, answer_layout.shape, image.shape)
-        # a reference of another dtype is scaled by its own meaning (a float [0, 1] reference
-        # for a uint8 image is not divided by 255), one of the same dtype like the image
-        ref_scaling = scaling if reference.dtype == image.dtype else Scaling.for_image(reference)
+        ref_scaling = reference_scaling(scaling, image.dtype, reference)
         references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
         if not np.isfinite(references).all():
             if task == "random" and reference is image:
@@ -413,6 +416,8 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         classical = spec.classical
     if classical is not None and classical not in METHODS:
         raise DIPError(f"classical must be 'auto', None or one of {METHODS} (got {classical!r}).")
+    if classical is not None:
+        check_method(classical, operator)
     validate = DEFAULT_VALIDATE if validate is None else validate
     if isinstance(validate, bool) or not isinstance(validate, (int, float)) or not 0 <= validate < 0.5:
         raise DIPError(f"validate is the fraction of observed pixels held out, in [0, 0.5) "

@@ -55,6 +55,20 @@ class Scaling:
                            "hold; divide the data by a constant first.")
         return cls(lo, (hi - lo) if hi > lo else 1.0, dtype.str)
 
+    def with_headroom(self, factor: float) -> "Scaling":
+        """Room above the data's brightest value, for answers that may be brighter than the
+        observation (deconvolution sharpens peaks): a scaling from the data's own range grows
+        by ``factor`` (within an integer type's range); fixed ones (8-bit, bool, float in
+        [0, 1]) keep the room their type gives."""
+        dtype = np.dtype(self.dtype)
+        fixed = dtype == np.uint8 or dtype.kind == "b" or (self.offset, self.scale) == (0.0, 1.0)
+        if factor <= 1 or fixed:
+            return self
+        scale = self.scale * factor
+        if dtype.kind in "iu":
+            scale = max(self.scale, min(scale, float(np.iinfo(dtype).max) - self.offset))
+        return Scaling(self.offset, scale, self.dtype)
+
     def to_unit(self, data: np.ndarray) -> np.ndarray:
         return ((np.asarray(data, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
 
@@ -178,12 +192,37 @@ class Layout:
         elif mask.shape == self.spatial_shape:
             out = mask[None, None]
         else:
-            raise DIPError(
-                f"{name} shape {mask.shape} does not match image shape {self.shape}; "
-                f"give a {name} of shape {self.spatial_shape} (applied to every slice and "
-                f"channel), {no_channel} or {self.shape}."
-            )
+            shapes = [f"{self.spatial_shape} (applied to every slice and channel)"]
+            if no_channel != self.spatial_shape:
+                shapes.append(f"{no_channel} (one per slice)")
+            if self.shape != no_channel:
+                shapes.append(f"{self.shape} (one per channel)")
+            raise DIPError(f"{name} shape {mask.shape} does not match image shape {self.shape}; "
+                           f"give a {name} of shape {' or '.join(shapes)}.")
         return np.broadcast_to(out, (self.slices, self.channels, *self.spatial_shape))
+
+
+def reference_scaling(image_scaling: Scaling, image_dtype, reference: np.ndarray) -> Scaling:
+    """How a reference maps to [0, 1]: as intensities in the image's own units, so a float
+    image and the 8-bit original it came from compare as they are; except where one of the
+    two is a float in [0, 1] and the other integer, read as scikit-image's ``img_as_float``
+    convention (1.0 is the integer type's maximum)."""
+    image_dtype, dtype = np.dtype(image_dtype), np.dtype(reference.dtype)
+    if dtype == image_dtype:
+        return image_scaling
+
+    def full(dt) -> float:
+        return 1.0 if dt.kind == "b" else float(np.iinfo(dt).max)
+
+    finite = reference[np.isfinite(reference)] if dtype.kind == "f" else None
+    unit_float = finite is not None and (finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1))
+    if image_dtype.kind in "iub" and unit_float:
+        top = full(image_dtype)
+        return Scaling(image_scaling.offset / top, image_scaling.scale / top, dtype.str)
+    identity = (image_scaling.offset, image_scaling.scale) == (0.0, 1.0)
+    if dtype.kind in "iub" and image_dtype.kind == "f" and identity:
+        return Scaling(0.0, full(dtype), dtype.str)
+    return Scaling(image_scaling.offset, image_scaling.scale, dtype.str)
 
 
 def check_reference(reference_shape: tuple, answer_shape: tuple, image_shape: tuple | None = None) -> None:

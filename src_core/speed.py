@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -206,6 +207,11 @@ _chosen_threads: int | None = None
 def _check_threads(threads, alternative: str = "") -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise DIPError(f"threads must be a whole number >= 1{alternative} (got {threads!r}).")
+    cores = usable_cores()
+    if threads > cores:  # allowed (a shared machine may lend more later), but never silently
+        warnings.warn(f"{threads} threads asked for on {cores} usable core(s): OpenMP threads that outnumber "
+                      f"the cores wait for each other, and a run is many times slower (26x with 99 threads on "
+                      f"2 cores, measured); ask for {cores} or fewer.", stacklevel=3)
 
 
 def choose_threads(threads: int) -> None:
@@ -263,7 +269,7 @@ def estimate_time(config, channels: int, size, slices: int = 1, threads: int | N
         per_it, threads = flops / CUDA_FLOPS + 2e-3, None
     else:
         threads = threads or torch.get_num_threads()
-        scale = threads ** 0.75  # two threads measured 1.6-1.8x one
+        scale = min(threads, usable_cores()) ** 0.75  # two threads measured 1.6-1.8x one
         per_it = (flops / CPU_FLOPS_PER_THREAD + 3 * cost["activation_elements"]
                   / CPU_ELEMENTS_PER_THREAD) / scale
     iterations = config.iterations * slices

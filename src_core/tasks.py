@@ -49,6 +49,8 @@ class Task:
     keep_observed: bool
     #: settings on top of the small ``cpu`` preset when no preset is named on a CPU
     cpu_settings: dict = field(default_factory=dict)
+    #: the answer may be this many times brighter than the observation's range (a blur lowers peaks)
+    headroom: float = 1.0
     #: the answer is the EMA of outputs at this rate when the configuration has none
     ema: float = 0.0
     options: tuple[Option, ...] = ()
@@ -99,7 +101,7 @@ TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (
          build=lambda factor: Downsample(factor)),
     Task("deconvolve", "remove the blur of a known PSF (microscopy)", mask="optional",
          paper_preset=lambda o: "restore", classical="richardson-lucy", keep_observed=False,
-         cpu_settings=_NOISY, ema=0.99,
+         cpu_settings=_NOISY, ema=0.99, headroom=2.0,
          options=(Option("psf", 2.0, "the point-spread function: a Gaussian sigma in pixels, "
                          "or an image of it", kind=float),),
          build=_blur),

@@ -38,6 +38,26 @@ def test_float_outside_unit_range_comes_back_in_its_range():
     assert result.image.max() > 100
 
 
+def test_a_reference_of_another_dtype_is_read_in_the_images_units():
+    """A float image made from 8-bit data compares with that 8-bit original as intensities; a
+    float [0, 1] reference of an integer image (skimage's img_as_float) as fractions of its maximum."""
+    clean = (np.random.default_rng(0).random((32, 32)) * 200 + 20).astype(np.uint8)
+    dimmer = clean.astype(np.float32) * 0.8 + 5  # a float intensity image, its own min and max
+    problem = prepare(dimmer, task="denoise", reference=clean, **FAST)
+    lo, span = float(dimmer.min()), float(dimmer.max() - dimmer.min())
+    expected = (clean.astype(np.float64) - lo) / span
+    np.testing.assert_allclose(problem.references[0, 0], np.clip(expected, 0, 1), atol=1e-6)
+    assert expected.max() > 1  # the original is brighter than the image: clipped, not stretched
+    uint16 = _gray(dtype=np.uint16)  # 12-bit values in a 16-bit type
+    as_float = uint16 / 65535.0
+    a = prepare(uint16, task="denoise", reference=uint16, **FAST).references
+    b = prepare(uint16, task="denoise", reference=as_float, **FAST).references
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    unit = clean / 255.0
+    c = prepare(unit.astype(np.float32), task="denoise", reference=clean, **FAST).references
+    np.testing.assert_allclose(c[0, 0], unit, atol=1e-6)
+
+
 def test_rgb_and_stack_layouts():
     rgb = _gray((32, 40, 3))
     r = restore(rgb, task="random", **FAST)

@@ -150,6 +150,24 @@ def test_deconvolution_beats_the_blurred_input(tiny):
     assert _psnr(fin.output, clean[None]) > _psnr(blurred, clean[None]) + 2
 
 
+def test_deconvolution_leaves_room_above_the_input_and_richardson_lucy_no_bright_frame():
+    """A blur lowers peaks: an image scaled by its own range gets room above its brightest value
+    (else the answer could never be brighter than the blurred input); 8-bit keeps its 0..255."""
+    from src_core.classical import richardson_lucy
+
+    y, x = np.mgrid[0:32, 0:32]
+    photo = (20 + 190 * np.exp(-((x - 16) ** 2 + (y - 16) ** 2) / 40.0)).astype(np.float32)  # 20..210
+    problem = src_core.prepare(photo, task="deconvolve", psf=2.0, preset="cpu")
+    assert problem.images.max() == pytest.approx(0.5, abs=1e-6)
+    assert any("2x the input's range" in n for n in problem.notes)
+    assert problem.to_user(np.ones((1, 1, 32, 32), np.float32)).max() == pytest.approx(20 + 2 * 190, rel=1e-5)
+    eight_bit = src_core.prepare(photo.astype(np.uint8), task="deconvolve", psf=2.0, preset="cpu")
+    assert eight_bit.images.max() == pytest.approx(210 / 255, abs=1e-6)
+    assert src_core.prepare(photo, task="denoise", preset="cpu").images.max() == pytest.approx(1.0)
+    flat = np.full((2, 24, 24), 0.4, np.float32)  # nothing to sharpen: borders must stay as the middle
+    assert np.abs(richardson_lucy(flat, gaussian_psf(2.0)) - 0.4).max() < 1e-3  # zero padding: 0.6
+
+
 def test_a_users_own_operator_runs_through_the_api():
     class KeepLeftHalf(Operator):
         """A made-up degradation: only the left half of the image was recorded."""
