@@ -61,6 +61,7 @@ class LayerRun:
         self.finish_error: BaseException | None = None
         self.abandoned = False
         self.done = False
+        self.step_shown = False  # the Activity entry shows a step's message, not the run's name
 
     def prepare(self) -> None:
         """The engine's checks and conversion, here and now (raises DIPError)."""
@@ -155,10 +156,15 @@ class LayerRun:
         # last: napari's Activity dock may process events, and so handle the next updates inside
         # this call; they must come after this one's, or an older status would show last
         if self.activity is not None:
+            name = f"DIP {self.captured.source.name}"
             if isinstance(update.event, Progress) or (update.kind == "finished" and self.driver.remote):
+                if self.step_shown:  # the step's message ("setting up...") is over
+                    self.activity.set_description(name)
+                    self.step_shown = False
                 self.activity.update(self.done_iterations(update) - self.activity.n)
             elif update.message:
-                self.activity.set_description(f"DIP {self.captured.source.name}: {update.message}")
+                self.activity.set_description(f"{name}: {update.message}")
+                self.step_shown = True
 
     def _on_outcome(self, outcome: Outcome, made=None) -> None:
         self.outcome = outcome

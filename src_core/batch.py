@@ -112,6 +112,18 @@ class BatchSummary:
     stacks: list = field(default_factory=list)    # TIFF stacks written back whole
 
 
+def not_images(sources) -> list[str]:
+    """What :func:`collect` passes over in the folders among ``sources``: files that are not
+    images by their suffix, and sub-folders (it does not descend)."""
+    left = []
+    for source in [sources] if isinstance(sources, (str, Path)) else list(sources):
+        folder = Path(source)
+        if folder.is_dir() and not is_zarr(folder):
+            left += sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                           if not is_zarr(p) and not (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+    return left
+
+
 def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
     """The items of files, folders (their images) and glob patterns, in a stable order.
 
@@ -184,14 +196,15 @@ def _outputs(item: Item, output_dir: Path) -> dict:
             "history": output_dir / f"{item.name}_history.json"}
 
 
-def _finished(item: Item, output_dir: Path, fingerprint: str) -> bool:
+def _earlier_fingerprint(item: Item, output_dir: Path) -> str | None:
+    """The fingerprint an earlier call finished this item's outputs under (None: not finished)."""
     paths = _outputs(item, output_dir)
     if not (paths["restored"].is_file() and paths["history"].is_file()):
-        return False
+        return None
     try:
-        return json.loads(paths["history"].read_text()).get("batch_fingerprint") == fingerprint
+        return json.loads(paths["history"].read_text()).get("batch_fingerprint")
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> dict:
@@ -249,13 +262,15 @@ def dashboard(client) -> str | None:
 
 
 def restore_many(items, output_dir, *, client=None, workers: int | None = None, callback=None,
-                 **settings) -> BatchSummary:
+                 overwrite: bool = False, **settings) -> BatchSummary:
     """Restore every item (from :func:`collect`) into ``output_dir``, on ``client`` or a local cluster.
 
     ``settings`` are :func:`src_core.restore`'s keyword arguments (task, preset, overrides...),
     or with ``tile`` :func:`src_core.restore_tiled`'s (each image in tiles on its worker); they
     are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
-    finished item.  Returns the :class:`BatchSummary` (also written as ``batch_summary.json``).
+    finished item.  Items finished by an earlier call with the same settings and inputs are
+    skipped; ones finished with others are refused unless ``overwrite``.  Returns the
+    :class:`BatchSummary` (also written as ``batch_summary.json``).
     """
     from distributed import as_completed
 
@@ -265,6 +280,8 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
 
     items = list(items)
     output_dir = Path(output_dir)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DIPError(f"workers must be a whole number >= 1 (got {workers!r}); leave it out for one a core.")
     settings = {"threads": 1, **settings}  # one thread a worker: workers, not threads, use the cores
     for item in items:
         if output_dir.resolve() == item.image.parent.resolve():
@@ -285,9 +302,16 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     check_writable(output_dir)
     summary = BatchSummary()
     pending = []
+    other = []  # finished earlier, with other settings or inputs
     for item in items:
-        fp = _fingerprint(item, settings)
-        (summary.skipped.append(item.name) if _finished(item, output_dir, fp) else pending.append((item, fp)))
+        fp, earlier = _fingerprint(item, settings), _earlier_fingerprint(item, output_dir)
+        (summary.skipped.append(item.name) if earlier == fp else pending.append((item, fp)))
+        if earlier not in (None, fp):
+            other.append(item.name)
+    if other and not overwrite:
+        raise DIPError(f"{len(other)} image(s) have results in {output_dir} from other settings or inputs "
+                       f"({', '.join(other[:5])}{' ...' if len(other) > 5 else ''}); pass overwrite=True "
+                       "(--overwrite) to replace them, or choose another output folder.")
     t0 = time.perf_counter()
     own = None
     if pending:

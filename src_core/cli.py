@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_batch)
     p.add_argument("sources", nargs="+", help="image files, folders or glob patterns (quote the glob)")
     p.add_argument("-o", "--output-dir", type=Path, required=True, help="where answers and histories go")
-    p.add_argument("--task", choices=list(TASKS_BY_NAME), default="inpaint")
+    p.add_argument("--task", choices=list(TASKS_BY_NAME), default="inpaint", help="default: inpaint")
     p.add_argument("--mask", type=Path, help="one mask file for every image (white = observed)")
     p.add_argument("--mask-pattern", help="each image's mask in its folder, e.g. '{stem}_mask.png'")
     p.add_argument("--fraction", type=float, default=0.5, help="task random: missing fraction")
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", metavar="PIXELS|auto",
                    help="restore each image (or page) in overlapping tiles of this side, on its worker")
     p.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results an earlier call made with other settings (same settings: skipped)")
+    p.add_argument("--threads", type=int, help="CPU threads of each worker (default 1: the workers use the cores)")
     p.add_argument("--quiet", action="store_true")
 
     try:
@@ -214,7 +218,7 @@ def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: boo
 
 def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
              suffix: str = ".png", quiet: bool = False, inputs=(), overwrite: bool = False,
-             resume: bool = False, checkpoint_minutes: float = 5.0, client=None, **kwargs):
+             resume: bool = False, checkpoint_minutes: float = 5.0, client=None, alpha=None, **kwargs):
     """Restore, write the outputs, print where they are; returns the RestoreResult.
 
     Every check runs before the optimisation: the settings, the output folder
@@ -223,7 +227,8 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     the current iteration and writes the partial result under ``*_partial_*``
     names (a second Ctrl-C aborts).  Every file is written atomically.  The
     run's state is kept in ``<name>.checkpoints/`` until its outputs are
-    written, so ``resume`` continues a stopped, killed or crashed run.
+    written, so ``resume`` continues a stopped, killed or crashed run.  ``alpha``: the
+    input's alpha plane, put back unchanged on every image written.
     """
     from .api import prepare, restore_problem
     from .speed import LONG_RUN_S, describe_estimate
@@ -256,7 +261,8 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         partial = getattr(exc, "partial", None)
         if partial is not None:  # a later slice failed: keep the finished ones
             written = write_outputs(partial, _partial_paths(output_dir, name, suffix, problem.classical is not None,
-                                                            plots, inputs), task, name, time.perf_counter() - t0)
+                                                            plots, inputs), task, name, time.perf_counter() - t0,
+                                    alpha)
             print(f"dip: the finished slices were written to {written['restored']}", file=sys.stderr)
         raise
     finally:
@@ -269,16 +275,26 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         planned = _partial_paths(output_dir, name, suffix, problem.classical is not None, plots, inputs)
         print(f"dip: stopped after {result.history.timings['iterations']} iterations; writing the "
               f"partial result (add --resume to the same command to continue the run)", file=sys.stderr)
-    written = write_outputs(result, planned, task, name, wall)
+    written = write_outputs(result, planned, task, name, wall, alpha)
     if not result.stopped:
         shutil.rmtree(checkpoints, ignore_errors=True)  # the outputs are written: nothing to resume
     print(f"done in {wall:.1f} s ({result.history.timings['s_per_iteration']:.3f} s/iteration on "
           f"{result.history.device})")
-    for line in summary_lines(result):
+    for line in summary_lines(result) + note_lines(result):
         print(f"  {line}")
     for kind, path in written.items():
         print(f"  {kind:10s} {path}")
     return result, written
+
+
+def note_lines(result) -> list[str]:
+    """The run's notes (the problem's, then each slice's), which otherwise only the history file
+    holds: why there is no blend, a fall the guard undid, a resumed run."""
+    lines = [f"note: {n}" for n in result.notes]
+    for index, h in enumerate(result.histories):
+        where = f"slice {index if h.part is None else h.part}: " if len(result.histories) > 1 else ""
+        lines += [f"note: {where}{n}" for n in h.notes if n not in result.notes]
+    return list(dict.fromkeys(lines))
 
 
 def output_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool) -> dict:
@@ -354,15 +370,18 @@ def _first_interrupt_stops(stop: threading.Event, bar):
         signal.signal(signal.SIGINT, previous)
 
 
-def write_outputs(result, planned: dict, task: str, name: str, wall: float) -> dict:
+def write_outputs(result, planned: dict, task: str, name: str, wall: float, alpha=None) -> dict:
     """Write the images, the history and the PSNR plot (each atomically); return kind -> path."""
     from .io import write_image, write_text
     from .plots import history_curves, history_marks, plot_psnr_curves
 
-    written = {"restored": write_image(planned["restored"], result.image),
-               "corrupted": write_image(planned["corrupted"], result.corrupted)}
+    def image(data):
+        return data if alpha is None else with_alpha(data, alpha)
+
+    written = {"restored": write_image(planned["restored"], image(result.image)),
+               "corrupted": write_image(planned["corrupted"], image(result.corrupted))}
     if "classical" in planned and result.classical is not None:
-        written["classical"] = write_image(planned["classical"], result.classical)
+        written["classical"] = write_image(planned["classical"], image(result.classical))
     record = result.to_dict()
     record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
     record["wall_s"] = wall
@@ -373,6 +392,23 @@ def write_outputs(result, planned: dict, task: str, name: str, wall: float) -> d
             history_curves(h), planned["psnr_curve"],
             title=f"{name}: DIP {task}, preset {result.config.preset}", marks=history_marks(h))
     return written
+
+
+def split_alpha(path: Path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PNG's grey+alpha or RGBA pixels as (colour, alpha): transparency is not image content
+    to restore (a PNG's 2 or 4 channels always end in alpha; a TIFF's need not)."""
+    if Path(path).suffix.lower() != ".png" or data.ndim != 3 or data.shape[-1] not in (2, 4):
+        return data, None
+    colour = data[..., :-1]
+    return (colour[..., 0] if colour.shape[-1] == 1 else colour), data[..., -1]
+
+
+def with_alpha(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``image`` with the input's alpha plane put back (repeated to the size of a larger answer)."""
+    fy, fx = image.shape[0] // alpha.shape[0], image.shape[1] // alpha.shape[1]
+    alpha = np.repeat(np.repeat(alpha, fy, axis=0), fx, axis=1)
+    planes = image if image.ndim == 3 else image[..., None]
+    return np.concatenate([planes, alpha[..., None].astype(planes.dtype)], axis=-1)
 
 
 def summary_lines(result) -> list[str]:
@@ -395,8 +431,9 @@ def summary_lines(result) -> list[str]:
                 parts.append(f"{method} {s['val_psnr_classical']:.2f} dB")
             lines.append(where + ", ".join(parts) + " (no reference given)")
         if s.get("blend_alpha") is not None:
+            place = "in the holes" if s.get("keep_observed") else "everywhere"
             lines.append(where + f"answer = {s['blend_alpha']:.2f} x DIP + {1 - s['blend_alpha']:.2f} x "
-                         f"{method} in the holes (weights fitted on the held-out pixels)")
+                         f"{method} {place} (weights fitted on the held-out pixels)")
         if s.get("keep_observed"):
             lines.append(where + "observed pixels kept as they were (--no-keep-observed to change)")
     return lines
@@ -429,7 +466,7 @@ def cmd_demo(args) -> int:
          "original"],
         args.output_dir / f"{name}_panel.png")
     print(f"  {'panel':10s} {panel}")
-    return 0
+    return INTERRUPTED if result.stopped else 0
 
 
 def _sample_path(name):
@@ -448,11 +485,23 @@ def _downscale2(image: np.ndarray) -> np.ndarray:
     return blocks.astype(image.dtype)
 
 
+def _check_tiling(args) -> None:
+    if args.overlap is not None and args.tile is None:
+        raise DIPError("--overlap is how much neighbouring tiles share: it needs --tile.")
+
+
 def cmd_task(args) -> int:
     from .io import read_image
     from .masks import load_mask
 
+    if args.name is not None and (Path(args.name).name != args.name or args.name in ("", ".", "..")):
+        raise DIPError(f"--name is the outputs' file name stem, not a path (got {args.name!r}); "
+                       "-o chooses their folder.")
+    _check_tiling(args)
     image = read_image(args.image)
+    alpha = None
+    if _channel_axis(args.channel_axis) == "auto":
+        image, alpha = split_alpha(args.image, image)
     task = TASKS_BY_NAME[args.command]
     mask_notes = []
     mask_file = getattr(args, "mask", None)
@@ -460,7 +509,9 @@ def cmd_task(args) -> int:
     if not args.quiet:
         for note in mask_notes:
             print(f"mask {args.mask.name}: {note}")
-    reference = read_image(args.reference) if args.reference else None
+    reference = read_image(args.reference, "reference") if args.reference else None
+    if reference is not None and alpha is not None:
+        reference = split_alpha(args.reference, reference)[0]
     kwargs = dict(channel_axis=_channel_axis(args.channel_axis), keep_observed=args.keep_observed,
                   validate=args.validate, classical=None if args.classical == "none" else args.classical,
                   **_overrides(args))
@@ -480,7 +531,9 @@ def cmd_task(args) -> int:
         Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file())
     common = dict(mask=mask, reference=reference, output_dir=args.output_dir, name=args.name or args.image.stem,
                   suffix=suffix, quiet=args.quiet, inputs=inputs, overwrite=args.overwrite, resume=args.resume,
-                  checkpoint_minutes=args.checkpoint_every)
+                  checkpoint_minutes=args.checkpoint_every, alpha=alpha)
+    if alpha is not None and not args.quiet:
+        print(f"dip: {args.image.name} has an alpha channel: it is kept as it is on the outputs, not restored")
     tile = None
     if args.tile is not None:
         tile = args.tile if args.tile == "auto" else _whole_number(args.tile, "--tile")
@@ -494,13 +547,14 @@ def cmd_task(args) -> int:
               + (f" (dashboard {link})" if link else ""), flush=True)
     try:
         if tile is not None:
-            run_tiled_task(args.command, image, tile=tile, overlap=args.overlap, client=client, **common, **kwargs)
+            result, _ = run_tiled_task(args.command, image, tile=tile, overlap=args.overlap, client=client,
+                                       **common, **kwargs)
         else:
-            run_task(args.command, image, client=client, **common, **kwargs)
+            result, _ = run_task(args.command, image, client=client, **common, **kwargs)
     finally:
         if client is not None:
             client.close()
-    return 0
+    return INTERRUPTED if result.stopped else 0  # a partial result: scripts must see it did not finish
 
 
 def _whole_number(text: str, name: str) -> int:
@@ -512,7 +566,7 @@ def _whole_number(text: str, name: str) -> int:
 
 def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
                    suffix: str, quiet: bool, inputs, overwrite: bool, tile, overlap, resume: bool = False,
-                   checkpoint_minutes: float = 5.0, client=None, **kwargs):
+                   checkpoint_minutes: float = 5.0, client=None, alpha=None, **kwargs):
     """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile.
     Finished tiles are kept in ``<name>.checkpoints`` until the outputs are written (``resume``)."""
     from .api import restore_tiled
@@ -548,13 +602,12 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
               "tiles left)", file=sys.stderr)
     if not result.histories:  # no tile ran: no curve to draw
         planned.pop("psnr_curve", None)
-    written = write_outputs(result, planned, task, name, wall)
+    written = write_outputs(result, planned, task, name, wall, alpha)
     if not result.stopped:
         shutil.rmtree(checkpoints, ignore_errors=True)
     print(f"done in {wall:.1f} s")
-    for note in result.notes:
-        if note.startswith(("tiled:", "PSNR of the whole")):
-            print(f"  {note}")
+    for line in note_lines(result):
+        print(f"  {line}")
     for kind, path in written.items():
         print(f"  {kind:10s} {path}")
     return result, written
@@ -576,11 +629,16 @@ def cmd_batch(args) -> int:
     """``dip batch``: every image one Dask task; finished items are kept and skipped next time."""
     from tqdm import tqdm
 
-    from .batch import collect, connect, restore_many
+    from .batch import collect, connect, not_images, restore_many
 
+    _check_tiling(args)
     items = collect(args.sources, mask=args.mask, mask_pattern=args.mask_pattern)
+    passed_over = not_images(args.sources)
+    if passed_over and not args.quiet:
+        print(f"dip batch: passing over {len(passed_over)} entr{'y' if len(passed_over) == 1 else 'ies'} that "
+              f"are not images ({', '.join(passed_over[:8])}{' ...' if len(passed_over) > 8 else ''})")
     settings = dict(task=args.task, **parse_settings(args.set))
-    for name in ("iterations", "device", "validate", "keep_observed", "preset"):
+    for name in ("iterations", "device", "validate", "keep_observed", "preset", "threads"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     if TASKS_BY_NAME[args.task].mask == "random":
@@ -596,7 +654,7 @@ def cmd_batch(args) -> int:
     bar = tqdm(total=len(items), desc=f"dip batch {args.task}", unit="image", disable=args.quiet)
     try:
         summary = restore_many(items, args.output_dir, client=client, workers=args.workers,
-                               callback=lambda entry: bar.update(1), **settings)
+                               overwrite=args.overwrite, callback=lambda entry: bar.update(1), **settings)
     finally:
         bar.close()
         if client is not None:  # else it would outlive the command and keep dask pointed at it
@@ -622,20 +680,31 @@ def cmd_presets(args) -> int:
     return 0
 
 
+#: the exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as the CLI's other messages: one line, no source path or code."""
+    print(f"dip: warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"demo": cmd_demo, "presets": cmd_presets}
     try:
-        set_threads(args)
-        handler = handlers.get(args.command) or args.handler
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            set_threads(args)
+            handler = handlers.get(args.command) or args.handler
+            return handler(args)
     except DIPError as exc:
         print(f"dip: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dip: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -14,11 +14,15 @@ from .errors import DIPError
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-def read_image(path) -> np.ndarray:
-    """Read PNG/JPEG/TIFF (via imageio) or .npy, with a clear error naming the file."""
+def read_image(path, what: str = "image") -> np.ndarray:
+    """Read PNG/JPEG/TIFF (via imageio) or .npy, with a clear error naming the file (``what`` it
+    was given as: image, mask, reference)."""
     path = Path(path)
+    if path.is_dir():
+        raise DIPError(f"the {what} {path} is a folder, not a file; give one file (`dip batch` takes "
+                       "folders of images).")
     if not path.is_file():
-        raise DIPError(f"image file not found: {path}")
+        raise DIPError(f"{what} file not found: {path}")
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path)
@@ -33,6 +37,15 @@ def read_image(path) -> np.ndarray:
                        "file, or a .npy array.") from None
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: setting it to read it is not thread-safe
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
@@ -40,14 +53,21 @@ def atomic_path(path):
     A crash, a full disk or Ctrl-C leaves either the old file or the new
     one, never a truncated file; the temporary file is removed on failure.
     The temporary name keeps the suffix, so writers that infer the format
-    from it (imageio, matplotlib) still work.
+    from it (imageio, matplotlib) still work.  The file gets the permissions
+    a plain ``open`` would give (the umask's; a replaced file's own), not
+    the temporary file's owner-only ones: colleagues on a shared server read results.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)  # after the writer, which may have made the file anew
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -88,6 +108,9 @@ def check_writable(folder) -> Path:
     read-only mounts, full disks and a root user's view of permissions.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DIPError(f"-o {folder} is a file; -o takes the folder the outputs go into (their names "
+                       "come from --name or the input's).")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "write-check.tmp") as tmp:

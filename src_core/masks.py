@@ -82,7 +82,7 @@ def load_mask(path, observed_value: str = "white", notes: list | None = None) ->
 
     if observed_value not in ("white", "black"):
         raise DIPError(f"observed_value must be 'white' or 'black' (got {observed_value!r}).")
-    data = read_image(path)
+    data = read_image(path, "mask")
     said = [] if notes is None else notes
     if data.dtype == bool:
         bright = data if data.ndim == 2 else data.any(axis=-1)

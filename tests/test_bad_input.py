@@ -303,6 +303,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
+def test_written_files_are_readable_as_the_umask_allows_and_a_replaced_file_keeps_its_mode(tmp_path,
+                                                                                          monkeypatch):
+    """Atomic writes go through a temporary file, which is owner-only: the result must not be."""
+    from src_core import io
+
+    monkeypatch.setattr(io, "_UMASK", 0o022)
+    path = write_image(tmp_path / "a.png", image32())
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert os.stat(io.write_text(tmp_path / "a.json", "{}")).st_mode & 0o777 == 0o644
+    os.chmod(path, 0o640)
+    write_image(path, image32() // 2)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
 def _ctrl_c_at_the_first_progress(monkeypatch):
     """The CLI's progress bar sends this process SIGINT (what Ctrl-C sends) once."""
     from src_core import cli
@@ -325,7 +339,7 @@ def test_ctrl_c_writes_the_partial_result_and_resume_continues_it(tmp_path, caps
     _ctrl_c_at_the_first_progress(monkeypatch)
     args = [a if a != "6" else "30" for a in SMALL]
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the tests run in the background
-    assert main(["random", str(photo), "-o", str(out), *args]) == 0
+    assert main(["random", str(photo), "-o", str(out), *args]) == 130  # scripts see it did not finish
     record = json.loads((out / "photo_partial_history.json").read_text())
     assert record["stopped"] is True
     assert record["slices"][0]["timings"]["iterations"] < 30
@@ -336,6 +350,7 @@ def test_ctrl_c_writes_the_partial_result_and_resume_continues_it(tmp_path, caps
     assert main(["random", str(photo), "-o", str(out), *args]) == 2   # not silently restarted
     assert "add --resume to continue it" in capsys.readouterr().err
     assert main(["random", str(photo), "-o", str(out), "--resume", *args]) == 0
+    assert "note: resumed from a checkpoint at iteration" in capsys.readouterr().out
     record = json.loads((out / "photo_history.json").read_text())
     slice0 = record["slices"][0]
     assert record["stopped"] is False and slice0["timings"]["iterations"] == 30
@@ -447,6 +462,36 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
     assert speed.default_threads() == 1
     monkeypatch.setattr(speed, "_chosen_threads", 3)  # --threads 3
     assert speed.default_threads() == 3
+
+
+def test_more_threads_than_cores_are_warned_of_in_one_line_and_not_promised_as_speed(capsys, monkeypatch):
+    import torch
+
+    from src_core import speed
+
+    monkeypatch.setattr(speed, "usable_cores", lambda: 2)
+    monkeypatch.setattr(speed, "_chosen_threads", None)
+    before = torch.get_num_threads()
+    try:
+        assert main(["presets", "--threads", "3"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert "dip: warning: 3 threads asked for on 2 usable core(s)" in err
+    assert "UserWarning" not in err and ".py:" not in err  # one line, no source path
+    cfg = make_config("random", "cpu")
+    many, two = (speed.estimate_time(cfg, 1, (64, 64), threads=n)["s_per_iteration"] for n in (99, 2))
+    assert many == two
+
+
+def test_the_cli_prints_the_runs_notes(tmp_path, capsys):
+    """Why the answer is what it is must reach the terminal, not only the history file."""
+    photo = write_image(tmp_path / "photo.png", image32())
+    args = [a for a in SMALL if a != "--quiet"]
+    assert main(["random", str(photo), "--fraction", "0.99", "--validate", "0.1", "-o", str(tmp_path / "o"),
+                 *args]) == 0
+    out = capsys.readouterr().out
+    assert "note: too few observed pixels to hold 10% out for validation; validation is off" in out
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "two"])

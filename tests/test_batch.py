@@ -53,7 +53,11 @@ def test_batch_equals_single_runs_and_resumes(client, folder, tmp_path):
     assert history["batch_fingerprint"] and history["config"]["iterations"] == 6
     again = restore_many(items, out, client=client, task="inpaint", **TINY)
     assert sorted(again.skipped) == ["img0", "img1", "img2"] and not again.done
-    changed = restore_many(items, out, client=client, task="inpaint", **dict(TINY, iterations=4))
+    before = (out / "img1_restored.png").read_bytes()
+    with pytest.raises(DIPError, match="3 image.*from other settings.*overwrite"):
+        restore_many(items, out, client=client, task="inpaint", **dict(TINY, iterations=4))
+    assert (out / "img1_restored.png").read_bytes() == before  # refused before any work
+    changed = restore_many(items, out, client=client, task="inpaint", overwrite=True, **dict(TINY, iterations=4))
     assert len(changed.done) == 3  # other settings: run again, never mixed
 
 
@@ -97,6 +101,12 @@ def test_dip_batch_command_line(folder, tmp_path, capsys):
     assert main(["batch", str(folder), "-o", str(tmp_path / "o2"), "--scheduler", "tcp://127.0.0.1:9",
                  "--quiet"]) == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    assert main(["batch", str(folder), "-o", str(tmp_path / "o3"), "--workers", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "passing over 2 entries that are not images (notes.txt, sub/)" in out
+    assert "workers must be a whole number >= 1" in err
 
 
 def test_an_item_whose_worker_dies_is_run_again(folder, tmp_path):

@@ -52,12 +52,46 @@ def test_denoise_runs(tmp_path, photo):
     (["random", "{photo}", "--set", "depth=3"], "unknown setting 'depth'"),
     (["random", "{photo}", "--set", "noequals"], "--set takes KEY=VALUE"),
     (["random", "{photo}", "--device", "cuda:7"], "not available"),
+    (["inpaint", "{photo}", "--mask", "nope.png"], "mask file not found: nope.png"),
+    (["denoise", "{photo}", "--reference", "nope.png"], "reference file not found: nope.png"),
+    (["denoise", "{folder}"], "is a folder, not a file; give one file (`dip batch` takes folders"),
+    (["random", "{photo}", "--name", "../elsewhere"], "--name is the outputs' file name stem, not a path"),
+    (["random", "{photo}", "--overlap", "8"], "--overlap is how much neighbouring tiles share: it needs --tile"),
+    (["inpaint", "{photo}", "--mask", "{photo}", "--classical", "bicubic"], "'bicubic' needs a size-changing"),
+    (["sr", "{photo}", "--classical", "biharmonic"], "'biharmonic' needs an answer of the observation's size"),
 ])
 def test_errors_are_one_clear_line_and_exit_code_2(args, words, photo, capsys, tmp_path):
-    args = [a.replace("{photo}", str(photo)) for a in args] + ["-o", str(tmp_path), "--quiet"]
-    assert main(args) == 2
+    args = [a.replace("{photo}", str(photo)).replace("{folder}", str(tmp_path)) for a in args]
+    assert main(args + ["-o", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_an_output_folder_that_is_a_file_is_named_as_such(photo, capsys):
+    assert main(["denoise", str(photo), "-o", str(photo), *SMALL]) == 2
+    assert "is a file; -o takes the folder the outputs go into" in capsys.readouterr().err
+
+
+def test_a_pngs_alpha_channel_is_kept_as_it_is_and_not_restored(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    rgba = (rng.random((32, 32, 4)) * 255).astype(np.uint8)
+    rgba[..., 3] = 255
+    rgba[:8, :, 3] = 0  # a transparent band
+    path = write_image(tmp_path / "logo.png", rgba)
+    args = [a for a in SMALL if a != "--quiet"]
+    assert main(["random", str(path), "-o", str(tmp_path / "o"), *args]) == 0
+    assert "has an alpha channel: it is kept as it is" in capsys.readouterr().out
+    for kind in ("restored", "corrupted", "classical"):
+        written = read_image(tmp_path / "o" / f"logo_{kind}.png")
+        assert written.shape == (32, 32, 4)
+        np.testing.assert_array_equal(written[..., 3], rgba[..., 3])
+    history = json.loads((tmp_path / "o" / "logo_history.json").read_text())
+    assert history["slices"][0]["summary"]["psnr_answer"] is not None  # compared on colour only
+    grey_alpha = np.stack([rgba[..., 0], rgba[..., 3]], axis=-1)
+    path = write_image(tmp_path / "grey.png", grey_alpha)
+    assert main(["sr", str(path), "--factor", "2", "-o", str(tmp_path / "g"), *SMALL]) == 0
+    big = read_image(tmp_path / "g" / "grey_restored.png")
+    assert big.shape == (64, 64, 2) and (big[:16, :, 1] == 0).all() and (big[16:, :, 1] == 255).all()
 
 
 def test_presets_listed(capsys):

@@ -658,6 +658,7 @@ def test_restore_layer_without_waiting_reports_to_the_activity_dock(viewer, qtbo
     entries = [p for p in progress._all_instances if p is run.activity]
     assert entries and entries[0].total == 100_000
     qtbot.waitUntil(lambda: run.activity is not None and run.activity.n >= 4, timeout=30_000)
+    assert "setting up" not in run.activity.desc  # the step's message went when the progress came
     with qtbot.waitSignal(run.worker.finished, timeout=30_000):
         run.activity.cancel()                            # the Activity dock's Cancel button
     assert run.done and run.activity is None
