@@ -100,6 +100,7 @@ class Problem:
     validate: float = 0.0                # the fraction of observed pixels held out
     threads: int | None = None           # CPU threads of each run (None: not a CPU run)
     operator: Operator = field(default_factory=Identity)  # the degradation (the mask aside)
+    psnr_peak: float = 1.0               # the input's range in [0, 1] units (less with headroom)
     _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -133,7 +134,7 @@ class Problem:
         held = None if self.held_out is None else self.held_out[index]
         return DIPRun(self.images[index], mask, self.config, ref, validation=held,
                       keep_observed=self.keep_observed, stop=stop, threads=self.threads,
-                      checkpoint=checkpoint, operator=self.operator)
+                      checkpoint=checkpoint, operator=self.operator, psnr_peak=self.psnr_peak)
 
     def part(self, index: int, threads: int | None = None) -> "Problem":
         """Slice ``index`` alone, as a one-slice problem (views of in-memory arrays; a lazy
@@ -216,13 +217,14 @@ class Problem:
             held = self.held_out[index]
             truth = self.images[index][held]
             summary["held_out_pixels"] = int(held.sum())
-            summary["val_psnr_dip"] = _psnr(dip[held], truth)
+            summary["val_psnr_dip"] = _psnr(dip[held], truth, self.psnr_peak)
             if self.blends:
                 fitted_only, _ = self.classical_answer(index, fitted_only=True)
                 alpha = blend_weight(dip[held], fitted_only[held], truth)
                 summary["blend_alpha"] = alpha
-                summary["val_psnr_classical"] = _psnr(fitted_only[held], truth)
-                summary["val_psnr_answer"] = _psnr(alpha * dip[held] + (1 - alpha) * fitted_only[held], truth)
+                summary["val_psnr_classical"] = _psnr(fitted_only[held], truth, self.psnr_peak)
+                summary["val_psnr_answer"] = _psnr(alpha * dip[held] + (1 - alpha) * fitted_only[held], truth,
+                                                   self.psnr_peak)
                 answer = alpha * dip + (1 - alpha) * classical
         def kept(x):
             return np.where(observed, self.images[index], x) if self.keep_observed else x
@@ -230,13 +232,14 @@ class Problem:
         answer = np.clip(kept(answer), 0.0, 1.0).astype(np.float32)
         if self.references is not None:
             ref = self.references[index]
-            summary["psnr_answer"] = psnr_ssim(answer, ref, with_ssim=False)[0]
-            summary["psnr_dip"] = psnr_ssim(kept(dip), ref, with_ssim=False)[0]
+            peak = self.psnr_peak
+            summary["psnr_answer"] = psnr_ssim(answer, ref, with_ssim=False, peak=peak)[0]
+            summary["psnr_dip"] = psnr_ssim(kept(dip), ref, with_ssim=False, peak=peak)[0]
             if self.operator.factor == 1:  # the observation itself, as an answer
                 summary["psnr_corrupted"] = psnr_ssim(self.images[index] * observed, ref,
-                                                      with_ssim=False)[0]
+                                                      with_ssim=False, peak=peak)[0]
             if self.classical is not None:
-                summary["psnr_classical"] = psnr_ssim(classical, ref, with_ssim=False)[0]
+                summary["psnr_classical"] = psnr_ssim(classical, ref, with_ssim=False, peak=peak)[0]
                 summary["iterations_to_classical"] = _first_reaching(history, summary["psnr_classical"])
         history.summary = summary
         return answer
@@ -267,10 +270,10 @@ def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> f
     return float(np.clip(((truth - classical).astype(np.float64).ravel() @ diff) / denom, 0.0, 1.0))
 
 
-def _psnr(estimate: np.ndarray, truth: np.ndarray) -> float | None:
+def _psnr(estimate: np.ndarray, truth: np.ndarray, peak: float = 1.0) -> float | None:
     if estimate.size == 0:
         return None
-    return _psnr_from_mse(float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2)))
+    return _psnr_from_mse(float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2)), peak)
 
 
 def _first_reaching(history: History, level: float) -> int | None:
@@ -436,7 +439,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     problem = Problem(task, cfg, layout, scaling, images, masks, references, notes,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
                       validate=float(validate) if held_out is not None else 0.0, threads=threads,
-                      operator=operator)
+                      operator=operator, psnr_peak=plain.scale / scaling.scale)
     if problem.blends:
         notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
                      "held-out pixels")
@@ -703,6 +706,8 @@ class TiledProblem:
                                          keep_observed=whole.keep_observed, validate=validate,
                                          classical=classical, threads=threads,
                                          operator=op if spec.name == "custom" else None, **options)))
+        # a tile is already in [0, 1] units: its PSNRs count the whole image's range as the peak
+        parts = [(index, replace(part, psnr_peak=whole.psnr_peak)) for index, part in parts]
         return cls(whole, tile, overlap, tiles, parts)
 
     def fingerprint(self) -> str:
@@ -762,9 +767,10 @@ class TiledProblem:
             ref = whole.references[0]
             versus = "" if classical_final is None else (
                 f", the {self.answers[ran[0]][1].summary.get('classical_method')} answer tiled alike "
-                f"{psnr_ssim(classical_final[0], ref, with_ssim=False)[0]:.2f} dB")
+                f"{psnr_ssim(classical_final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB")
             whole.notes.append(f"PSNR of the whole tiled answer: "
-                               f"{psnr_ssim(final[0], ref, with_ssim=False)[0]:.2f} dB" + versus)
+                               f"{psnr_ssim(final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB"
+                               + versus)
         return final, classical_final
 
     def result(self) -> RestoreResult:

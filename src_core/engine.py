@@ -168,15 +168,16 @@ def make_input(kind: str, channels: int, height: int, width: int, scale: float,
 
 # ----------------------------------------------------------------------------- metrics
 
-def psnr_ssim(estimate: np.ndarray, reference: np.ndarray, with_ssim: bool = True):
-    """PSNR and SSIM of a (C, H, W) estimate, clipped to [0, 1], with data_range 1."""
+def psnr_ssim(estimate: np.ndarray, reference: np.ndarray, with_ssim: bool = True, peak: float = 1.0):
+    """PSNR and SSIM of a (C, H, W) estimate, clipped to [0, 1], with data_range ``peak`` (1: the
+    whole of [0, 1]; less where the data were scaled with headroom, see ``DIPBatch``)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     est = np.clip(estimate, 0.0, 1.0)
-    psnr = float(peak_signal_noise_ratio(reference, est, data_range=1.0))
+    psnr = float(peak_signal_noise_ratio(reference, est, data_range=peak))
     ssim = None
     if with_ssim and min(est.shape[-2:]) >= 7:
-        ssim = float(structural_similarity(reference, est, data_range=1.0, channel_axis=0))
+        ssim = float(structural_similarity(reference, est, data_range=peak, channel_axis=0))
     return psnr, ssim
 
 
@@ -278,15 +279,21 @@ class DIPBatch:
     ``config.early_stop`` stops when it has not improved for
     ``es_patience`` iterations (instead of ES-WMV).  ``keep_observed``: the
     answer equals the image wherever it was observed (mask or validation),
-    so only the missing pixels come from the network.
+    so only the missing pixels come from the network.  ``psnr_peak``: the range every PSNR
+    counts as its peak (1: all of [0, 1]; a problem scaled with headroom above its data, as
+    deconvolution is, passes its data's share, so its PSNRs mean what they mean elsewhere).
     """
 
     def __init__(self, images, masks=None, config: RunConfig | None = None, references=None,
                  seeds: list[int] | None = None, strategy: str = "auto", validation=None,
                  keep_observed: bool = False, stop: threading.Event | None = None,
                  threads: int | None = None, checkpoint: Checkpoint | None = None,
-                 operator: Operator | None = None):
+                 operator: Operator | None = None, psnr_peak: float = 1.0):
         self.config = (config or RunConfig()).validate()
+        if isinstance(psnr_peak, bool) or not isinstance(psnr_peak, (int, float)) or not 0 < psnr_peak <= 1:
+            raise DIPError(f"psnr_peak must be in (0, 1] (got {psnr_peak!r}).")
+        self.psnr_peak = float(psnr_peak)
+        self.psnr_shift = 20.0 * math.log10(self.psnr_peak)  # dB added to a PSNR over all of [0, 1]
         self.operator, operator_mask = split_mask(operator)
         if operator_mask is not None:
             if masks is not None:
@@ -464,7 +471,7 @@ class DIPBatch:
                   record):
         cfg = self.config
         losses = loss.tolist()
-        fits = [operator.fit_psnr(v, o) for v, o in zip(losses, observed)]
+        fits = [operator.fit_psnr(v, o) + self.psnr_shift for v, o in zip(losses, observed)]
         need_host = snapshot or self.references is not None
         host = to_host(estimate()) if need_host else None
         psnrs, ssims = [None] * len(losses), [None] * len(losses)
@@ -474,9 +481,9 @@ class DIPBatch:
                 from concurrent.futures import ThreadPoolExecutor
 
                 with ThreadPoolExecutor(min(len(scores), speed.usable_cores())) as pool:
-                    scores = list(pool.map(lambda args: psnr_ssim(*args), scores))
+                    scores = list(pool.map(lambda args: psnr_ssim(*args, peak=self.psnr_peak), scores))
             else:
-                scores = [psnr_ssim(*scores[0])]
+                scores = [psnr_ssim(*scores[0], peak=self.psnr_peak)]
             psnrs, ssims = map(list, zip(*scores))
         held = self._held
         vals = held.check(it, estimate()) if held is not None and record else None
@@ -496,7 +503,7 @@ class DIPBatch:
         average = outputs.mean(axis=0) if len(outputs) > 1 else None
         average_psnr = None
         if average is not None and self.references is not None:
-            average_psnr, _ = psnr_ssim(average, self.references[0], with_ssim=False)
+            average_psnr, _ = psnr_ssim(average, self.references[0], with_ssim=False, peak=self.psnr_peak)
         return BatchFinished(outputs, histories, self.completed, average, average_psnr, stopped)
 
 
@@ -525,7 +532,8 @@ class DIPRun(DIPBatch):
                  config: RunConfig | None = None, reference: np.ndarray | None = None,
                  validation: np.ndarray | None = None, keep_observed: bool = False,
                  stop: threading.Event | None = None, threads: int | None = None,
-                 checkpoint: Checkpoint | None = None, operator: Operator | None = None):
+                 checkpoint: Checkpoint | None = None, operator: Operator | None = None,
+                 psnr_peak: float = 1.0):
         image = _check_chw(image, "image")
         if mask is not None:
             mask = _check_mask(mask, image.shape)[None]
@@ -535,7 +543,7 @@ class DIPRun(DIPBatch):
         super().__init__(image[None], mask, config, reference, seeds=[config.seed],
                          validation=None if validation is None else np.asarray(validation)[None],
                          keep_observed=keep_observed, stop=stop, threads=threads, checkpoint=checkpoint,
-                         operator=operator)
+                         operator=operator, psnr_peak=psnr_peak)
 
     def _progress(self, *args, **kwargs):
         p = super()._progress(*args, **kwargs)
@@ -595,7 +603,7 @@ class _Fit:
         self.held = None
         if run.validation is not None:
             self.held = _HeldOut(image_t, run._padded_masks(run.validation, mask_np.shape, grid.observation_crop),
-                                 self.operator)
+                                 self.operator, run.psnr_peak)
         self.kept = None
         if run.keep_observed:  # the loss pixels only: held-out ones stay the network's guess
             self.kept = (torch.from_numpy(mask_np).to(dev), image_t)
@@ -616,7 +624,8 @@ class _Fit:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr if cfg.optimizer == "adam" else 0.001,
                                           fused=fused)
         self.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
-        self.guard_ = _Guard(cfg, self.members, self.observed, self.operator) if cfg.guard else None
+        self.guard_ = (_Guard(cfg, self.members, self.observed, self.operator, run.psnr_shift) if cfg.guard
+                       else None)
         run._saved_weights = self.guard_.weights if self.guard_ else None
         self.histories = [History(device=str(dev), config={**cfg.to_dict(), "seed": s}, fast_path=run.fast_path)
                           for s in run.seeds]
@@ -994,9 +1003,11 @@ class _Guard:
 
     MAX_FALLS = 3  # falls in a row from the same weights: the run cannot progress
 
-    def __init__(self, cfg: RunConfig, members: "_Members", observed, operator: Operator | None = None):
+    def __init__(self, cfg: RunConfig, members: "_Members", observed, operator: Operator | None = None,
+                 psnr_shift: float = 0.0):
         self.cfg = cfg
         self.operator = operator or Identity()  # its fit metric reads the losses
+        self.psnr_shift = psnr_shift  # see DIPBatch's psnr_peak
         self.members = members
         self.k = members.count
         self.observed = observed
@@ -1008,7 +1019,7 @@ class _Guard:
         self.good_estimate = None
 
     def fits(self, losses) -> list[float]:
-        return [self.operator.fit_psnr(v, o) for v, o in zip(losses, self.observed)]
+        return [self.operator.fit_psnr(v, o) + self.psnr_shift for v, o in zip(losses, self.observed)]
 
     def start(self, estimate: torch.Tensor) -> None:
         """After iteration 1: the starting estimate is the fallback until a check passes."""
@@ -1136,8 +1147,9 @@ class _HeldOut:
     member keeps a device copy of its estimate at its best validation PSNR.
     """
 
-    def __init__(self, image: torch.Tensor, mask_np: np.ndarray, operator: Operator):
+    def __init__(self, image: torch.Tensor, mask_np: np.ndarray, operator: Operator, peak: float = 1.0):
         self.operator = operator
+        self.peak = peak  # see DIPBatch's psnr_peak
         self.mask_np = mask_np
         self.mask = torch.from_numpy(mask_np.astype(np.float32)).to(image.device)
         self.target = image * self.mask
@@ -1149,7 +1161,7 @@ class _HeldOut:
     def check(self, it: int, estimate: torch.Tensor) -> list[float]:
         est = estimate.detach().float().clamp(0, 1)
         mse = ((self.operator.apply(est) - self.target) * self.mask).square().sum(dim=(1, 2, 3)) / self.count
-        psnrs = [_psnr_from_mse(v) for v in mse.tolist()]
+        psnrs = [_psnr_from_mse(v, self.peak) for v in mse.tolist()]
         if self.best is None:
             self.best = est.clone()
         for i, value in enumerate(psnrs):

@@ -88,9 +88,10 @@ class Operator:
         return f"{type(self).__name__}({extra})"
 
 
-def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB of a mean squared error on data in [0, 1] (inf for 0, NaN for NaN)."""
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
+    """PSNR in dB of a mean squared error on data in [0, 1] whose peak-to-peak range counts as
+    ``peak`` (inf for 0, NaN for NaN)."""
+    return float("inf") if mse <= 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 def fingerprint_terms(operator: Operator) -> list:

@@ -58,6 +58,24 @@ def test_a_reference_of_another_dtype_is_read_in_the_images_units():
     np.testing.assert_allclose(c[0, 0], unit, atol=1e-6)
 
 
+def test_deconvolution_headroom_does_not_change_what_psnr_means():
+    """With headroom the data fill half of [0, 1]; PSNRs still take the input's range as the
+    peak, as for every other task (else they would read 6 dB better)."""
+    from scipy.ndimage import convolve
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from src_core import gaussian_psf
+
+    y, x = np.mgrid[0:32, 0:32]
+    clean = (20 + 190 * np.exp(-((x - 16) ** 2 + (y - 16) ** 2) / 30.0)).astype(np.float32)
+    blurred = convolve(clean, gaussian_psf(1.0), mode="nearest").astype(np.float32)
+    result = restore(blurred, task="deconvolve", psf=1.0, reference=clean, validate=0, classical=None, **FAST)
+    s = result.history.summary
+    expected = peak_signal_noise_ratio(clean, blurred, data_range=float(blurred.max() - blurred.min()))
+    assert s["psnr_corrupted"] == pytest.approx(expected, abs=1e-3)
+    assert result.image.max() <= 20 + 2 * (blurred.max() - blurred.min()) + 1e-3
+
+
 def test_rgb_and_stack_layouts():
     rgb = _gray((32, 40, 3))
     r = restore(rgb, task="random", **FAST)
