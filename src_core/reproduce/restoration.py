@@ -22,6 +22,8 @@ results folder and skipped when the command runs again.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -53,93 +55,63 @@ SIGMA = 25 / 255
 EARLY_STOP = {"early_stop": True}
 
 
-class _SuperResolution:
-    """What ``dip reproduce sr`` does that denoising does not; a unit is a factor."""
+def _super_resolution_unit(reference: np.ndarray, unit: int) -> tuple[np.ndarray, dict]:
+    """Pillow's Lanczos reduction, and Pillow's upsampling of it back as the baselines."""
+    h, w = reference.shape[1:]
+    low = _pil_resize(reference, (h // unit, w // unit), "LANCZOS")
+    return low, {"bicubic": _pil_resize(low, (h, w), "BICUBIC"), "nearest": _pil_resize(low, (h, w), "NEAREST")}
 
-    name = "sr"
-    image = ("dip", "zebra_GT.png")
-    what = "Super-resolution (zebra)"
-    panels = "input | classical | DIP | original"
-    baselines = ("bicubic", "nearest")
-    protocol = dict(downsample="Pillow LANCZOS", baseline="Pillow BICUBIC", operator="lanczos2")
-    second_run: dict | None = None      # a second DIP run per unit, with these config changes
-    scores_input = False                # the observation is smaller: no PSNR of its own
-    paper = ("The paper reports SR on Set5/Set14 and shows zebra as a figure; REFERENCE.md gives no zebra "
+
+def _denoising_unit(reference: np.ndarray, unit: int) -> tuple[np.ndarray, dict]:
+    """Gaussian noise seeded by the unit, clipped; non-local means and TV as the baselines."""
+    from ..classical import nlm_denoise, tv_denoise
+
+    rng = np.random.default_rng(unit)
+    noisy = np.clip(reference + rng.normal(0, SIGMA, reference.shape), 0, 1).astype(np.float32)
+    return noisy, {"nlm": nlm_denoise(noisy), "tv": tv_denoise(noisy)}
+
+
+@dataclass(frozen=True)
+class _Command:
+    """What one of the two commands does that the other does not; a unit is a factor (sr) or a
+    noise seed (denoise)."""
+
+    name: str
+    image: tuple                          # (folder, file) of the shipped image
+    what: str
+    panels: str
+    baselines: tuple
+    protocol: dict
+    paper: str
+    engine_preset: Callable[[int], str]
+    unit_id: Callable[[object], str]      # the unit's file name in the results folder
+    unit_title: Callable[[object], str]
+    task: Callable[[int], dict]           # restore()'s task and options
+    input_title: Callable[[object, dict], str]
+    observe: Callable[[np.ndarray, int], tuple]  # (observation, baselines), before any DIP run
+    second_run: dict | None = None        # a second DIP run per unit, with these config changes
+    scores_input: bool = False            # the observation has a PSNR of its own (same size)
+
+
+COMMANDS = {c.name: c for c in (
+    _Command("sr", ("dip", "zebra_GT.png"), "Super-resolution (zebra)", "input | classical | DIP | original",
+             ("bicubic", "nearest"),
+             dict(downsample="Pillow LANCZOS", baseline="Pillow BICUBIC", operator="lanczos2"),
+             "The paper reports SR on Set5/Set14 and shows zebra as a figure; REFERENCE.md gives no zebra "
              "number, so the comparison here is the notebook's own: bicubic upsampling of the same "
-             "low-resolution image.")
-
-    @staticmethod
-    def engine_preset(unit: int) -> str:
-        return "sr8" if unit >= 8 else "sr4"
-
-    @staticmethod
-    def unit_id(unit) -> str:
-        return f"sr_x{unit}"
-
-    @staticmethod
-    def unit_title(unit) -> str:
-        return f"x{unit}"
-
-    @staticmethod
-    def task(unit: int) -> dict:
-        return {"task": "sr", "factor": int(unit)}
-
-    @staticmethod
-    def input_title(unit, psnr: dict) -> str:
-        return f"Input, x{unit} smaller"
-
-    @staticmethod
-    def observe(reference: np.ndarray, unit: int) -> tuple[np.ndarray, dict]:
-        """Pillow's Lanczos reduction, and Pillow's upsampling of it back as the baselines."""
-        h, w = reference.shape[1:]
-        low = _pil_resize(reference, (h // unit, w // unit), "LANCZOS")
-        return low, {"bicubic": _pil_resize(low, (h, w), "BICUBIC"), "nearest": _pil_resize(low, (h, w), "NEAREST")}
-
-
-class _Denoising:
-    """What ``dip reproduce denoise`` does that super-resolution does not; a unit is a noise seed."""
-
-    name = "denoise"
-    image = ("dip", "F16_GT.png")
-    what = "Denoising (F16, sigma 25)"
-    panels = "input | classical | DIP | DIP, ES-WMV stop | original"
-    baselines = ("nlm", "tv")
-    protocol = dict(sigma=SIGMA, noise="numpy default_rng(seed), clipped")
-    second_run = EARLY_STOP
-    scores_input = True
-    paper = PAPER_DENOISE + ". Sizes differ: compare with care."
-
-    @staticmethod
-    def engine_preset(unit: int) -> str:
-        return "denoise"
-
-    @staticmethod
-    def unit_id(unit) -> str:
-        return f"denoise_noise_seed{unit}"
-
-    @staticmethod
-    def unit_title(unit) -> str:
-        return f"noise seed {unit}"
-
-    @staticmethod
-    def task(unit: int) -> dict:
-        return {"task": "denoise"}
-
-    @staticmethod
-    def input_title(unit, psnr: dict) -> str:
-        return f"Noisy ({psnr['input']:.2f} dB)"
-
-    @staticmethod
-    def observe(reference: np.ndarray, unit: int) -> tuple[np.ndarray, dict]:
-        """Gaussian noise seeded by the unit, clipped; non-local means and TV as the baselines."""
-        from ..classical import nlm_denoise, tv_denoise
-
-        rng = np.random.default_rng(unit)
-        noisy = np.clip(reference + rng.normal(0, SIGMA, reference.shape), 0, 1).astype(np.float32)
-        return noisy, {"nlm": nlm_denoise(noisy), "tv": tv_denoise(noisy)}
-
-
-COMMANDS = {kind.name: kind for kind in (_SuperResolution, _Denoising)}
+             "low-resolution image.",
+             engine_preset=lambda unit: "sr8" if unit >= 8 else "sr4", unit_id=lambda unit: f"sr_x{unit}",
+             unit_title=lambda unit: f"x{unit}", task=lambda unit: {"task": "sr", "factor": int(unit)},
+             input_title=lambda unit, psnr: f"Input, x{unit} smaller", observe=_super_resolution_unit),
+    _Command("denoise", ("dip", "F16_GT.png"), "Denoising (F16, sigma 25)",
+             "input | classical | DIP | DIP, ES-WMV stop | original", ("nlm", "tv"),
+             dict(sigma=SIGMA, noise="numpy default_rng(seed), clipped"),
+             PAPER_DENOISE + ". Sizes differ: compare with care.",
+             engine_preset=lambda unit: "denoise", unit_id=lambda unit: f"denoise_noise_seed{unit}",
+             unit_title=lambda unit: f"noise seed {unit}", task=lambda unit: {"task": "denoise"},
+             input_title=lambda unit, psnr: f"Noisy ({psnr['input']:.2f} dB)", observe=_denoising_unit,
+             second_run=EARLY_STOP, scores_input=True),
+)}
 
 
 def restoration_settings(command: str, preset: str = "quick", overrides: dict | None = None) -> dict:
