@@ -246,7 +246,8 @@ def _write_outputs(kind, folder, reference, records, arrays, settings, label, is
         u8 = lambda k: a[k].astype(np.float32) / 255.0  # noqa: E731
         stopped = [(u8("dip_early_stop"), f"DIP, ES-WMV stop ({r['dip_early_stop']:.2f} dB)")] if stops else []
         rows.append([(u8("observation"), kind.input_title(unit, r)),
-                     (u8(names[0]), f"{names[0]} ({r[names[0]]:.2f} dB)"), (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), *stopped,
+                     (u8(names[0]), f"{names[0]} ({r[names[0]]:.2f} dB)"),
+                     (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), *stopped,
                      (reference, "Original")])
         titles.append(kind.unit_title(unit))
         h = rec["history"]
