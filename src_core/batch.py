@@ -219,7 +219,7 @@ def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> d
         mask = load_mask(item.mask) if item.mask is not None else None
         result = (restore_tiled if "tile" in settings else restore)(image, mask, **settings)
         paths = _outputs(item, Path(output_dir))
-        write_image(paths["restored"], result.image)
+        write_image(paths["restored"], result.image, like=None if is_zarr(item.image) else item.image)
         record = dict(result.to_dict(), batch_fingerprint=fingerprint, image=str(item.image),
                       mask=None if item.mask is None else str(item.mask))
         write_text(paths["history"], json.dumps(record, indent=1, default=json_default))  # last: marks it done
@@ -355,38 +355,18 @@ def write_stacks(items, output_dir: Path) -> list[str]:
     return written
 
 
-#: OME pixel attributes carried from an input OME-TIFF to its answer
-OME_PIXEL_KEYS = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
-                  "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
-
 
 def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
     import tifffile
 
-    from .io import atomic_path
+    from .io import atomic_path, tiff_metadata
 
     stack = np.stack([tifffile.imread(p) for p in planes])
     with tifffile.TiffFile(path) as tif:
         first, series, ome = tif.pages[0], tif.series[0], tif.is_ome
-        factor = stack.shape[1] / first.shape[0]  # super-resolution: pixels that many times smaller
-        shape = [int(round(n * factor)) if axis in "YX" else n for axis, n in zip(series.axes, series.shape)]
-        kwargs = {}
-        if "XResolution" in first.tags:  # pixels per unit
-            kwargs = dict(resolution=tuple(_times(first.tags[t].value, factor) for t in ("XResolution", "YResolution")),
-                          resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
-                          else None)
-        if ome:
-            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
-            metadata = {k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}
-            for key in ("PhysicalSizeX", "PhysicalSizeY"):
-                if key in metadata:
-                    metadata[key] = metadata[key] / factor
-            kwargs.update(ome=True, metadata={"axes": series.axes, **metadata})
-        elif tif.is_imagej:
-            kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
-                                                 if k in ("spacing", "unit", "finterval")}
-                          | {"axes": series.axes})
+    factor = stack.shape[1] / first.shape[0]  # super-resolution: pixels that many times smaller
+    shape = [int(round(n * factor)) if axis in "YX" else n for axis, n in zip(series.axes, series.shape)]
+    kwargs = tiff_metadata(path, factor)
     if int(np.prod(shape)) == stack.size:
         stack = stack.reshape(shape)  # the input's axes (T, Z, ...), not a flat list of pages
     elif "metadata" in kwargs:
@@ -395,12 +375,6 @@ def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, stack, **kwargs)
     return str(target)
-
-
-def _times(resolution, factor: float):
-    """A TIFF resolution (a rational, pixels per unit) for pixels ``factor`` times smaller."""
-    numerator, denominator = resolution
-    return (int(round(numerator * factor)), int(denominator)) if factor != 1 else resolution
 
 
 def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:

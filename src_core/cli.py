@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +219,7 @@ def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: boo
 
 def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
              suffix: str = ".png", quiet: bool = False, inputs=(), overwrite: bool = False,
-             resume: bool = False, checkpoint_minutes: float = 5.0, client=None, alpha=None, **kwargs):
+             resume: bool = False, checkpoint_minutes: float = 5.0, client=None, form=None, **kwargs):
     """Restore, write the outputs, print where they are; returns the RestoreResult.
 
     Every check runs before the optimisation: the settings, the output folder
@@ -227,8 +228,8 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     the current iteration and writes the partial result under ``*_partial_*``
     names (a second Ctrl-C aborts).  Every file is written atomically.  The
     run's state is kept in ``<name>.checkpoints/`` until its outputs are
-    written, so ``resume`` continues a stopped, killed or crashed run.  ``alpha``: the
-    input's alpha plane, put back unchanged on every image written.
+    written, so ``resume`` continues a stopped, killed or crashed run.  ``form``: the input
+    file's :class:`FileForm`, which every image written takes.
     """
     from .api import prepare, restore_problem
     from .speed import LONG_RUN_S, describe_estimate
@@ -262,7 +263,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         if partial is not None:  # a later slice failed: keep the finished ones
             written = write_outputs(partial, _partial_paths(output_dir, name, suffix, problem.classical is not None,
                                                             plots, inputs), task, name, time.perf_counter() - t0,
-                                    alpha)
+                                    form)
             print(f"dip: the finished slices were written to {written['restored']}", file=sys.stderr)
         raise
     finally:
@@ -275,7 +276,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
         planned = _partial_paths(output_dir, name, suffix, problem.classical is not None, plots, inputs)
         print(f"dip: stopped after {result.history.timings['iterations']} iterations; writing the "
               f"partial result (add --resume to the same command to continue the run)", file=sys.stderr)
-    written = write_outputs(result, planned, task, name, wall, alpha)
+    written = write_outputs(result, planned, task, name, wall, form)
     if not result.stopped:
         shutil.rmtree(checkpoints, ignore_errors=True)  # the outputs are written: nothing to resume
     print(f"done in {wall:.1f} s ({result.history.timings['s_per_iteration']:.3f} s/iteration on "
@@ -370,18 +371,20 @@ def _first_interrupt_stops(stop: threading.Event, bar):
         signal.signal(signal.SIGINT, previous)
 
 
-def write_outputs(result, planned: dict, task: str, name: str, wall: float, alpha=None) -> dict:
+def write_outputs(result, planned: dict, task: str, name: str, wall: float, form: "FileForm | None" = None) -> dict:
     """Write the images, the history and the PSNR plot (each atomically); return kind -> path."""
     from .io import write_image, write_text
     from .plots import history_curves, history_marks, plot_psnr_curves
 
-    def image(data):
-        return data if alpha is None else with_alpha(data, alpha)
+    form = form or FileForm()
 
-    written = {"restored": write_image(planned["restored"], image(result.image)),
-               "corrupted": write_image(planned["corrupted"], image(result.corrupted))}
+    def image(path, data):
+        return write_image(path, data if form.alpha is None else with_alpha(data, form.alpha), like=form.tiff)
+
+    written = {"restored": image(planned["restored"], result.image),
+               "corrupted": image(planned["corrupted"], result.corrupted)}
     if "classical" in planned and result.classical is not None:
-        written["classical"] = write_image(planned["classical"], image(result.classical))
+        written["classical"] = image(planned["classical"], result.classical)
     record = result.to_dict()
     record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
     record["wall_s"] = wall
@@ -392,6 +395,15 @@ def write_outputs(result, planned: dict, task: str, name: str, wall: float, alph
             history_curves(h), planned["psnr_curve"],
             title=f"{name}: DIP {task}, preset {result.config.preset}", marks=history_marks(h))
     return written
+
+
+@dataclass
+class FileForm:
+    """What the outputs take from the input file beyond its pixels: a PNG's alpha plane (put
+    back unchanged), an ImageJ or OME TIFF's metadata (axes, pixel size, units)."""
+
+    alpha: np.ndarray | None = None
+    tiff: Path | None = None
 
 
 def split_alpha(path: Path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -491,7 +503,7 @@ def _check_tiling(args) -> None:
 
 
 def cmd_task(args) -> int:
-    from .io import read_image
+    from .io import read_image, tiff_axes
     from .masks import load_mask
 
     if args.name is not None and (Path(args.name).name != args.name or args.name in ("", ".", "..")):
@@ -499,9 +511,11 @@ def cmd_task(args) -> int:
                        "-o chooses their folder.")
     _check_tiling(args)
     image = read_image(args.image)
-    alpha = None
-    if _channel_axis(args.channel_axis) == "auto":
+    alpha, channel_axis, axes = None, _channel_axis(args.channel_axis), tiff_axes(args.image)
+    if channel_axis == "auto":
         image, alpha = split_alpha(args.image, image)
+        if axes is not None and "C" in axes and len(axes) == image.ndim:  # the file says where its channels are
+            channel_axis = axes.index("C")
     task = TASKS_BY_NAME[args.command]
     mask_notes = []
     mask_file = getattr(args, "mask", None)
@@ -512,7 +526,7 @@ def cmd_task(args) -> int:
     reference = read_image(args.reference, "reference") if args.reference else None
     if reference is not None and alpha is not None:
         reference = split_alpha(args.reference, reference)[0]
-    kwargs = dict(channel_axis=_channel_axis(args.channel_axis), keep_observed=args.keep_observed,
+    kwargs = dict(channel_axis=channel_axis, keep_observed=args.keep_observed,
                   validate=args.validate, classical=None if args.classical == "none" else args.classical,
                   **_overrides(args))
     if args.config:
@@ -531,7 +545,8 @@ def cmd_task(args) -> int:
         Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file())
     common = dict(mask=mask, reference=reference, output_dir=args.output_dir, name=args.name or args.image.stem,
                   suffix=suffix, quiet=args.quiet, inputs=inputs, overwrite=args.overwrite, resume=args.resume,
-                  checkpoint_minutes=args.checkpoint_every, alpha=alpha)
+                  checkpoint_minutes=args.checkpoint_every,
+                  form=FileForm(alpha, args.image if axes is not None else None))
     if alpha is not None and not args.quiet:
         print(f"dip: {args.image.name} has an alpha channel: it is kept as it is on the outputs, not restored")
     tile = None
@@ -566,7 +581,7 @@ def _whole_number(text: str, name: str) -> int:
 
 def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
                    suffix: str, quiet: bool, inputs, overwrite: bool, tile, overlap, resume: bool = False,
-                   checkpoint_minutes: float = 5.0, client=None, alpha=None, **kwargs):
+                   checkpoint_minutes: float = 5.0, client=None, form=None, **kwargs):
     """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile.
     Finished tiles are kept in ``<name>.checkpoints`` until the outputs are written (``resume``)."""
     from .api import restore_tiled
@@ -602,7 +617,7 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
               "tiles left)", file=sys.stderr)
     if not result.histories:  # no tile ran: no curve to draw
         planned.pop("psnr_curve", None)
-    written = write_outputs(result, planned, task, name, wall, alpha)
+    written = write_outputs(result, planned, task, name, wall, form)
     if not result.stopped:
         shutil.rmtree(checkpoints, ignore_errors=True)
     print(f"done in {wall:.1f} s")

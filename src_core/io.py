@@ -82,8 +82,10 @@ def write_text(path, text: str) -> Path:
     return Path(path)
 
 
-def write_image(path, image: np.ndarray) -> Path:
-    """Write an image atomically; float data in [0, 1] is stored as 8-bit for PNG/JPEG."""
+def write_image(path, image: np.ndarray, like=None) -> Path:
+    """Write an image atomically; float data in [0, 1] is stored as 8-bit for PNG/JPEG.
+    ``like``: the ImageJ or OME TIFF the image was made from; a TIFF written with the same axes
+    (Y and X may be larger) carries its metadata (:func:`tiff_metadata`)."""
     import imageio.v3 as iio
 
     path = Path(path)
@@ -92,13 +94,75 @@ def write_image(path, image: np.ndarray) -> Path:
         data = (np.clip(data, 0, 1) * 255 + 0.5).astype(np.uint8)
     if data.dtype == bool:
         data = data.astype(np.uint8) * 255
+    metadata = None
+    if like is not None and path.suffix.lower() in (".tif", ".tiff") and tiff_axes(like) is not None:
+        import tifffile
+
+        with tifffile.TiffFile(like) as tif:
+            axes, shape = tif.series[0].axes, tif.series[0].shape
+        if data.ndim == len(shape) and "Y" in axes:
+            metadata = tiff_metadata(like, data.shape[axes.index("Y")] / shape[axes.index("Y")])
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, data)
+        elif metadata is not None:
+            import tifffile
+
+            tifffile.imwrite(tmp, data, **metadata)
         else:
             iio.imwrite(tmp, data, extension=path.suffix.lower() or None)
     return path
+
+
+#: OME pixel attributes carried from an input OME-TIFF to its answer
+OME_PIXEL_KEYS = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
+                  "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
+
+
+def tiff_axes(path) -> str | None:
+    """The axes a TIFF's first series states (ImageJ or OME: 'ZCYX', 'TYXS'...), or None."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.series[0].axes if (tif.is_imagej or tif.is_ome) else None
+    except Exception:  # not a TIFF tifffile reads: the image reader says why
+        return None
+
+
+def tiff_metadata(source, factor: float = 1.0) -> dict:
+    """``tifffile.imwrite`` keywords that carry a TIFF's metadata to an image made from it whose
+    pixels are ``factor`` times smaller: the resolution, and ImageJ's or OME's axes, spacing,
+    units and time increment (so a result opens in Fiji or napari at the input's scale)."""
+    import tifffile
+
+    def times(resolution):  # a rational, pixels per unit
+        numerator, denominator = resolution
+        return (int(round(numerator * factor)), int(denominator)) if factor != 1 else resolution
+
+    with tifffile.TiffFile(source) as tif:
+        first, series = tif.pages[0], tif.series[0]
+        kwargs = {}
+        if "XResolution" in first.tags:
+            kwargs = dict(resolution=tuple(times(first.tags[t].value) for t in ("XResolution", "YResolution")),
+                          resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
+                          else None)
+        if tif.is_ome:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+            metadata = {k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}
+            for key in ("PhysicalSizeX", "PhysicalSizeY"):
+                if key in metadata:
+                    metadata[key] = metadata[key] / factor
+            kwargs.update(ome=True, metadata={"axes": series.axes, **metadata})
+        elif tif.is_imagej:
+            kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
+                                                 if k in ("spacing", "unit", "finterval")}
+                          | {"axes": series.axes})
+    return kwargs
 
 
 def check_writable(folder) -> Path:

@@ -94,6 +94,26 @@ def test_a_pngs_alpha_channel_is_kept_as_it_is_and_not_restored(tmp_path, capsys
     assert big.shape == (64, 64, 2) and (big[:16, :, 1] == 0).all() and (big[16:, :, 1] == 255).all()
 
 
+def test_an_imagej_hyperstack_is_read_by_its_axes_and_its_metadata_goes_with_the_answer(tmp_path):
+    """Z, C, Y, X as the file says (no --channel-axis needed); the answer opens in Fiji or napari
+    at the input's scale: ImageJ axes, z spacing and unit, and pixel size (finer after sr)."""
+    import tifffile
+
+    stack = (np.random.default_rng(0).random((2, 2, 32, 32)) * 4000 + 100).astype(np.uint16)
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, stack, imagej=True, resolution=(10, 10),
+                     metadata={"axes": "ZCYX", "spacing": 0.5, "unit": "um"})
+    assert main(["denoise", str(path), "-o", str(tmp_path / "d"), *SMALL]) == 0
+    assert main(["sr", str(path), "--factor", "2", "-o", str(tmp_path / "s"), *SMALL]) == 0
+    for folder, side, pixels_per_um in (("d", 32, 10), ("s", 64, 20)):
+        with tifffile.TiffFile(tmp_path / folder / "cells_restored.tif") as tif:
+            assert tif.is_imagej and tif.series[0].axes == "ZCYX"
+            assert tif.series[0].shape == (2, 2, side, side) and tif.series[0].dtype == np.uint16
+            assert tif.imagej_metadata["spacing"] == 0.5 and tif.imagej_metadata["unit"] == "um"
+            assert tif.pages[0].tags["XResolution"].value == (pixels_per_um, 1)
+    assert tifffile.imread(path).tobytes() == stack.tobytes()  # the input is as it was
+
+
 def test_presets_listed(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
