@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -695,6 +696,26 @@ def cmd_presets(args) -> int:
     return 0
 
 
+#: the engine's words for a setting (it speaks Python) -> the command line's
+CLI_TERMS = (
+    (re.compile(r"\bpass channel_axis \(an axis number, or None for no channels\)"),
+     "pass --channel-axis (an axis number, or none for no channels)"),
+    (re.compile(r"\bchannel_axis\b"), "--channel-axis"),
+    (re.compile(r"\bmissing_fraction\b"), "--fraction"),
+    (re.compile(r"\(scales=(\d+)\)"), r"(--set scales=\1)"),
+    (re.compile(r"with task='inpaint'"), "with `dip inpaint`"),
+    (re.compile(r"\(True = observed, False = missing\)"),
+     "(in a mask file white = observed by default; --mask-observed black if yours is the other way)"),
+)
+
+
+def in_cli_terms(message: str) -> str:
+    """An engine error in the command line's words (--channel-axis, not channel_axis)."""
+    for pattern, words in CLI_TERMS:
+        message = pattern.sub(words, message)
+    return message
+
+
 #: the exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
 INTERRUPTED = 130
 
@@ -715,7 +736,7 @@ def main(argv=None) -> int:
             handler = handlers.get(args.command) or args.handler
             return handler(args)
     except DIPError as exc:
-        print(f"dip: error: {exc}", file=sys.stderr)
+        print(f"dip: error: {in_cli_terms(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dip: interrupted", file=sys.stderr)

@@ -67,6 +67,20 @@ def test_errors_are_one_clear_line_and_exit_code_2(args, words, photo, capsys, t
     assert words in err and "Traceback" not in err
 
 
+def test_engine_errors_are_said_in_the_command_lines_words(tmp_path, photo, capsys):
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.zeros((2, 2, 32, 32), np.float32))
+    black = write_image(tmp_path / "black.png", np.zeros((32, 32), np.uint8))
+    cases = [(["random", str(photo), "--fraction", "1.0"], "--fraction must be a number in [0, 1)"),
+             (["denoise", str(stack)], "pass --channel-axis (an axis number, or none for no channels)"),
+             (["inpaint", str(photo), "--mask", str(black)], "--mask-observed black if yours is the other way")]
+    for args, words in cases:
+        assert main(args + ["-o", str(tmp_path / "o"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert words in err, err
+        assert "channel_axis" not in err and "missing_fraction" not in err
+
+
 def test_an_output_folder_that_is_a_file_is_named_as_such(photo, capsys):
     assert main(["denoise", str(photo), "-o", str(photo), *SMALL]) == 2
     assert "is a file; -o takes the folder the outputs go into" in capsys.readouterr().err
