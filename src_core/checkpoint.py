@@ -68,7 +68,9 @@ class Checkpoint:
             torch.save({"format": FORMAT, **state}, tmp)
         self.last = time.monotonic()
 
-    def load(self, expected_fingerprint: str) -> dict:
+    def load(self, expected_fingerprint: str, config: dict | None = None) -> dict:
+        """The saved state, if it was made by this problem (``config``: this run's settings, to
+        name the ones that differ when it was not)."""
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file
@@ -78,9 +80,27 @@ class Checkpoint:
             raise DIPError(f"{self.path} is not a napari-dip checkpoint of this version; delete it "
                            "to start again.")
         if state.get("fingerprint") != expected_fingerprint:
-            raise DIPError(f"the checkpoint {self.path} belongs to another image, mask or "
-                           "configuration; delete it, or resume with the settings it was made with.")
+            histories = state.get("histories") or [{}]
+            differ = _differences(histories[0].get("config"), config) if config is not None else []
+            which = (f"settings that differ: {', '.join(differ[:6])}" if differ
+                     else "the same settings, another image, mask or seed")
+            raise DIPError(f"the checkpoint {self.path} belongs to another run ({which}); delete it, or "
+                           "resume with the settings it was made with.")
         return state
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _differences(saved: dict | None, current: dict, prefix: str = "") -> list[str]:
+    """'lr 0.01 -> 0.02' for each setting (nested ones dotted) that differs between two configs."""
+    if not isinstance(saved, dict):
+        return []
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return out

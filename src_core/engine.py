@@ -861,7 +861,7 @@ class _Fit:
         """Load a checkpoint if there is one; return the iterations already done (0: none)."""
         if checkpoint is None or not checkpoint.exists():
             return 0
-        saved = checkpoint.load(self.run.fingerprint)
+        saved = checkpoint.load(self.run.fingerprint, self.cfg.to_dict())
         es, held, guard = self.es, self.held, self.guard_
         with torch.no_grad():
             for p, v in zip(self.params, saved["params"]):

@@ -350,7 +350,8 @@ def test_ctrl_c_writes_the_partial_result_and_resume_continues_it(tmp_path, caps
     assert main(["random", str(photo), "-o", str(out), *args]) == 2   # not silently restarted
     assert "add --resume to continue it" in capsys.readouterr().err
     assert main(["random", str(photo), "-o", str(out), "--resume", *args]) == 0
-    assert "note: resumed from a checkpoint at iteration" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "dip: resuming from" in said and "note: resumed from a checkpoint at iteration" in said
     record = json.loads((out / "photo_history.json").read_text())
     slice0 = record["slices"][0]
     assert record["stopped"] is False and slice0["timings"]["iterations"] == 30

@@ -78,8 +78,10 @@ def test_a_checkpoint_of_another_problem_is_refused(tmp_path, tiny):
             run.request_stop()
     assert path.is_file()  # a stopped run keeps its checkpoint
     other = DIPRun(image, mask, tiny(iterations=10, report_every=5, seed=3), checkpoint=Checkpoint(path))
-    with pytest.raises(DIPError, match="belongs to another image, mask or configuration"):
+    with pytest.raises(DIPError, match=r"belongs to another run \(settings that differ: seed 0 -> 3\)"):
         other.run()
+    with pytest.raises(DIPError, match="the same settings, another image, mask or seed"):
+        DIPRun(image[:, ::-1].copy(), mask, tiny(iterations=10, report_every=5), checkpoint=Checkpoint(path)).run()
     path.write_bytes(b"garbage")
     with pytest.raises(DIPError, match="cannot read the checkpoint"):
         DIPRun(image, mask, tiny(iterations=10, report_every=5), checkpoint=Checkpoint(path)).run()
