@@ -655,12 +655,8 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
                                  channel_axis=channel_axis, preset=preset, config=config,
                                  keep_observed=keep_observed, validate=validate, classical=classical,
                                  threads=threads, operator=operator, **overrides)
-    store = (PartStore(checkpoint_dir, tiled.fingerprint(), checkpoint_every_s, kind="tile")
-             if checkpoint_dir is not None else None)
-    for kind, index, payload in tiled.solve(stop=stop, store=store, client=client):
-        if kind == "event" and callback is not None:
-            callback(payload, index)
-    return tiled.result()
+    return tiled.restore(callback=callback, stop=stop, client=client, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every_s=checkpoint_every_s)
 
 
 @dataclass
@@ -709,6 +705,24 @@ class TiledProblem:
         # a tile is already in [0, 1] units: its PSNRs count the whole image's range as the peak
         parts = [(index, replace(part, psnr_peak=whole.psnr_peak)) for index, part in parts]
         return cls(whole, tile, overlap, tiles, parts)
+
+    def estimate(self) -> dict:
+        """Time the tiles that run will take here, from the network's cost (before any work)."""
+        each = [part.estimate() for _, part in self.parts] or [self.whole.estimate()]
+        total = sum(e["total_s"] for e in each) if self.parts else 0.0
+        iterations = sum(e["iterations"] for e in each) if self.parts else 0
+        return dict(each[0], total_s=total, iterations=iterations,
+                    s_per_iteration=total / iterations if iterations else each[0]["s_per_iteration"])
+
+    def restore(self, callback=None, stop=None, client=None, checkpoint_dir=None,
+                checkpoint_every_s: float = 300.0) -> "RestoreResult":
+        """Run the tiles (see :func:`restore_tiled`) and blend them."""
+        store = (PartStore(checkpoint_dir, self.fingerprint(), checkpoint_every_s, kind="tile")
+                 if checkpoint_dir is not None else None)
+        for kind, index, payload in self.solve(stop=stop, store=store, client=client):
+            if kind == "event" and callback is not None:
+                callback(payload, index)
+        return self.result()
 
     def fingerprint(self) -> str:
         """Of the whole problem and the tiling (a store of other tiles is refused)."""

@@ -589,13 +589,17 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
                    checkpoint_minutes: float = 5.0, client=None, form=None, **kwargs):
     """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile.
     Finished tiles are kept in ``<name>.checkpoints`` until the outputs are written (``resume``)."""
-    from .api import restore_tiled
+    from .api import TiledProblem
+    from .speed import describe_estimate
 
+    tiled = TiledProblem.prepare(image, mask, task=task, reference=reference, tile=tile, overlap=overlap, **kwargs)
     classical, plots = kwargs.get("classical") is not None, reference is not None or task == "random"
     planned = output_paths(output_dir, name, suffix, classical, plots)
     check_outputs(planned.values(), inputs, overwrite)
     check_writable(output_dir)
     checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
+    print(f"dip: {task} in {len(tiled.parts)} of {len(tiled.tiles)} tile(s) of {tiled.tile} px with preset "
+          f"'{tiled.whole.config.preset}': {describe_estimate(tiled.estimate())}", flush=True)
     bar = ProgressBar(1, f"DIP {task}, tiles", quiet)
     current = {"tile": None}
 
@@ -610,9 +614,8 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     stop = threading.Event()
     try:
         with _first_interrupt_stops(stop, bar):
-            result = restore_tiled(image, mask, task=task, reference=reference, tile=tile, overlap=overlap,
-                                   callback=callback, stop=stop, client=client, checkpoint_dir=checkpoints,
-                                   checkpoint_every_s=60.0 * checkpoint_minutes, **kwargs)
+            result = tiled.restore(callback=callback, stop=stop, client=client, checkpoint_dir=checkpoints,
+                                   checkpoint_every_s=60.0 * checkpoint_minutes)
     finally:
         bar.close()
     wall = time.perf_counter() - t0

@@ -177,7 +177,9 @@ def test_tiles_from_the_command_line_run_only_the_damaged_tiles(tmp_path, capsys
     restored = read_image(out / "big_restored.png")
     assert restored.shape == (96, 96) and np.array_equal(restored[mask > 0], img[mask > 0])
     assert read_image(out / "big_classical.png").shape == (96, 96)  # biharmonic, tiled alike
-    assert "1 ran" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "1 ran" in said and "inpaint in 1 of 9 tile(s) of 48 px with preset 'cpu': about" in said
+    assert "s/it x 6 it on cpu" in said  # the estimate counts the tiles that run
     assert not (out / "big.checkpoints").exists()  # removed once the outputs are written
     assert main(["inpaint", str(photo), "--mask", str(mask_path), "--tile", "big", "-o", str(out), *SMALL]) == 2
     assert "--tile takes" in capsys.readouterr().err
