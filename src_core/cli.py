@@ -196,7 +196,10 @@ def _channel_axis(text):
         return "auto"
     if text.lower() == "none":
         return None
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise DIPError(f"--channel-axis takes 'auto', 'none' or an axis number (got {text!r}).") from None
 
 
 def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: bool, minutes) -> Path:

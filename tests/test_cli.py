@@ -59,6 +59,7 @@ def test_denoise_runs(tmp_path, photo):
     (["random", "{photo}", "--overlap", "8"], "--overlap is how much neighbouring tiles share: it needs --tile"),
     (["inpaint", "{photo}", "--mask", "{photo}", "--classical", "bicubic"], "'bicubic' needs a size-changing"),
     (["sr", "{photo}", "--classical", "biharmonic"], "'biharmonic' needs an answer of the observation's size"),
+    (["denoise", "{photo}", "--channel-axis", "last"], "--channel-axis takes 'auto', 'none' or an axis number"),
 ])
 def test_errors_are_one_clear_line_and_exit_code_2(args, words, photo, capsys, tmp_path):
     args = [a.replace("{photo}", str(photo)).replace("{folder}", str(tmp_path)) for a in args]
