@@ -168,6 +168,13 @@ def make_input(kind: str, channels: int, height: int, width: int, scale: float,
 
 # ----------------------------------------------------------------------------- metrics
 
+def _fit_psnrs(operator: Operator, losses, observed, peak: float = 1.0) -> list[float]:
+    """Each member's fit PSNR (:meth:`Operator.fit_psnr`) with ``peak`` as its peak (see
+    ``DIPBatch``'s ``psnr_peak``): the same figure for the reports and for the guard."""
+    shift = 20.0 * math.log10(peak)
+    return [operator.fit_psnr(v, o) + shift for v, o in zip(losses, observed)]
+
+
 def psnr_ssim(estimate: np.ndarray, reference: np.ndarray, with_ssim: bool = True, peak: float = 1.0):
     """PSNR and SSIM of a (C, H, W) estimate, clipped to [0, 1], with data_range ``peak`` (1: the
     whole of [0, 1]; less where the data were scaled with headroom, see ``DIPBatch``)."""
@@ -293,7 +300,6 @@ class DIPBatch:
         if isinstance(psnr_peak, bool) or not isinstance(psnr_peak, (int, float)) or not 0 < psnr_peak <= 1:
             raise DIPError(f"psnr_peak must be in (0, 1] (got {psnr_peak!r}).")
         self.psnr_peak = float(psnr_peak)
-        self.psnr_shift = 20.0 * math.log10(self.psnr_peak)  # dB added to a PSNR over all of [0, 1]
         self.operator, operator_mask = split_mask(operator)
         if operator_mask is not None:
             if masks is not None:
@@ -471,7 +477,7 @@ class DIPBatch:
                   record):
         cfg = self.config
         losses = loss.tolist()
-        fits = [operator.fit_psnr(v, o) + self.psnr_shift for v, o in zip(losses, observed)]
+        fits = _fit_psnrs(operator, losses, observed, self.psnr_peak)
         need_host = snapshot or self.references is not None
         host = to_host(estimate()) if need_host else None
         psnrs, ssims = [None] * len(losses), [None] * len(losses)
@@ -624,8 +630,7 @@ class _Fit:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr if cfg.optimizer == "adam" else 0.001,
                                           fused=fused)
         self.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
-        self.guard_ = (_Guard(cfg, self.members, self.observed, self.operator, run.psnr_shift) if cfg.guard
-                       else None)
+        self.guard_ = _Guard(cfg, self.members, self.observed, self.operator, run.psnr_peak) if cfg.guard else None
         run._saved_weights = self.guard_.weights if self.guard_ else None
         self.histories = [History(device=str(dev), config={**cfg.to_dict(), "seed": s}, fast_path=run.fast_path)
                           for s in run.seeds]
@@ -1004,10 +1009,10 @@ class _Guard:
     MAX_FALLS = 3  # falls in a row from the same weights: the run cannot progress
 
     def __init__(self, cfg: RunConfig, members: "_Members", observed, operator: Operator | None = None,
-                 psnr_shift: float = 0.0):
+                 peak: float = 1.0):
         self.cfg = cfg
         self.operator = operator or Identity()  # its fit metric reads the losses
-        self.psnr_shift = psnr_shift  # see DIPBatch's psnr_peak
+        self.peak = peak  # see DIPBatch's psnr_peak
         self.members = members
         self.k = members.count
         self.observed = observed
@@ -1019,7 +1024,7 @@ class _Guard:
         self.good_estimate = None
 
     def fits(self, losses) -> list[float]:
-        return [self.operator.fit_psnr(v, o) + self.psnr_shift for v, o in zip(losses, self.observed)]
+        return _fit_psnrs(self.operator, losses, self.observed, self.peak)
 
     def start(self, estimate: torch.Tensor) -> None:
         """After iteration 1: the starting estimate is the fallback until a check passes."""
