@@ -364,9 +364,9 @@ def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
     stack = np.stack([tifffile.imread(p) for p in planes])
     with tifffile.TiffFile(path) as tif:
         first, series, ome = tif.pages[0], tif.series[0], tif.is_ome
-    factor = stack.shape[1] / first.shape[0]  # super-resolution: pixels that many times smaller
+        factor = stack.shape[1] / first.shape[0]  # super-resolution: pixels that many times smaller
+        kwargs = tiff_metadata(tif, factor)
     shape = [int(round(n * factor)) if axis in "YX" else n for axis, n in zip(series.axes, series.shape)]
-    kwargs = tiff_metadata(path, factor)
     if int(np.prod(shape)) == stack.size:
         stack = stack.reshape(shape)  # the input's axes (T, Z, ...), not a flat list of pages
     elif "metadata" in kwargs:

@@ -95,13 +95,8 @@ def write_image(path, image: np.ndarray, like=None) -> Path:
     if data.dtype == bool:
         data = data.astype(np.uint8) * 255
     metadata = None
-    if like is not None and path.suffix.lower() in (".tif", ".tiff") and tiff_axes(like) is not None:
-        import tifffile
-
-        with tifffile.TiffFile(like) as tif:
-            axes, shape = tif.series[0].axes, tif.series[0].shape
-        if data.ndim == len(shape) and "Y" in axes:
-            metadata = tiff_metadata(like, data.shape[axes.index("Y")] / shape[axes.index("Y")])
+    if like is not None and path.suffix.lower() in (".tif", ".tiff"):
+        metadata = _metadata_for(like, data.shape)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".npy":
             with open(tmp, "wb") as fh:
@@ -120,48 +115,69 @@ OME_PIXEL_KEYS = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "Physic
                   "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
 
 
-def tiff_axes(path) -> str | None:
-    """The axes a TIFF's first series states (ImageJ or OME: 'ZCYX', 'TYXS'...), or None."""
+@contextlib.contextmanager
+def _described_tiff(path):
+    """The open TIFF at ``path`` if it is an ImageJ or OME one (whose axes are stated), else None."""
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
-        return None
+        yield None
+        return
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            return tif.series[0].axes if (tif.is_imagej or tif.is_ome) else None
+        tif = tifffile.TiffFile(path)
     except Exception:  # not a TIFF tifffile reads: the image reader says why
-        return None
+        yield None
+        return
+    with tif:
+        yield tif if (tif.is_imagej or tif.is_ome) else None
 
 
-def tiff_metadata(source, factor: float = 1.0) -> dict:
-    """``tifffile.imwrite`` keywords that carry a TIFF's metadata to an image made from it whose
-    pixels are ``factor`` times smaller: the resolution, and ImageJ's or OME's axes, spacing,
-    units and time increment (so a result opens in Fiji or napari at the input's scale)."""
+def tiff_axes(path) -> str | None:
+    """The axes a TIFF's first series states (ImageJ or OME: 'ZCYX', 'TYXS'...), or None."""
+    with _described_tiff(path) as tif:
+        return None if tif is None else tif.series[0].axes
+
+
+def _metadata_for(source, shape: tuple) -> dict | None:
+    """:func:`tiff_metadata` for an image of ``shape`` made from ``source`` (Y and X maybe larger);
+    None when ``source`` states no axes or the image has other ones."""
+    with _described_tiff(source) as tif:
+        if tif is None:
+            return None
+        axes, own = tif.series[0].axes, tif.series[0].shape
+        if len(shape) != len(own) or "Y" not in axes:
+            return None
+        return tiff_metadata(tif, shape[axes.index("Y")] / own[axes.index("Y")])
+
+
+def tiff_metadata(tif, factor: float = 1.0) -> dict:
+    """``tifffile.imwrite`` keywords that carry an open TIFF's metadata to an image made from it
+    whose pixels are ``factor`` times smaller: the resolution, and ImageJ's or OME's axes,
+    spacing, units and time increment (so a result opens in Fiji or napari at the input's scale)."""
     import tifffile
 
     def times(resolution):  # a rational, pixels per unit
         numerator, denominator = resolution
         return (int(round(numerator * factor)), int(denominator)) if factor != 1 else resolution
 
-    with tifffile.TiffFile(source) as tif:
-        first, series = tif.pages[0], tif.series[0]
-        kwargs = {}
-        if "XResolution" in first.tags:
-            kwargs = dict(resolution=tuple(times(first.tags[t].value) for t in ("XResolution", "YResolution")),
-                          resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
-                          else None)
-        if tif.is_ome:
-            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
-            metadata = {k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}
-            for key in ("PhysicalSizeX", "PhysicalSizeY"):
-                if key in metadata:
-                    metadata[key] = metadata[key] / factor
-            kwargs.update(ome=True, metadata={"axes": series.axes, **metadata})
-        elif tif.is_imagej:
-            kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
-                                                 if k in ("spacing", "unit", "finterval")}
-                          | {"axes": series.axes})
+    first, series = tif.pages[0], tif.series[0]
+    kwargs = {}
+    if "XResolution" in first.tags:
+        kwargs = dict(resolution=tuple(times(first.tags[t].value) for t in ("XResolution", "YResolution")),
+                      resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
+                      else None)
+    if tif.is_ome:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        metadata = {k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}
+        for key in ("PhysicalSizeX", "PhysicalSizeY"):
+            if key in metadata:
+                metadata[key] = metadata[key] / factor
+        kwargs.update(ome=True, metadata={"axes": series.axes, **metadata})
+    elif tif.is_imagej:
+        kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
+                                             if k in ("spacing", "unit", "finterval")}
+                      | {"axes": series.axes})
     return kwargs
 
 
