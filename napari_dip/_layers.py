@@ -63,10 +63,14 @@ def place_like_source(captured: Captured, data: np.ndarray, leading: int = 0) ->
     return data[(*(slice(None),) * leading, *(np.newaxis,) * len(captured.slice_index))]
 
 
-def history_curves(histories: list) -> dict:
-    """The curves of finished slices or tiles, by position, from their histories (every report)."""
-    return {i if h.part is None else h.part: {"iterations": h.iterations, "psnr": h.psnr, "fit": h.fit_psnr}
-            for i, h in enumerate(histories)}
+def curve_of(history) -> dict:
+    """A finished slice's or tile's curve, from its history (every report, not only live ones)."""
+    return {"iterations": list(history.iterations), "psnr": list(history.psnr), "fit": list(history.fit_psnr)}
+
+
+def curves_by_position(histories: list) -> dict:
+    """The curves of finished slices or tiles, by their position in the run."""
+    return {i if h.part is None else h.part: curve_of(h) for i, h in enumerate(histories)}
 
 
 def labelled_curves(curves: dict, unit: str, slices: int) -> list:
@@ -82,7 +86,7 @@ class Finale:
     image the conversion and the drawing held napari's main thread about 0.4 s at the end."""
 
     data: np.ndarray                 # the answer in the input's dtype, pasted and placed like the source
-    curves: dict                     # :func:`history_curves`
+    curves: dict                     # :func:`curves_by_position`
     curve_image: np.ndarray | None   # RGB, or None when there is no curve point
 
 
@@ -92,7 +96,7 @@ def finale(captured: Captured, problem, outcome: Outcome, unit: str) -> Finale |
     if outcome.error is not None or outcome.output is None:
         return None
     data = place_like_source(captured, captured.paste(problem.to_user(outcome.output)))
-    curves = history_curves(outcome.histories)
+    curves = curves_by_position(outcome.histories)
     listed = labelled_curves(curves, unit, problem.slices)
     image = (render_curves(listed, f"{captured.source.name}: PSNR") if any(len(c[1]) for c in listed)
              else None)
@@ -203,8 +207,7 @@ class OutputLayers:
         Not for the last one, whose result layer comes next: a preview changed just before
         it is removed stalls napari's main thread (about 0.7 s measured, against 0.15 s)."""
         history = update.event.history
-        self.curves[update.position] = {"iterations": list(history.iterations), "psnr": list(history.psnr),
-                                        "fit": list(history.fit_psnr)}
+        self.curves[update.position] = curve_of(history)
         self.arrived += 1
         live = update.tile is None and not self.remote
         if self.preview is None or live or self.arrived >= update.count:
