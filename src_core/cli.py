@@ -219,8 +219,8 @@ def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: boo
     if not isinstance(minutes, (int, float)) or not minutes >= 0:
         raise DIPError(f"--checkpoint-every must be >= 0 minutes (got {minutes}).")
     if resume:
-        kept = sorted(p.name for p in checkpoints.iterdir())
-        print(f"dip: resuming from {checkpoints} ({len(kept)} saved file(s): finished slices or tiles, and "
+        kept = sum(1 for _ in checkpoints.iterdir())
+        print(f"dip: resuming from {checkpoints} ({kept} saved file(s): finished slices or tiles, and "
               "the last save of the one that was running)", flush=True)
     return checkpoints
 

@@ -55,13 +55,18 @@ class Scaling:
                            "hold; divide the data by a constant first.")
         return cls(lo, (hi - lo) if hi > lo else 1.0, dtype.str)
 
+    @property
+    def identity(self) -> bool:
+        """The data are in [0, 1] already (float data that were, bool)."""
+        return (self.offset, self.scale) == (0.0, 1.0)
+
     def with_headroom(self, factor: float) -> "Scaling":
         """Room above the data's brightest value, for answers that may be brighter than the
         observation (deconvolution sharpens peaks): a scaling from the data's own range grows
         by ``factor`` (within an integer type's range); fixed ones (8-bit, bool, float in
         [0, 1]) keep the room their type gives."""
         dtype = np.dtype(self.dtype)
-        fixed = dtype == np.uint8 or dtype.kind == "b" or (self.offset, self.scale) == (0.0, 1.0)
+        fixed = dtype == np.uint8 or dtype.kind == "b" or self.identity
         if factor <= 1 or fixed:
             return self
         scale = self.scale * factor
@@ -219,8 +224,7 @@ def reference_scaling(image_scaling: Scaling, image_dtype, reference: np.ndarray
     if image_dtype.kind in "iub" and unit_float:
         top = full(image_dtype)
         return Scaling(image_scaling.offset / top, image_scaling.scale / top, dtype.str)
-    identity = (image_scaling.offset, image_scaling.scale) == (0.0, 1.0)
-    if dtype.kind in "iub" and image_dtype.kind == "f" and identity:
+    if dtype.kind in "iub" and image_dtype.kind == "f" and image_scaling.identity:
         return Scaling(0.0, full(dtype), dtype.str)
     return Scaling(image_scaling.offset, image_scaling.scale, dtype.str)
 

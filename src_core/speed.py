@@ -210,8 +210,8 @@ def _check_threads(threads, alternative: str = "") -> None:
     cores = usable_cores()
     if threads > cores:  # allowed (a shared machine may lend more later), but never silently
         warnings.warn(f"{threads} threads asked for on {cores} usable core(s): OpenMP threads that outnumber "
-                      f"the cores wait for each other, and a run is many times slower (26x with 99 threads on "
-                      f"2 cores, measured); ask for {cores} or fewer.", stacklevel=3)
+                      "the cores wait for each other, and a run gets many times slower (benchmarks/threads.py, "
+                      f"docs/benchmarks.md); ask for {cores} or fewer.", stacklevel=3)
 
 
 def choose_threads(threads: int) -> None:
