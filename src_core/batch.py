@@ -27,7 +27,8 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".bmp")
 
 @dataclass(frozen=True)
 class Item:
-    """One image to restore: where it is, its mask file (if any), and its output name.
+    """One image to restore: where it is, its mask and clean reference files (if any), and its
+    output name.
 
     ``page``: for a multi-page TIFF or a Zarr array, the plane this item restores (read
     alone, on the worker: a 200-frame stack is never loaded to restore one frame).
@@ -37,6 +38,7 @@ class Item:
     image: Path
     mask: Path | None = None
     page: int | None = None
+    reference: Path | None = None
 
 
 def is_zarr(path: Path) -> bool:
@@ -124,17 +126,22 @@ def not_images(sources) -> list[str]:
     return left
 
 
-def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
+def collect(sources, mask=None, mask_pattern: str | None = None,
+            reference_pattern: str | None = None) -> list[Item]:
     """The items of files, folders (their images) and glob patterns, in a stable order.
 
     ``mask``: one mask file for every image; ``mask_pattern``: each image's own mask, a
     name in the image's folder with ``{stem}`` standing for the image's name (e.g.
-    ``"{stem}_mask.png"``).  Unpaired images are an error that lists them.
+    ``"{stem}_mask.png"``); ``reference_pattern``: each image's clean version, named the
+    same way (its PSNR goes in the history).  Masks and references are not images to
+    restore; an image without its mask or reference is an error that lists them.
     """
     if mask is not None and mask_pattern is not None:
         raise DIPError("give one mask for all (mask) or a name pattern (mask_pattern), not both.")
-    if mask_pattern is not None and "{stem}" not in mask_pattern:
-        raise DIPError(f"mask_pattern must contain {{stem}} (got {mask_pattern!r}), e.g. '{{stem}}_mask.png'.")
+    for what, pattern in (("mask_pattern", mask_pattern), ("reference_pattern", reference_pattern)):
+        if pattern is not None and "{stem}" not in pattern:
+            raise DIPError(f"{what} must contain {{stem}} (got {pattern!r}), e.g. "
+                           f"'{{stem}}_{what.split('_')[0]}.png'.")
     paths: list[Path] = []
     for source in [sources] if isinstance(sources, (str, Path)) else list(sources):
         source = str(source)
@@ -149,28 +156,33 @@ def collect(sources, mask=None, mask_pattern: str | None = None) -> list[Item]:
             paths.append(Path(source))
         else:
             raise DIPError(f"{source!r} is not a file, a folder or a glob pattern that matches anything.")
-    if mask_pattern is not None:  # a mask is not an image to restore
-        masks = {(p.parent / mask_pattern.format(stem=p.stem)).resolve() for p in paths}
-        paths = [p for p in paths if p.resolve() not in masks]
+    patterns = [p for p in (mask_pattern, reference_pattern) if p is not None]
+    companions = {(p.parent / pattern.format(stem=p.stem)).resolve() for p in paths for pattern in patterns}
+    paths = [p for p in paths if p.resolve() not in companions]
     if not paths:
         raise DIPError(f"no image found in {sources!r} (looked for {', '.join(IMAGE_SUFFIXES)} files and "
                        "Zarr stores).")
+
+    def own(p: Path, pattern: str | None) -> Path | None:
+        return None if pattern is None else p.parent / pattern.format(stem=p.stem)
+
     items, unpaired, names = [], [], {}
     for p in dict.fromkeys(paths):
-        m = Path(mask) if mask is not None else (p.parent / mask_pattern.format(stem=p.stem)
-                                                 if mask_pattern is not None else None)
-        if m is not None and not m.is_file():
-            unpaired.append(p.name)
+        m = Path(mask) if mask is not None else own(p, mask_pattern)
+        r = own(p, reference_pattern)
+        missing = [f.name for f in (m, r) if f is not None and not f.is_file()]
+        if missing:
+            unpaired.append(f"{p.name} (no {' nor '.join(missing)})")
             continue
         name = p.stem if p.stem not in names else f"{p.stem}_{len(names)}"
         names[name] = p
         pages = _zarr_planes(p) if is_zarr(p) else _pages(p)
         if pages == 1 and not is_zarr(p):
-            items.append(Item(name, p, m))
+            items.append(Item(name, p, m, reference=r))
         else:  # a stack: one item a page, written back as one stack (write_stacks)
-            items += [Item(f"{name}_p{k:05d}", p, m, k) for k in range(pages)]
+            items += [Item(f"{name}_p{k:05d}", p, m, k, r) for k in range(pages)]
     if unpaired:
-        raise DIPError(f"{len(unpaired)} image(s) have no mask ({mask_pattern or mask}): "
+        raise DIPError(f"{len(unpaired)} image(s) lack a file they need: "
                        f"{', '.join(unpaired[:10])}{' ...' if len(unpaired) > 10 else ''}.")
     return items
 
@@ -181,8 +193,9 @@ def _fingerprint(item: Item, settings: dict) -> str:
         h.update(np.ascontiguousarray(read_item(item)).tobytes())
     else:
         h.update(Path(item.image).read_bytes())
-    if item.mask is not None:
-        h.update(Path(item.mask).read_bytes())
+    for companion in (item.mask, item.reference):
+        if companion is not None:
+            h.update(Path(companion).read_bytes())
     h.update(str(item.page).encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
@@ -207,21 +220,39 @@ def _earlier_fingerprint(item: Item, output_dir: Path) -> str | None:
         return None
 
 
+def read_pair(item: Item, channel_axis="auto"):
+    """The item's image and reference as :func:`src_core.restore` takes them, with where their
+    channels are and the :class:`src_core.io.FileForm` the outputs take (a stack's plane has
+    none: the stack is written back whole, see :func:`write_stacks`)."""
+    from .io import FileForm, read_input
+
+    if item.page is None and not is_zarr(item.image):
+        image, axis, form = read_input(item.image, channel_axis)
+        reference = None if item.reference is None else read_input(item.reference, channel_axis, "reference")[0]
+        return image, reference, axis, form
+    reference = None if item.reference is None else read_item(Item(item.name, item.reference, page=item.page))
+    return read_item(item), reference, channel_axis, FileForm()
+
+
 def run_item(item: Item, settings: dict, output_dir: str, fingerprint: str) -> dict:
     """Restore one item and write its outputs (on a worker); a failure is returned, not raised."""
     from .api import restore, restore_tiled
-    from .io import json_default, write_image, write_text
+    from .io import json_default, write_text
     from .masks import load_mask
 
     t0 = time.perf_counter()
     try:
-        image = read_item(item)
-        mask = load_mask(item.mask) if item.mask is not None else None
-        result = (restore_tiled if "tile" in settings else restore)(image, mask, **settings)
+        settings = dict(settings)
+        observed = settings.pop("mask_observed", "white")
+        image, reference, channel_axis, form = read_pair(item, settings.pop("channel_axis", "auto"))
+        mask = load_mask(item.mask, observed) if item.mask is not None else None
+        result = (restore_tiled if "tile" in settings else restore)(image, mask, reference=reference,
+                                                                    channel_axis=channel_axis, **settings)
         paths = _outputs(item, Path(output_dir))
-        write_image(paths["restored"], result.image, like=None if is_zarr(item.image) else item.image)
+        form.write(paths["restored"], result.image)
         record = dict(result.to_dict(), batch_fingerprint=fingerprint, image=str(item.image),
-                      mask=None if item.mask is None else str(item.mask))
+                      mask=None if item.mask is None else str(item.mask),
+                      reference=None if item.reference is None else str(item.reference))
         write_text(paths["history"], json.dumps(record, indent=1, default=json_default))  # last: marks it done
         return {"name": item.name, "seconds": time.perf_counter() - t0, "psnr": result.history.final_psnr,
                 "outputs": {k: str(v) for k, v in paths.items()}}
@@ -266,8 +297,9 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     """Restore every item (from :func:`collect`) into ``output_dir``, on ``client`` or a local cluster.
 
     ``settings`` are :func:`src_core.restore`'s keyword arguments (task, preset, overrides...),
-    or with ``tile`` :func:`src_core.restore_tiled`'s (each image in tiles on its worker); they
-    are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
+    or with ``tile`` :func:`src_core.restore_tiled`'s (each image in tiles on its worker), and
+    ``mask_observed`` (what the mask files' white means: ``"white"`` = observed, or ``"black"``,
+    as :func:`src_core.load_mask`); they are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
     finished item.  Items finished by an earlier call with the same settings and inputs are
     skipped; ones finished with others are refused unless ``overwrite``.  Returns the
     :class:`BatchSummary` (also written as ``batch_summary.json``).
@@ -283,6 +315,8 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DIPError(f"workers must be a whole number >= 1 (got {workers!r}); leave it out for one a core.")
     settings = {"threads": 1, **settings}  # one thread a worker: workers, not threads, use the cores
+    if settings.get("mask_observed", "white") not in ("white", "black"):
+        raise DIPError(f"mask_observed must be 'white' or 'black' (got {settings['mask_observed']!r}).")
     for item in items:
         if output_dir.resolve() == item.image.parent.resolve():
             raise DIPError(f"the output folder {output_dir} is the input folder of {item.image.name}; choose "
@@ -432,5 +466,5 @@ def _downsampled_level(full, level, lead: int) -> None:
 
 #: restore() arguments that are not configuration settings
 _RESTORE_ONLY = {"task", "missing_fraction", "mask_seed", "channel_axis", "keep_observed", "validate",
-                 "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s", "operator",
+                 "mask_observed", "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s", "operator",
                  "tile", "overlap"}

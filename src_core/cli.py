@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +98,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "super-resolution, richardson-lucy for deconvolution)")
     _add_threads(p)
     p.add_argument("--reference", type=Path, help="clean image for true PSNR/SSIM and a PSNR plot")
-    p.add_argument("--channel-axis", default="auto",
-                   help="'auto', 'none' or an axis number (default auto: last axis of size 3 or 4)")
+    p.add_argument("--channel-axis", default="auto", help=CHANNEL_AXIS_HELP)
     p.add_argument("-o", "--output-dir", type=Path, default=Path("dip_output"))
     p.add_argument("--name", help="file name stem of the outputs (default: the input's)")
     p.add_argument("--overwrite", action="store_true",
@@ -160,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=list(TASKS_BY_NAME), default="inpaint", help="default: inpaint")
     p.add_argument("--mask", type=Path, help="one mask file for every image (white = observed)")
     p.add_argument("--mask-pattern", help="each image's mask in its folder, e.g. '{stem}_mask.png'")
+    p.add_argument("--mask-observed", choices=["white", "black"], default="white",
+                   help="what the mask files' white means: observed (default) or, with black, missing")
+    p.add_argument("--reference-pattern", help="each image's clean version in its folder, for true PSNR/SSIM "
+                   "in the histories, e.g. '{stem}_clean.png'")
+    p.add_argument("--channel-axis", default="auto", help=CHANNEL_AXIS_HELP)
     p.add_argument("--fraction", type=float, default=0.5, help="task random: missing fraction")
     p.add_argument("--mask-seed", type=int, default=0, help="task random: mask seed")
     for option in {o.name: o for t in TASKS_BY_NAME.values() for o in t.options}.values():
@@ -189,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_reproduce_parser(sub)
     return parser
+
+
+CHANNEL_AXIS_HELP = ("'auto', 'none' or an axis number (default auto: what an ImageJ or OME TIFF states, "
+                     "else a last axis of size 3 or 4; a PNG's alpha is kept aside)")
 
 
 def _channel_axis(text):
@@ -237,7 +244,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     names (a second Ctrl-C aborts).  Every file is written atomically.  The
     run's state is kept in ``<name>.checkpoints/`` until its outputs are
     written, so ``resume`` continues a stopped, killed or crashed run.  ``form``: the input
-    file's :class:`FileForm`, which every image written takes.
+    file's :class:`src_core.io.FileForm`, which every image written takes.
     """
     from .api import prepare, restore_problem
     from .speed import LONG_RUN_S, describe_estimate
@@ -379,16 +386,13 @@ def _first_interrupt_stops(stop: threading.Event, bar):
         signal.signal(signal.SIGINT, previous)
 
 
-def write_outputs(result, planned: dict, task: str, name: str, wall: float, form: "FileForm | None" = None) -> dict:
-    """Write the images, the history and the PSNR plot (each atomically); return kind -> path."""
-    from .io import write_image, write_text
+def write_outputs(result, planned: dict, task: str, name: str, wall: float, form=None) -> dict:
+    """Write the images, the history and the PSNR plot (each atomically); return kind -> path.
+    ``form``: the input file's :class:`src_core.io.FileForm`, which every image takes."""
+    from .io import FileForm, write_text
     from .plots import history_curves, history_marks, plot_psnr_curves
 
-    form = form or FileForm()
-
-    def image(path, data):
-        return write_image(path, data if form.alpha is None else with_alpha(data, form.alpha), like=form.tiff)
-
+    image = (form or FileForm()).write
     written = {"restored": image(planned["restored"], result.image),
                "corrupted": image(planned["corrupted"], result.corrupted)}
     if "classical" in planned and result.classical is not None:
@@ -403,32 +407,6 @@ def write_outputs(result, planned: dict, task: str, name: str, wall: float, form
             history_curves(h), planned["psnr_curve"],
             title=f"{name}: DIP {task}, preset {result.config.preset}", marks=history_marks(h))
     return written
-
-
-@dataclass
-class FileForm:
-    """What the outputs take from the input file beyond its pixels: a PNG's alpha plane (put
-    back unchanged), an ImageJ or OME TIFF's metadata (axes, pixel size, units)."""
-
-    alpha: np.ndarray | None = None
-    tiff: Path | None = None
-
-
-def split_alpha(path: Path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """A PNG's grey+alpha or RGBA pixels as (colour, alpha): transparency is not image content
-    to restore (a PNG's 2 or 4 channels always end in alpha; a TIFF's need not)."""
-    if Path(path).suffix.lower() != ".png" or data.ndim != 3 or data.shape[-1] not in (2, 4):
-        return data, None
-    colour = data[..., :-1]
-    return (colour[..., 0] if colour.shape[-1] == 1 else colour), data[..., -1]
-
-
-def with_alpha(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``image`` with the input's alpha plane put back (repeated to the size of a larger answer)."""
-    fy, fx = image.shape[0] // alpha.shape[0], image.shape[1] // alpha.shape[1]
-    alpha = np.repeat(np.repeat(alpha, fy, axis=0), fx, axis=1)
-    planes = image if image.ndim == 3 else image[..., None]
-    return np.concatenate([planes, alpha[..., None].astype(planes.dtype)], axis=-1)
 
 
 def summary_lines(result) -> list[str]:
@@ -511,19 +489,14 @@ def _check_tiling(args) -> None:
 
 
 def cmd_task(args) -> int:
-    from .io import read_image, tiff_axes
+    from .io import read_input
     from .masks import load_mask
 
     if args.name is not None and (Path(args.name).name != args.name or args.name in ("", ".", "..")):
         raise DIPError(f"--name is the outputs' file name stem, not a path (got {args.name!r}); "
                        "-o chooses their folder.")
     _check_tiling(args)
-    image = read_image(args.image)
-    alpha, channel_axis, axes = None, _channel_axis(args.channel_axis), tiff_axes(args.image)
-    if channel_axis == "auto":
-        image, alpha = split_alpha(args.image, image)
-        if axes is not None and "C" in axes and len(axes) == image.ndim:  # the file says where its channels are
-            channel_axis = axes.index("C")
+    image, channel_axis, form = read_input(args.image, _channel_axis(args.channel_axis))
     task = TASKS_BY_NAME[args.command]
     mask_notes = []
     mask_file = getattr(args, "mask", None)
@@ -531,9 +504,8 @@ def cmd_task(args) -> int:
     if not args.quiet:
         for note in mask_notes:
             print(f"mask {args.mask.name}: {note}")
-    reference = read_image(args.reference, "reference") if args.reference else None
-    if reference is not None and alpha is not None:
-        reference = split_alpha(args.reference, reference)[0]
+    reference = (read_input(args.reference, _channel_axis(args.channel_axis), "reference")[0]
+                 if args.reference else None)
     kwargs = dict(channel_axis=channel_axis, keep_observed=args.keep_observed,
                   validate=args.validate, classical=None if args.classical == "none" else args.classical,
                   **_overrides(args))
@@ -553,9 +525,8 @@ def cmd_task(args) -> int:
         Path(v) for v in vars(args).values() if isinstance(v, str) and Path(v).is_file())
     common = dict(mask=mask, reference=reference, output_dir=args.output_dir, name=args.name or args.image.stem,
                   suffix=suffix, quiet=args.quiet, inputs=inputs, overwrite=args.overwrite, resume=args.resume,
-                  checkpoint_minutes=args.checkpoint_every,
-                  form=FileForm(alpha, args.image if axes is not None else None))
-    if alpha is not None and not args.quiet:
+                  checkpoint_minutes=args.checkpoint_every, form=form)
+    if form.alpha is not None and not args.quiet:
         print(f"dip: {args.image.name} has an alpha channel: it is kept as it is on the outputs, not restored")
     tile = None
     if args.tile is not None:
@@ -658,12 +629,18 @@ def cmd_batch(args) -> int:
     from .batch import collect, connect, not_images, restore_many
 
     _check_tiling(args)
-    items = collect(args.sources, mask=args.mask, mask_pattern=args.mask_pattern)
+    items = collect(args.sources, mask=args.mask, mask_pattern=args.mask_pattern,
+                    reference_pattern=args.reference_pattern)
     passed_over = not_images(args.sources)
     if passed_over and not args.quiet:
         print(f"dip batch: passing over {len(passed_over)} entr{'y' if len(passed_over) == 1 else 'ies'} that "
               f"are not images ({', '.join(passed_over[:8])}{' ...' if len(passed_over) > 8 else ''})")
     settings = dict(task=args.task, **parse_settings(args.set))
+    # only when not the default: a batch finished before these options existed is still the same batch
+    if args.mask_observed != "white":
+        settings["mask_observed"] = args.mask_observed
+    if _channel_axis(args.channel_axis) != "auto":
+        settings["channel_axis"] = _channel_axis(args.channel_axis)
     for name in ("iterations", "device", "validate", "keep_observed", "preset", "threads"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)

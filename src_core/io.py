@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,8 @@ def write_text(path, text: str) -> Path:
 
 def write_image(path, image: np.ndarray, like=None) -> Path:
     """Write an image atomically; float data in [0, 1] is stored as 8-bit for PNG/JPEG.
-    ``like``: the ImageJ or OME TIFF the image was made from; a TIFF written with the same axes
-    (Y and X may be larger) carries its metadata (:func:`tiff_metadata`)."""
+    ``like``: the TIFF the image was made from; a TIFF written with the same axes (Y and X may
+    be larger) carries its metadata (:func:`tiff_metadata`)."""
     import imageio.v3 as iio
 
     path = Path(path)
@@ -110,14 +111,62 @@ def write_image(path, image: np.ndarray, like=None) -> Path:
     return path
 
 
+@dataclass
+class FileForm:
+    """What the outputs take from the input file beyond its pixels: a PNG's alpha plane (put
+    back unchanged), a TIFF's metadata (pixel size; an ImageJ or OME TIFF's axes and units)."""
+
+    alpha: np.ndarray | None = None
+    tiff: Path | None = None
+
+    def write(self, path, image: np.ndarray) -> Path:
+        """:func:`write_image` of an image made from the input, in the input's form."""
+        return write_image(path, image if self.alpha is None else with_alpha(image, self.alpha), like=self.tiff)
+
+
+def read_input(path, channel_axis="auto", what: str = "image"):
+    """An image file as :func:`src_core.restore` takes it: ``(pixels, channel_axis, form)``.
+
+    With ``channel_axis="auto"`` a PNG's alpha is set aside (into the :class:`FileForm` the
+    outputs are written in) and an ImageJ or OME TIFF's channel axis is the one it states.
+    """
+    image = read_image(path, what)
+    alpha = None
+    if channel_axis == "auto":
+        image, alpha = split_alpha(path, image)
+        axes = tiff_axes(path)
+        if axes is not None and "C" in axes and len(axes) == image.ndim:
+            channel_axis = axes.index("C")
+    tiff = Path(path) if Path(path).suffix.lower() in (".tif", ".tiff") else None
+    return image, channel_axis, FileForm(alpha, tiff)
+
+
+def split_alpha(path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PNG's grey+alpha or RGBA pixels as (colour, alpha): transparency is not image content
+    to restore (a PNG's 2 or 4 channels always end in alpha; a TIFF's need not)."""
+    if Path(path).suffix.lower() != ".png" or data.ndim != 3 or data.shape[-1] not in (2, 4):
+        return data, None
+    colour = data[..., :-1]
+    return (colour[..., 0] if colour.shape[-1] == 1 else colour), data[..., -1]
+
+
+def with_alpha(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``image`` with the input's alpha plane put back (repeated to the size of a larger answer)."""
+    fy, fx = image.shape[0] // alpha.shape[0], image.shape[1] // alpha.shape[1]
+    alpha = np.repeat(np.repeat(alpha, fy, axis=0), fx, axis=1)
+    planes = image if image.ndim == 3 else image[..., None]
+    return np.concatenate([planes, alpha[..., None].astype(planes.dtype)], axis=-1)
+
+
 #: OME pixel attributes carried from an input OME-TIFF to its answer
 OME_PIXEL_KEYS = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
                   "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
 
 
 @contextlib.contextmanager
-def _described_tiff(path):
-    """The open TIFF at ``path`` if it is an ImageJ or OME one (whose axes are stated), else None."""
+def _open_tiff(path):
+    """The open TIFF at ``path``, or None when it is not one tifffile reads (the image reader
+    then says why)."""
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         yield None
         return
@@ -125,23 +174,24 @@ def _described_tiff(path):
 
     try:
         tif = tifffile.TiffFile(path)
-    except Exception:  # not a TIFF tifffile reads: the image reader says why
+    except Exception:
         yield None
         return
     with tif:
-        yield tif if (tif.is_imagej or tif.is_ome) else None
+        yield tif
 
 
 def tiff_axes(path) -> str | None:
-    """The axes a TIFF's first series states (ImageJ or OME: 'ZCYX', 'TYXS'...), or None."""
-    with _described_tiff(path) as tif:
-        return None if tif is None else tif.series[0].axes
+    """The axes an ImageJ or OME TIFF's first series states ('ZCYX', 'TYXS'...), or None (a plain
+    TIFF's axes are tifffile's guess, not the file's word)."""
+    with _open_tiff(path) as tif:
+        return tif.series[0].axes if tif is not None and (tif.is_imagej or tif.is_ome) else None
 
 
 def _metadata_for(source, shape: tuple) -> dict | None:
-    """:func:`tiff_metadata` for an image of ``shape`` made from ``source`` (Y and X maybe larger);
-    None when ``source`` states no axes or the image has other ones."""
-    with _described_tiff(source) as tif:
+    """:func:`tiff_metadata` for an image of ``shape`` made from the TIFF ``source`` (Y and X maybe
+    larger); None when ``source`` is no TIFF or the image has other axes."""
+    with _open_tiff(source) as tif:
         if tif is None:
             return None
         axes, own = tif.series[0].axes, tif.series[0].shape
@@ -152,8 +202,9 @@ def _metadata_for(source, shape: tuple) -> dict | None:
 
 def tiff_metadata(tif, factor: float = 1.0) -> dict:
     """``tifffile.imwrite`` keywords that carry an open TIFF's metadata to an image made from it
-    whose pixels are ``factor`` times smaller: the resolution, and ImageJ's or OME's axes,
-    spacing, units and time increment (so a result opens in Fiji or napari at the input's scale)."""
+    whose pixels are ``factor`` times smaller: the resolution (any TIFF), and ImageJ's or OME's
+    axes, spacing, units and time increment (so a result opens in Fiji or napari at the input's
+    scale)."""
     import tifffile
 
     def times(resolution):  # a rational, pixels per unit

@@ -75,7 +75,7 @@ def test_bad_batches_are_refused_before_any_work(folder, tmp_path):
     with pytest.raises(DIPError, match="no image found"):
         collect(tmp_path / "nothing*.png")
     (folder / "lonely.png").write_bytes((folder / "img0.png").read_bytes())
-    with pytest.raises(DIPError, match="have no mask.*lonely.png"):
+    with pytest.raises(DIPError, match="lack a file they need: lonely.png \\(no lonely_mask.png\\)"):
         collect(folder, mask_pattern="{stem}_mask.png")
     items = collect(folder / "img0.png")
     with pytest.raises(DIPError, match="input folder"):
@@ -107,6 +107,54 @@ def test_dip_batch_command_line(folder, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "passing over 2 entries that are not images (notes.txt, sub/)" in out
     assert "workers must be a whole number >= 1" in err
+
+
+def test_a_batch_reads_each_file_as_a_single_run_does(client, tmp_path):
+    """Masks whose black is observed, each image's clean reference by name, a PNG's alpha set
+    aside and put back: the batch's answer is a single run's, and its history has the PSNR."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    clean = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    alpha = np.full((32, 32), 255, np.uint8)
+    alpha[:4] = 0
+    write_image(src / "leaf.png", np.concatenate([noisy, alpha[..., None]], axis=-1))
+    write_image(src / "leaf_clean.png", clean)
+    holes = np.zeros((32, 32), np.uint8)
+    holes[10:20, 10:20] = 255  # white = missing here
+    write_image(src / "leaf_holes.png", holes)
+    items = collect(src, mask_pattern="{stem}_holes.png", reference_pattern="{stem}_clean.png")
+    assert [(i.name, i.reference.name) for i in items] == [("leaf", "leaf_clean.png")]
+    out = tmp_path / "out"
+    summary = restore_many(items, out, client=client, task="inpaint", mask_observed="black", **TINY)
+    assert not summary.failed and summary.done[0]["psnr"] is not None
+    written = read_image(out / "leaf_restored.png")
+    assert written.shape == (32, 32, 4) and np.array_equal(written[..., 3], alpha)
+    single = src_core.restore(noisy, holes == 0, task="inpaint", reference=clean, threads=1, **TINY)
+    assert np.array_equal(written[..., :3], single.image)
+    history = json.loads((out / "leaf_history.json").read_text())
+    assert history["reference"].endswith("leaf_clean.png")
+    assert summary.done[0]["psnr"] == pytest.approx(single.history.final_psnr)
+    (src / "bare.png").write_bytes((src / "leaf_clean.png").read_bytes())
+    with pytest.raises(DIPError, match=r"bare.png \(no bare_holes.png nor bare_clean.png\)"):
+        collect(src, mask_pattern="{stem}_holes.png", reference_pattern="{stem}_clean.png")
+    with pytest.raises(DIPError, match="mask_observed must be 'white' or 'black'"):
+        restore_many(items, out, task="inpaint", mask_observed="dark", **TINY)
+
+
+def test_dip_batch_passes_the_file_options_on(folder, tmp_path, monkeypatch):
+    from src_core import batch
+    from src_core.cli import main
+
+    seen = {}
+    monkeypatch.setattr(batch, "restore_many", lambda items, out, **kw: seen.update(kw) or batch.BatchSummary())
+    assert main(["batch", str(folder), "-o", str(tmp_path / "o"), "--mask-pattern", "{stem}_mask.png",
+                 "--quiet"]) == 0
+    assert "mask_observed" not in seen and "channel_axis" not in seen  # the defaults: old batches stay the same
+    assert main(["batch", str(folder), "-o", str(tmp_path / "o"), "--mask-pattern", "{stem}_mask.png",
+                 "--mask-observed", "black", "--channel-axis", "none", "--quiet"]) == 0
+    assert seen["mask_observed"] == "black" and seen["channel_axis"] is None
 
 
 def test_an_item_whose_worker_dies_is_run_again(folder, tmp_path):
@@ -150,9 +198,13 @@ def test_a_tiff_stack_is_one_item_a_page_and_comes_back_as_a_stack(client, tmp_p
     src.mkdir()
     tifffile.imwrite(src / "movie.tif", frames, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
                      metadata={"axes": "TYX", "unit": "um"})
-    items = collect(src / "movie.tif")
+    tifffile.imwrite(src / "movie_clean.tif", frames[::-1].copy(), imagej=True, metadata={"axes": "TYX"})
+    items = collect(src / "movie.tif", reference_pattern="{stem}_clean.tif")
     assert [(i.name, i.page) for i in items] == [("movie_p00000", 0), ("movie_p00001", 1), ("movie_p00002", 2)]
     assert np.array_equal(src_core.batch.read_item(items[1]), frames[1])
+    image, reference, _, _ = src_core.batch.read_pair(items[0])
+    assert np.array_equal(image, frames[0]) and np.array_equal(reference, frames[2])  # page by page
+    items = collect(src / "movie.tif")
     summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
     assert len(summary.done) == 3 and summary.stacks == [str(tmp_path / "out" / "movie_restored.tif")]
     with tifffile.TiffFile(tmp_path / "out" / "movie_restored.tif") as tif:

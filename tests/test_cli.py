@@ -129,6 +129,22 @@ def test_an_imagej_hyperstack_is_read_by_its_axes_and_its_metadata_goes_with_the
     assert tifffile.imread(path).tobytes() == stack.tobytes()  # the input is as it was
 
 
+def test_a_plain_tiffs_pixel_size_goes_with_the_answer_but_its_axes_are_not_trusted(tmp_path):
+    """A TIFF that is neither ImageJ nor OME still states its resolution: the answer keeps it
+    (2x finer after sr --factor 2); a trailing axis of 3 is colour, as for any file."""
+    import tifffile
+
+    rgb = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, rgb, resolution=(40, 1), resolutionunit="CENTIMETER")
+    assert main(["sr", str(path), "--factor", "2", "-o", str(tmp_path / "s"), *SMALL]) == 0
+    with tifffile.TiffFile(tmp_path / "s" / "scan_restored.tif") as tif:
+        assert not (tif.is_imagej or tif.is_ome) and tif.series[0].shape == (64, 64, 3)
+        assert tif.pages[0].tags["XResolution"].value == (80, 1)
+        assert tif.pages[0].tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+    assert tifffile.imread(path).tobytes() == rgb.tobytes()
+
+
 def test_presets_listed(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
