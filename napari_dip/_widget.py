@@ -818,7 +818,9 @@ class DIPWidget(QWidget):
             summary = history.summary if history is not None else {}
             if summary.get("psnr_classical") is not None:
                 extra += f" ({summary['classical_method']}: {summary['psnr_classical']:.2f} dB)"
-            self.status.setText(f"Done in {describe_time(seconds)}{extra}: '{layer.name}'.")
+            unfinished = any(h.still_improving is not None for h in outcome.histories)
+            self.status.setText(f"Done in {describe_time(seconds)}{extra}: '{layer.name}'."
+                                + (" Still improving at the end: more iterations would help." if unfinished else ""))
             self.progress.setValue(1000)
         self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")
         self._draw_plot(force=True)

@@ -310,7 +310,7 @@ def note_lines(result) -> list[str]:
     for index, h in enumerate(result.histories):
         where = f"slice {index if h.part is None else h.part}: " if len(result.histories) > 1 else ""
         lines += [f"note: {where}{n}" for n in h.notes if n not in result.notes]
-    return list(dict.fromkeys(lines))
+    return [in_cli_terms(line) for line in dict.fromkeys(lines)]
 
 
 def output_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool) -> dict:
@@ -690,6 +690,7 @@ CLI_TERMS = (
     (re.compile(r"\bchannel_axis\b"), "--channel-axis"),
     (re.compile(r"\bmissing_fraction\b"), "--fraction"),
     (re.compile(r"\(scales=(\d+)\)"), r"(--set scales=\1)"),
+    (re.compile(r"\biterations=(\d+)"), r"--iterations \1"),
     (re.compile(r"with task='inpaint'"), "with `dip inpaint`"),
     (re.compile(r"\(True = observed, False = missing\)"),
      "(in a mask file white = observed by default; --mask-observed black if yours is the other way)"),
@@ -697,7 +698,7 @@ CLI_TERMS = (
 
 
 def in_cli_terms(message: str) -> str:
-    """An engine error in the command line's words (--channel-axis, not channel_axis)."""
+    """An engine error or note in the command line's words (--channel-axis, not channel_axis)."""
     for pattern, words in CLI_TERMS:
         message = pattern.sub(words, message)
     return message

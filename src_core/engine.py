@@ -92,6 +92,10 @@ class EarlyStop:
                 f"answer from iteration {self.best_iteration}")
 
 
+#: the held-out gain (dB) over a run's last quarter above which the run is called unfinished
+UNDERFIT_DB = 0.1
+
+
 @dataclass
 class History:
     """Everything a run measured, ready for JSON."""
@@ -115,6 +119,21 @@ class History:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @property
+    def still_improving(self) -> float | None:
+        """The dB the held-out fit gained over the run's last quarter when it was still rising at
+        the end (the answer came from the last reports): the run stopped before the fit was done,
+        and more iterations would most likely give a better answer.  None otherwise, or when
+        nothing was held out (the fit on the pixels fitted always rises)."""
+        pairs = [(it, v) for it, v in zip(self.iterations, self.val_psnr) if v is not None and math.isfinite(v)]
+        if len(pairs) < 8:
+            return None
+        last = pairs[-1][0]
+        quarter = [v for it, v in pairs if it >= 0.75 * last]
+        best_it = max(pairs, key=lambda p: p[1])[0]
+        gain = max(quarter) - quarter[0]
+        return gain if best_it >= 0.9 * last and gain >= UNDERFIT_DB else None
 
     @property
     def final_psnr(self) -> float | None:
@@ -840,6 +859,11 @@ class _Fit:
                 h.answer_iteration = self.stop_reason.best_iteration if self.stop_reason else run.completed
             h.timings.update(optimise_s=elapsed, iterations=run.completed,
                              s_per_iteration=elapsed / max(run.completed, 1), stopped_by_user=stopped_by_user)
+            gain = h.still_improving
+            if gain is not None and not stopped_by_user and self.stop_reason is None and not self.stalled:
+                h.notes.append(f"the fit was still improving when the {run.completed} iterations ran out (held-out "
+                               f"PSNR +{gain:.2f} dB over the last quarter): more, e.g. "
+                               f"iterations={2 * run.completed}, would most likely give a better answer")
         self.allocator.off()
         return run._finished(np.clip(self.to_host(final), 0.0, 1.0), self.histories,
                              stopped=stopped_by_user and run.completed < total)

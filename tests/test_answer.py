@@ -143,3 +143,30 @@ def test_too_few_observed_pixels_switch_validation_off_with_a_note():
     mask[:4, :4] = True
     result = restore(img, mask, iterations=2, **TINY)
     assert result.validate == 0.0 and any("validation is off" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("val,gain", [
+    ([20 + k for k in range(12)], 3.0),              # rising to the end: unfinished
+    ([20, 25, 28, 29, 30, 30, 30, 30, 30, 30, 30, 30], None),  # a plateau: done
+    ([20, 25, 28, 31, 32, 33, 32, 31, 30, 29, 28, 27], None),  # past its best: done
+    ([None] * 12, None),                              # nothing held out: unknown
+])
+def test_a_run_is_called_unfinished_only_while_its_held_out_fit_still_rises(val, gain):
+    history = src_core.History(iterations=list(range(25, 325, 25)), val_psnr=val)
+    assert history.still_improving == gain
+
+
+def test_a_run_cut_short_says_more_iterations_would_help(tmp_path, capsys):
+    """A 40-iteration deconvolution is far from done: the history, the CLI and its numbers say so."""
+    from src_core.io import write_image
+
+    clean = _photo()
+    blurred = restore(clean, task="deconvolve", iterations=1, classical=None, validate=0, **TINY).corrupted
+    result = restore(blurred, task="deconvolve", iterations=40, classical=None, **TINY)
+    assert result.histories[0].still_improving > 0
+    assert any("still improving" in n and "iterations=80" in n for n in result.histories[0].notes)
+    write_image(tmp_path / "b.png", blurred)
+    assert main(["deconvolve", str(tmp_path / "b.png"), "-o", str(tmp_path / "o"), "--iterations", "40",
+                 "--classical", "none", "--set", "scales=2", "--set", "down_channels=8", "--set",
+                 "up_channels=8", "--set", "skip_channels=2", "--report-every", "5", "--device", "cpu"]) == 0
+    assert "more, e.g. --iterations 80, would most likely" in capsys.readouterr().out

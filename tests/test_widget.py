@@ -856,9 +856,11 @@ def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):
     assert any("negative" in p for p in widget.check())
     psf_layer.data = psf
     assert widget.check() == []
+    widget.iterations.value = 40  # far from done: the status says more would help
     widget.run()
     assert errors == [] and viewer.layers["blurred DIP"].data.shape == (40, 48)
     assert tuple(viewer.layers["blurred DIP"].scale) == tuple(image.scale)
+    assert widget.status.text().endswith("Still improving at the end: more iterations would help.")
 
 
 def test_a_large_image_in_tiles_runs_only_the_damaged_tiles(viewer, errors, monkeypatch):
