@@ -17,8 +17,9 @@ preset, the preset fits the device (the paper's GPU-sized settings would
 take hours on a CPU); observed pixels are kept; a few observed pixels are
 held out of the fit to measure quality without ground truth, which picks the
 best iterate and blends DIP with the instant classical answer (biharmonic
-for inpainting, non-local means for denoising) by the weight that fits the
-held-out pixels best.  For denoising the held-out pixels are noisy, but their
+for inpainting, non-local means for denoising, Richardson-Lucy for
+deconvolution, judged through the blur) by the weight that fits the held-out
+pixels best.  For denoising the held-out pixels are noisy, but their
 noise is independent of both estimates there (neither method saw them), so
 their squared error is the true one plus the noise variance: the same choice.  ``validate=0,
 classical=None, keep_observed=False`` is the paper's raw protocol.
@@ -109,9 +110,24 @@ class Problem:
 
     @property
     def blends(self) -> bool:
-        """With held-out pixels, DIP is blended with the classical answer (where both
-        answers live on the observed grid: not for super-resolution or deconvolution)."""
-        return self.held_out is not None and self.classical is not None and self.operator.identity
+        """With held-out pixels, DIP is blended with the classical answer: for inpainting and
+        denoising, and for deconvolution, where the two are judged through the blur (a short
+        CPU run can end far from done: docs/results/deconvolution_low_noise).  Not for super-resolution:
+        the bicubic answer is a smooth guess, not a fit of the pixels, so its prediction of
+        held-out pixels says little about its detail."""
+        return (self.held_out is not None and self.classical is not None
+                and (self.operator.identity or self.classical == "richardson-lucy"))
+
+    def observe(self, chw: np.ndarray) -> np.ndarray:
+        """The observation an answer (C, H, W) predicts: the operator applied (a blur, a
+        downsampling), or the answer itself."""
+        if self.operator.identity:
+            return chw
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
+            return self.operator.to("cpu").apply(x)[0].numpy()
 
     @property
     def output_layout(self) -> Layout:
@@ -210,20 +226,19 @@ class Problem:
         if self.classical is not None:
             classical, seconds = self.classical_answer(index)
             summary["classical_seconds"] = seconds
-        if self.held_out is not None and not self.operator.identity:  # judged through the operator
-            summary["held_out_pixels"] = int(self.held_out[index].sum())
-            summary["val_psnr_dip"] = max((v for v in history.val_psnr if v is not None), default=None)
-        elif self.held_out is not None:
+        if self.held_out is not None:  # judged on what each answer predicts there (through the operator)
             held = self.held_out[index]
             truth = self.images[index][held]
             summary["held_out_pixels"] = int(held.sum())
-            summary["val_psnr_dip"] = _psnr(dip[held], truth, self.psnr_peak)
+            dip_seen = self.observe(dip)[held]
+            summary["val_psnr_dip"] = _psnr(dip_seen, truth, self.psnr_peak)
             if self.blends:
                 fitted_only, _ = self.classical_answer(index, fitted_only=True)
-                alpha = blend_weight(dip[held], fitted_only[held], truth)
+                classical_seen = self.observe(fitted_only)[held]
+                alpha = blend_weight(dip_seen, classical_seen, truth)
                 summary["blend_alpha"] = alpha
-                summary["val_psnr_classical"] = _psnr(fitted_only[held], truth, self.psnr_peak)
-                summary["val_psnr_answer"] = _psnr(alpha * dip[held] + (1 - alpha) * fitted_only[held], truth,
+                summary["val_psnr_classical"] = _psnr(classical_seen, truth, self.psnr_peak)
+                summary["val_psnr_answer"] = _psnr(alpha * dip_seen + (1 - alpha) * classical_seen, truth,
                                                    self.psnr_peak)
                 answer = alpha * dip + (1 - alpha) * classical
         def kept(x):
@@ -442,7 +457,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
                       operator=operator, psnr_peak=plain.scale / scaling.scale)
     if problem.blends:
         notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
-                     "held-out pixels")
+                     "held-out pixels" + ("" if operator.identity else f" (through {operator!r})"))
     return problem
 
 

@@ -114,6 +114,25 @@ def test_a_short_denoising_run_leans_on_non_local_means():
     assert s["psnr_answer"] > s["psnr_dip"] + 1
 
 
+def test_a_short_deconvolution_leans_on_richardson_lucy_judged_through_the_blur():
+    """Held-out pixels of a blurred image judge each answer by the blurred image it predicts
+    there: a run far from done is not returned as it is (on a CPU a deconvolution can end
+    10 dB below its own input, docs/results/deconvolution); super-resolution does not blend."""
+    from scipy.ndimage import convolve
+
+    clean = _photo() / 255.0
+    blurred = convolve(clean, src_core.gaussian_psf(1.5), mode="nearest")
+    result = restore(blurred, task="deconvolve", psf=1.5, reference=clean, iterations=3, **TINY)
+    s = result.history.summary
+    assert s["classical_method"] == "richardson-lucy" and s["blend_alpha"] < 0.5
+    # the weight is the least-squares best on the held-out pixels: never worse there than either
+    assert s["val_psnr_answer"] >= max(s["val_psnr_dip"], s["val_psnr_classical"]) - 1e-6
+    assert s["psnr_answer"] > s["psnr_dip"] + 3 and s["psnr_answer"] >= s["psnr_classical"] - 0.5
+    assert any("through Blur" in n for n in result.notes)
+    sr = src_core.prepare(clean, task="sr", factor=2, validate=0.3, **dict(TINY, iterations=3))
+    assert sr.held_out is not None and not sr.blends
+
+
 def test_validation_early_stop_fires_on_a_tiny_denoising_run():
     rng = np.random.default_rng(1)
     clean = _photo() / 255.0
