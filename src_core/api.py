@@ -110,13 +110,13 @@ class Problem:
 
     @property
     def blends(self) -> bool:
-        """With held-out pixels, DIP is blended with the classical answer: for inpainting and
-        denoising, and for deconvolution, where the two are judged through the blur (a short
-        CPU run can end far from done: docs/results/deconvolution_low_noise).  Not for super-resolution:
-        the bicubic answer is a smooth guess, not a fit of the pixels, so its prediction of
-        held-out pixels says little about its detail."""
-        return (self.held_out is not None and self.classical is not None
-                and (self.operator.identity or self.classical == "richardson-lucy"))
+        """With held-out pixels, DIP is blended with the classical answer wherever the answer
+        has the observation's size, each judged by what it predicts there through the operator
+        (for deconvolution, the blur: a short CPU run can end far from done,
+        docs/results/deconvolution_low_noise).  Not for super-resolution: the bicubic answer
+        is a smooth guess, not a fit of the pixels, so its prediction of held-out pixels says
+        little about its detail."""
+        return self.held_out is not None and self.classical is not None and self.operator.factor == 1
 
     def observe(self, chw: np.ndarray) -> np.ndarray:
         """The observation an answer (C, H, W) predicts: the operator applied (a blur, a
