@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         result = src_core.restore(noisy, task="deconvolve", psf=psf, reference=clean)
         dip_s = time.perf_counter() - t0
         h = result.history
-        s = result.history.summary
+        s = h.summary
         record = {"seed": seed, "blurred_psnr": psnr(noisy, clean), "dip_alone_psnr": s["psnr_dip"],
                   "blend_alpha": s["blend_alpha"],
                   "rl": {n: {k: v for k, v in r.items() if k != "image"} for n, r in rl.items()},

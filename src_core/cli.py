@@ -496,7 +496,8 @@ def cmd_task(args) -> int:
         raise DIPError(f"--name is the outputs' file name stem, not a path (got {args.name!r}); "
                        "-o chooses their folder.")
     _check_tiling(args)
-    image, channel_axis, form = read_input(args.image, _channel_axis(args.channel_axis))
+    asked_axis = _channel_axis(args.channel_axis)
+    image, channel_axis, form = read_input(args.image, asked_axis)
     task = TASKS_BY_NAME[args.command]
     mask_notes = []
     mask_file = getattr(args, "mask", None)
@@ -504,8 +505,7 @@ def cmd_task(args) -> int:
     if not args.quiet:
         for note in mask_notes:
             print(f"mask {args.mask.name}: {note}")
-    reference = (read_input(args.reference, _channel_axis(args.channel_axis), "reference")[0]
-                 if args.reference else None)
+    reference = read_input(args.reference, asked_axis, "reference")[0] if args.reference else None
     kwargs = dict(channel_axis=channel_axis, keep_observed=args.keep_observed,
                   validate=args.validate, classical=None if args.classical == "none" else args.classical,
                   **_overrides(args))
@@ -639,8 +639,9 @@ def cmd_batch(args) -> int:
     # only when not the default: a batch finished before these options existed is still the same batch
     if args.mask_observed != "white":
         settings["mask_observed"] = args.mask_observed
-    if _channel_axis(args.channel_axis) != "auto":
-        settings["channel_axis"] = _channel_axis(args.channel_axis)
+    channel_axis = _channel_axis(args.channel_axis)
+    if channel_axis != "auto":
+        settings["channel_axis"] = channel_axis
     for name in ("iterations", "device", "validate", "keep_observed", "preset", "threads"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
