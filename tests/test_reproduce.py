@@ -189,11 +189,13 @@ def test_table1_baselines_first_then_dip(tmp_path, dip_calls, monkeypatch, capsy
 
     monkeypatch.setattr("src_core.reproduce.table1.tv_inpaint", no_work)
     monkeypatch.setattr("src_core.reproduce.table1.biharmonic", no_work)
-    assert main(args + ["--device", "cpu"]) == 0
+    # --compile chooses kernels like --device: the same folder (fingerprint) takes it, each unit records it
+    assert main(args + ["--device", "cpu", "--compile", "off"]) == 0
     assert len(dip_calls) == 2
     md = (out / "table1.md").read_text()
-    assert "not run" not in md and "runs done" not in md
+    assert "not run" not in md and "runs done" not in md and "--device cpu --compile off" in md
     unit = json.loads((out / "units" / "man_seed0.json").read_text())
+    assert unit["config"]["compile"] == "off" and unit["history"]["fast_path"]["compile"] is False
     assert {"biharmonic", "tv", "dip_final"} <= set(unit["psnr"]) and unit["dip_done"]
     with np.load(out / "units" / "man_seed0.npz") as arrays:
         assert {"dip", "mask"} <= set(arrays.files)

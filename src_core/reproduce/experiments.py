@@ -176,7 +176,8 @@ def _load_problems(settings, table1_image, data_dir):
 
 
 def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: str = "barbara",
-                    overrides: dict | None = None, device: str = "auto", data_dir=None, quiet: bool = False,
+                    overrides: dict | None = None, device: str = "auto", compile_mode: str = "auto",
+                    data_dir=None, quiet: bool = False,
                     command: str | None = None) -> dict:
     """Run (or resume) the reports' experiments into ``output_dir``; returns the summary.
 
@@ -188,6 +189,7 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
 
     overrides = dict(overrides or {})
     device = overrides.pop("device", device)
+    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
     only = list(only) if only else list(EXPERIMENTS)
     unknown = [e for e in only if e not in EXPERIMENTS]
     if unknown:
@@ -197,7 +199,8 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_experiments", output_dir=str(output_dir), preset=preset,
                                           only=only, table1_image=table1_image, overrides=overrides or None,
-                                          device=device, data_dir=data_dir and str(data_dir))
+                                          device=device, compile_mode=None if compile_mode == "auto" else compile_mode,
+                                          data_dir=data_dir and str(data_dir))
     resolve_device(device)
     problems = _load_problems(settings, table1_image, data_dir)
     min_side = {k: int(min(v["reference"].shape[1:])) for k, v in problems.items()}
@@ -228,7 +231,7 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
             problem, cfg = units[uid]
             progress.start(uid)
             p = problems[problem]
-            cfg_run = cfg.replace(device=device)
+            cfg_run = cfg.replace(device=device, compile=compile_mode)
             outcome = C.run_dip(p["reference"], p["mask"], p["reference"], cfg_run, progress)
             history = outcome.history
             best, best_it = C.oracle(history)

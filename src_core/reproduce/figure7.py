@@ -90,7 +90,7 @@ def _details(settings: dict) -> str:
 
 
 def run_figure7(output_dir, preset: str = "quick", overrides: dict | None = None, device: str = "auto",
-                data_dir=None, quiet: bool = False, command: str | None = None) -> dict:
+                compile_mode: str = "auto", data_dir=None, quiet: bool = False, command: str | None = None) -> dict:
     """Run (or resume) Figure 7 into ``output_dir``; returns the summary.
 
     ``data_dir``: a folder with ``kate.png``, ``kate_mask.png`` and
@@ -102,10 +102,12 @@ def run_figure7(output_dir, preset: str = "quick", overrides: dict | None = None
 
     overrides = dict(overrides or {})
     device = overrides.pop("device", device)
+    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
     settings = figure7_settings(preset, overrides)
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_figure7", output_dir=str(output_dir), preset=preset,
                                           overrides=overrides or None, device=device,
+                                          compile_mode=None if compile_mode == "auto" else compile_mode,
                                           data_dir=data_dir and str(data_dir))
     resolve_device(device)
 
@@ -126,7 +128,7 @@ def run_figure7(output_dir, preset: str = "quick", overrides: dict | None = None
         else:
             mask = bernoulli_mask(reference.shape[1:], spec["missing_fraction"], spec["mask_seed"])
             mask_path, mask_sha = None, None
-        config = RunConfig.from_dict(spec["config"]).replace(device=device).validate()
+        config = RunConfig.from_dict(spec["config"]).replace(device=device, compile=compile_mode).validate()
         problem = config.network.size_problem(*reference.shape[1:])
         if problem:
             raise DIPError(f"image {path} after preparation: {problem}")

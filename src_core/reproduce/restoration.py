@@ -156,7 +156,8 @@ def _pil_resize(chw: np.ndarray, size_hw: tuple, method: str) -> np.ndarray:
 
 
 def run_restoration(command: str, output_dir, preset: str = "quick", overrides: dict | None = None,
-                    device: str = "auto", data_dir=None, quiet: bool = False, command_line: str | None = None) -> dict:
+                    device: str = "auto", compile_mode: str = "auto", data_dir=None, quiet: bool = False,
+                    command_line: str | None = None) -> dict:
     """Run (or resume) ``dip reproduce sr`` or ``dip reproduce denoise`` into ``output_dir``."""
     from ..config import RunConfig
     from ..devices import resolve_device
@@ -164,18 +165,21 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
     kind = COMMANDS[command]
     overrides = dict(overrides or {})
     device = overrides.pop("device", device)
+    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
     settings = restoration_settings(command, preset, overrides)
     details = (f"{_describe_prep(settings['prepare'])}, "
                f"{next(iter(settings['configs'].values()))['network']['down_channels']}-channel network")
     label, is_paper = C.setting_label(preset, overrides, details)
     command_line = command_line or C.python_command("run_restoration", command=command, output_dir=str(output_dir),
-                                                    preset=preset, overrides=overrides or None, device=device)
+                                                    preset=preset, overrides=overrides or None, device=device,
+                                                    compile_mode=None if compile_mode == "auto" else compile_mode)
     resolve_device(device)
     folder_name, file_name = kind.image
     path = C.resolve_image(file_name, data_dir, folder_name)
     reference = _prepare(C.load_unit_image(path), settings["prepare"])
     sha = C.file_sha256(path)
-    units = {str(u): RunConfig.from_dict(settings["configs"][str(u)]).replace(device=device).validate()
+    units = {str(u): RunConfig.from_dict(settings["configs"][str(u)]).replace(device=device, compile=compile_mode)
+             .validate()
              for u in SPECS[command][preset]["units"]}
 
     env = C.environment()

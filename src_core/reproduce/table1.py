@@ -63,7 +63,8 @@ def _details(settings: dict) -> str:
 
 
 def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overrides: dict | None = None,
-               device: str = "auto", data_dir=None, quiet: bool = False, command: str | None = None,
+               device: str = "auto", compile_mode: str = "auto", data_dir=None, quiet: bool = False,
+               command: str | None = None,
                baselines_only: bool = False, batch_seeds: bool = False) -> dict:
     """Run (or resume) the Table 1 reproduction into ``output_dir``; returns the summary.
 
@@ -71,6 +72,10 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
     (default 0, 1, 2); ``overrides``: RunConfig/NetworkConfig fields
     (changing them changes the configuration fingerprint); ``data_dir``: a
     folder with ``<name>.png`` instead of the shipped images.
+    ``device`` and ``compile_mode`` choose where and with which kernels the
+    runs go, not what they compute, so they stay outside the fingerprint and
+    each unit records its own (a table may be finished on another GPU, or
+    with ``reduce-overhead``, which halves a 512x512 iteration's time).
     ``baselines_only``: compute only the classical baselines on the
     preset's masks (no DIP; minutes on a CPU even at full size); a later
     run without it in the same folder reuses them and adds DIP.
@@ -84,6 +89,7 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
 
     overrides = dict(overrides or {})
     device = overrides.pop("device", device)
+    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
     settings = table1_settings(preset, overrides)
     images = list(images) if images else list(C.TABLE1_IMAGES)
     seeds = [int(s) for s in (seeds if seeds is not None else PRESETS[preset]["seeds"])]
@@ -94,9 +100,10 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_table1", output_dir=str(output_dir), preset=preset,
                                           images=images, seeds=seeds, overrides=overrides or None,
-                                          device=device, data_dir=data_dir and str(data_dir),
+                                          device=device, compile_mode=None if compile_mode == "auto" else compile_mode,
+                                          data_dir=data_dir and str(data_dir),
                                           baselines_only=baselines_only or None)
-    config = RunConfig.from_dict(settings["config"]).replace(device=device).validate()
+    config = RunConfig.from_dict(settings["config"]).replace(device=device, compile=compile_mode).validate()
     if not baselines_only:
         resolve_device(device)
 
