@@ -75,7 +75,7 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
     ``device`` and ``compile_mode`` choose where and with which kernels the
     runs go, not what they compute, so they stay outside the fingerprint and
     each unit records its own (a table may be finished on another GPU, or
-    with ``reduce-overhead``, which halves a 512x512 iteration's time).
+    with ``reduce-overhead``, which nearly halves a 512x512 iteration's time).
     ``baselines_only``: compute only the classical baselines on the
     preset's masks (no DIP; minutes on a CPU even at full size); a later
     run without it in the same folder reuses them and adds DIP.
