@@ -25,6 +25,8 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 #: "graph": record one iteration as a CUDA graph and replay it; "on", "reduce-overhead",
 #: "max-autotune": torch.compile in that mode; "off": plain eager kernels
 COMPILE_MODES = ("auto", "on", "off", "graph", "reduce-overhead", "max-autotune")
+#: what the guard puts back with the weights after a fall (RunConfig's docstring)
+GUARD_RESTORES = ("all", "damped")
 
 
 @dataclass
@@ -38,6 +40,12 @@ class RunConfig:
     ``guard_every`` iterations the fit PSNR is compared with the last check
     and the last good weights are restored if it fell by more than
     ``guard_drop_db``.
+    ``guard_restore``: what a fall puts back besides the weights. "all" (the
+    default): Adam's moments of the last good check too, which also clears a
+    NaN. "damped": Adam's first moment is cleared and its second is kept at
+    the larger of the saved and the current one, so the next steps are small,
+    as the original's kept moments make them; for runs that fall again and
+    again from the same weights (docs/reproduction.md).
     ``early_stop``: ES-WMV (Wang et al. 2021), running variance of the last
     ``es_window`` outputs; stop after ``es_patience`` iterations without a
     new minimum and return the output at the minimum.
@@ -60,6 +68,7 @@ class RunConfig:
     guard: bool = True
     guard_every: int = 50
     guard_drop_db: float = 5.0
+    guard_restore: str = "all"
     early_stop: bool = False
     es_window: int = 100
     es_patience: int = 1000
@@ -105,14 +114,18 @@ class RunConfig:
             if not isinstance(getattr(self, name), str):
                 raise DIPError(f"{name} must be a string (got {getattr(self, name)!r}).")
         for name, allowed in (("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
-                              ("compile", COMPILE_MODES)):
+                              ("compile", COMPILE_MODES), ("guard_restore", GUARD_RESTORES)):
             if getattr(self, name) not in allowed:
                 raise DIPError(f"{name} must be one of {allowed} (got {getattr(self, name)!r}).")
         return self
 
     def to_dict(self) -> dict:
+        """The settings as saved; a later setting at its default is left out, so the
+        fingerprints of results folders made before it existed still match."""
         data = asdict(self)
         data["network"] = without_default_architecture(data["network"])
+        if data["guard_restore"] == "all":
+            del data["guard_restore"]
         return data
 
     def to_json(self, **kwargs) -> str:

@@ -1151,8 +1151,24 @@ class _Guard:
                         if torch.is_tensor(value) and value.dim() > 0:
                             value[i].zero_()
             return
+        put = self._damp_member if self.cfg.guard_restore == "damped" else self._copy_member
         for p, saved in zip(self.members.params, self.moments[1]):
-            self._copy_member(optimizer.state.get(p, {}), saved, i)
+            put(optimizer.state.get(p, {}), saved, i)
+
+    def _damp_member(self, dst: dict, src: dict, i: int) -> None:
+        """guard_restore="damped": no momentum into the fall, and the fall's large second
+        moments kept, so the next steps are small (a NaN or inf in them is dropped)."""
+        for key, value in src.items():
+            if key not in dst or not torch.is_tensor(value):
+                continue
+            if value.dim() == 0 or key not in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                self._copy_member({key: dst[key]}, {key: value}, i)
+                continue
+            now, good = (dst[key], value) if self.k == 1 else (dst[key][i], value[i])
+            if key == "exp_avg":
+                now.zero_()
+            else:
+                now.copy_(torch.where(torch.isfinite(now), torch.maximum(now, good), good))
 
     def _copy_member(self, dst: dict, src: dict, i: int) -> None:
         """Member i's part of one parameter's optimiser state, ``src`` into ``dst``.

@@ -42,6 +42,7 @@ def image32(dtype=np.uint8):
     (dict(ema="0.9"), "ema must be"),
     (dict(guard_drop_db="5"), "guard_drop_db must be"),
     (dict(guard="no"), "guard must be true or false"),
+    (dict(guard_restore="moments"), r"guard_restore must be one of \('all', 'damped'\)"),
     (dict(early_stop="yes"), "early_stop must be true or false"),
     (dict(seed=2 ** 64), "seed must be a whole number"),
     (dict(seed=-1), "seed must be a whole number"),

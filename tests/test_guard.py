@@ -136,3 +136,66 @@ def test_without_the_guard_a_non_finite_output_is_an_error_not_zeros(tiny, small
 
 def test_psnr_of_a_nan_loss_is_not_a_number():
     assert not math.isfinite(_psnr_from_mse(float("nan")))
+
+
+def test_damped_restore_clears_the_momentum_and_keeps_the_larger_second_moments():
+    """guard_restore="damped": the weights of the last good check, Adam's first moment
+    cleared, its second the larger of saved and current (a non-finite one dropped)."""
+    from conftest import tiny_config
+
+    cfg = tiny_config(guard_restore="damped")
+    members = _Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
+    guard = _Guard(cfg, members, [1.0])
+    optimizer = torch.optim.Adam(members.params, lr=0.01)
+    z = torch.rand(1, cfg.network.input_channels, 16, 16)
+    members.forward(z).square().mean().backward()
+    optimizer.step()
+    out = torch.rand(1, 1, 16, 16)
+    guard.start(out)
+    loss_log = torch.tensor([[0.1]])  # 10 dB at iteration 1
+
+    def check(it, fit_db):
+        return guard.check(it, torch.tensor([10 ** (-fit_db / 10)]), optimizer, None, lambda: out,
+                           loss_log, out.clone())
+
+    assert check(50, 30.0) == []  # a good check: weights and moments saved
+    good = [p.detach().clone() for p in members.params]
+    saved_sq = [optimizer.state[p]["exp_avg_sq"].clone() for p in members.params]
+    with torch.no_grad():  # the fall: wild weights, huge second moments, one NaN
+        for p in members.params:
+            p.mul_(-40.0)
+            optimizer.state[p]["exp_avg"].fill_(3.0)
+            optimizer.state[p]["exp_avg_sq"].mul_(1e6)
+        first = members.params[0]
+        optimizer.state[first]["exp_avg_sq"].view(-1)[0] = float("nan")
+    assert [i for i, _, _ in check(100, 12.0)] == [0]
+    for p, w, sq in zip(members.params, good, saved_sq):
+        assert torch.equal(p, w)
+        assert torch.count_nonzero(optimizer.state[p]["exp_avg"]) == 0
+        now = optimizer.state[p]["exp_avg_sq"]
+        assert torch.isfinite(now).all() and (now >= sq).all()
+    assert optimizer.state[first]["exp_avg_sq"].view(-1)[0] == saved_sq[0].view(-1)[0]
+    # the next step (zero gradient, as after every put-back) does not move the weights
+    for p in members.params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    assert all(torch.equal(p, w) for p, w in zip(members.params, good))
+
+
+def test_damped_restore_recovers_a_run_from_nan_weights(tiny, small_image):
+    run = DIPRun(small_image[None], None, tiny(iterations=40, guard_every=5, report_every=5, sigma_p=0.0,
+                                               guard_restore="damped"))
+    events = _run(run, at=20, wreck=_nan)
+    assert [e.iteration for e in events if isinstance(e, Recovery)] == [25]
+    fits = _fits(events)
+    assert all(math.isfinite(fits[it]) for it in (30, 35, 40))
+    assert np.isfinite(events[-1].output).all()
+
+
+def test_guard_restore_enters_the_saved_settings_only_when_not_the_default(tiny):
+    from src_core import RunConfig
+
+    assert "guard_restore" not in tiny().to_dict()  # folders made before it keep their fingerprint
+    damped = tiny(guard_restore="damped")
+    assert damped.to_dict()["guard_restore"] == "damped"
+    assert RunConfig.from_dict(damped.to_dict()).guard_restore == "damped"
