@@ -629,6 +629,18 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def run_options(overrides: dict, device: str, compile_mode: str) -> dict:
+    """Take out of ``overrides`` the settings that choose where and with which kernels the runs
+    go, not what they compute (device, compile): they stay outside the results folder's
+    fingerprint, and each unit records its own.  Returned as ``RunConfig.replace`` takes them."""
+    return {"device": overrides.pop("device", device), "compile": overrides.pop("compile", compile_mode)}
+
+
+def recorded(run: dict) -> dict:
+    """:func:`run_options`' result as :func:`python_command` records it (compile unless "auto")."""
+    return {"device": run["device"], "compile_mode": None if run["compile"] == "auto" else run["compile"]}
+
+
 def python_command(function: str, **kwargs) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
     return f"python: src_core.reproduce.{function}({args})"

@@ -188,8 +188,8 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
     from ..devices import resolve_device
 
     overrides = dict(overrides or {})
-    device = overrides.pop("device", device)
-    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
+    run = C.run_options(overrides, device, compile_mode)
+    device = run["device"]
     only = list(only) if only else list(EXPERIMENTS)
     unknown = [e for e in only if e not in EXPERIMENTS]
     if unknown:
@@ -199,7 +199,7 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_experiments", output_dir=str(output_dir), preset=preset,
                                           only=only, table1_image=table1_image, overrides=overrides or None,
-                                          device=device, compile_mode=None if compile_mode == "auto" else compile_mode,
+                                          **C.recorded(run),
                                           data_dir=data_dir and str(data_dir))
     resolve_device(device)
     problems = _load_problems(settings, table1_image, data_dir)
@@ -231,7 +231,7 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
             problem, cfg = units[uid]
             progress.start(uid)
             p = problems[problem]
-            cfg_run = cfg.replace(device=device, compile=compile_mode)
+            cfg_run = cfg.replace(**run)
             outcome = C.run_dip(p["reference"], p["mask"], p["reference"], cfg_run, progress)
             history = outcome.history
             best, best_it = C.oracle(history)

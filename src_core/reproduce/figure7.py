@@ -101,13 +101,12 @@ def run_figure7(output_dir, preset: str = "quick", overrides: dict | None = None
     from ..masks import bernoulli_mask
 
     overrides = dict(overrides or {})
-    device = overrides.pop("device", device)
-    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
+    run = C.run_options(overrides, device, compile_mode)
+    device = run["device"]
     settings = figure7_settings(preset, overrides)
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_figure7", output_dir=str(output_dir), preset=preset,
-                                          overrides=overrides or None, device=device,
-                                          compile_mode=None if compile_mode == "auto" else compile_mode,
+                                          overrides=overrides or None, **C.recorded(run),
                                           data_dir=data_dir and str(data_dir))
     resolve_device(device)
 
@@ -128,7 +127,7 @@ def run_figure7(output_dir, preset: str = "quick", overrides: dict | None = None
         else:
             mask = bernoulli_mask(reference.shape[1:], spec["missing_fraction"], spec["mask_seed"])
             mask_path, mask_sha = None, None
-        config = RunConfig.from_dict(spec["config"]).replace(device=device, compile=compile_mode).validate()
+        config = RunConfig.from_dict(spec["config"]).replace(**run).validate()
         problem = config.network.size_problem(*reference.shape[1:])
         if problem:
             raise DIPError(f"image {path} after preparation: {problem}")

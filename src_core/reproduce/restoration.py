@@ -164,22 +164,20 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
 
     kind = COMMANDS[command]
     overrides = dict(overrides or {})
-    device = overrides.pop("device", device)
-    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
+    run = C.run_options(overrides, device, compile_mode)
+    device = run["device"]
     settings = restoration_settings(command, preset, overrides)
     details = (f"{_describe_prep(settings['prepare'])}, "
                f"{next(iter(settings['configs'].values()))['network']['down_channels']}-channel network")
     label, is_paper = C.setting_label(preset, overrides, details)
     command_line = command_line or C.python_command("run_restoration", command=command, output_dir=str(output_dir),
-                                                    preset=preset, overrides=overrides or None, device=device,
-                                                    compile_mode=None if compile_mode == "auto" else compile_mode)
+                                                    preset=preset, overrides=overrides or None, **C.recorded(run))
     resolve_device(device)
     folder_name, file_name = kind.image
     path = C.resolve_image(file_name, data_dir, folder_name)
     reference = _prepare(C.load_unit_image(path), settings["prepare"])
     sha = C.file_sha256(path)
-    units = {str(u): RunConfig.from_dict(settings["configs"][str(u)]).replace(device=device, compile=compile_mode)
-             .validate()
+    units = {str(u): RunConfig.from_dict(settings["configs"][str(u)]).replace(**run).validate()
              for u in SPECS[command][preset]["units"]}
 
     env = C.environment()

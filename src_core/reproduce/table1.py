@@ -88,8 +88,8 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
     from ..devices import resolve_device
 
     overrides = dict(overrides or {})
-    device = overrides.pop("device", device)
-    compile_mode = overrides.pop("compile", compile_mode)  # kernels, not results: outside the fingerprint
+    run = C.run_options(overrides, device, compile_mode)
+    device = run["device"]
     settings = table1_settings(preset, overrides)
     images = list(images) if images else list(C.TABLE1_IMAGES)
     seeds = [int(s) for s in (seeds if seeds is not None else PRESETS[preset]["seeds"])]
@@ -100,10 +100,10 @@ def run_table1(output_dir, preset: str = "quick", images=None, seeds=None, overr
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_table1", output_dir=str(output_dir), preset=preset,
                                           images=images, seeds=seeds, overrides=overrides or None,
-                                          device=device, compile_mode=None if compile_mode == "auto" else compile_mode,
+                                          **C.recorded(run),
                                           data_dir=data_dir and str(data_dir),
                                           baselines_only=baselines_only or None)
-    config = RunConfig.from_dict(settings["config"]).replace(device=device, compile=compile_mode).validate()
+    config = RunConfig.from_dict(settings["config"]).replace(**run).validate()
     if not baselines_only:
         resolve_device(device)
 
