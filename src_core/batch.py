@@ -299,8 +299,8 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     ``settings`` are :func:`src_core.restore`'s keyword arguments (task, preset, overrides...),
     or with ``tile`` :func:`src_core.restore_tiled`'s (each image in tiles on its worker), and
     ``mask_observed`` (what the mask files' white means: ``"white"`` = observed, or ``"black"``,
-    as :func:`src_core.load_mask`); they are checked once before anything is submitted.  ``callback(summary_entry)`` sees each
-    finished item.  Items finished by an earlier call with the same settings and inputs are
+    as :func:`src_core.load_mask`); they are checked once before anything is submitted.
+    ``callback(summary_entry)`` sees each finished item.  Items finished by an earlier call with the same settings and inputs are
     skipped; ones finished with others are refused unless ``overwrite``.  Returns the
     :class:`BatchSummary` (also written as ``batch_summary.json``).
     """
@@ -389,7 +389,6 @@ def write_stacks(items, output_dir: Path) -> list[str]:
     return written
 
 
-
 def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
     import tifffile
 
@@ -466,5 +465,5 @@ def _downsampled_level(full, level, lead: int) -> None:
 
 #: restore() arguments that are not configuration settings
 _RESTORE_ONLY = {"task", "missing_fraction", "mask_seed", "channel_axis", "keep_observed", "validate",
-                 "mask_observed", "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s", "operator",
-                 "tile", "overlap"}
+                 "mask_observed", "classical", "threads", "reference", "checkpoint_dir", "checkpoint_every_s",
+                 "operator", "tile", "overlap"}
