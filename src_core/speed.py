@@ -34,8 +34,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: set to 0 or 1 to make ``precision="auto"`` resolve on the CPU as on a CPU without (0) or with
+#: (1) native bf16, whatever this one has: the test suite runs both ways (.ci/run), and a user can
+#: keep float32 on a machine where bf16 is native but not wanted
+CPU_BF16_ENV = "DIP_CPU_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), not by emulation."""
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), not by emulation,
+    unless ``DIP_CPU_BF16`` says otherwise."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise DIPError(f"{CPU_BF16_ENV} must be 0 or 1 (got {forced!r}); unset it to detect the CPU.")
+    return _detected_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _detected_native_bf16() -> bool:
     flags = ""
     try:
         with open("/proc/cpuinfo") as fh:

@@ -416,3 +416,21 @@ def test_freed_memory_is_reused_during_a_run_and_defaults_return_after(tiny, sma
     assert calls.count((speed._M_MMAP_MAX, 0)) >= 2  # on again after each event
     assert calls[-1] == ("trim", 0) and (speed._M_TRIM_THRESHOLD, 128 * 1024) in calls  # defaults back
     assert speed._allocator_users == 0
+
+
+@pytest.mark.parametrize("forced, expected", [("0", None), ("1", torch.bfloat16)])
+def test_auto_precision_on_the_cpu_can_be_resolved_as_on_the_other_kind_of_cpu(monkeypatch, forced, expected):
+    """DIP_CPU_BF16 decides what precision="auto" means on the CPU (the suite runs both ways), and
+    what resolves is what runs: the history records it."""
+    monkeypatch.setenv(speed.CPU_BF16_ENV, forced)
+    cpu = torch.device("cpu")
+    assert speed.resolve_precision("auto", cpu) is expected
+    assert speed.resolve_precision("float32", cpu) is None  # an explicit choice is not overridden
+    assert speed.resolve_memory_format("auto", cpu, expected) == (
+        torch.contiguous_format if expected is None else torch.channels_last)
+
+
+def test_a_bad_cpu_bf16_override_is_refused(monkeypatch):
+    monkeypatch.setenv(speed.CPU_BF16_ENV, "yes")
+    with pytest.raises(DIPError, match="DIP_CPU_BF16 must be 0 or 1"):
+        speed.resolve_precision("auto", torch.device("cpu"))

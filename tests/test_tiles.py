@@ -108,14 +108,31 @@ def test_a_stack_is_not_tiled():
         src_core.restore_tiled(np.zeros((2, 64, 64), np.float32), task="denoise", channel_axis=None, **TINY)
 
 
-def test_auto_tile_is_a_multiple_of_the_network_that_fits():
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "auto"])
+def test_auto_tile_is_the_largest_multiple_of_the_network_that_fits(monkeypatch, precision):
+    """Sized by the memory model of the precision the run will use (bf16 halves the
+    activations), against a fixed amount of free memory, so no CPU kind or load decides it."""
     from src_core.tiles import choose_tile
 
-    cfg = src_core.preset("cpu")
-    side = choose_tile(cfg, 1, src_core.resolve_device("cpu"))
+    free = 24 * 2**30
+    monkeypatch.setattr(src_core.speed, "available_memory", lambda device: free)
+    cfg = src_core.preset("cpu", precision=precision)
+    device = src_core.resolve_device("cpu")
+    side = choose_tile(cfg, 1, device)
     assert side % 2 ** cfg.network.scales == 0 and side >= cfg.network.min_size()
-    need = src_core.speed.estimate_memory(cfg.network, 1, (side, side), None)
-    assert need <= 0.5 * src_core.speed.available_memory(src_core.resolve_device("cpu"))
+    amp = src_core.speed.resolve_precision(precision, device)
+    need = src_core.speed.estimate_memory(cfg.network, 1, (side, side), amp)
+    twice = src_core.speed.estimate_memory(cfg.network, 1, (2 * side, 2 * side), amp)
+    assert need <= 0.5 * free < twice
+
+
+def test_auto_tile_is_larger_in_bfloat16_than_in_float32(monkeypatch):
+    from src_core.tiles import choose_tile
+
+    monkeypatch.setattr(src_core.speed, "available_memory", lambda device: 24 * 2**30)
+    device = src_core.resolve_device("cpu")
+    sides = {p: choose_tile(src_core.preset("cpu", precision=p), 1, device) for p in ("float32", "bfloat16")}
+    assert sides["bfloat16"] >= sides["float32"]
 
 
 def test_finished_tiles_are_kept_and_a_later_call_skips_them(tmp_path, failing_part):
