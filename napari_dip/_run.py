@@ -12,6 +12,8 @@ no layer.
 
 from __future__ import annotations
 
+import time
+
 from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress
 
@@ -20,6 +22,13 @@ from src_core import Progress
 from ._capture import Captured
 from ._driver import Driver, Outcome, Update
 from ._layers import OutputLayers, finale
+
+
+#: napari's Activity entry moves on at most this often: each of its updates processes the
+#: window's events and repaints it (84 ms a call, median, at 1366x768 under Xvfb), with the GIL
+#: held, so a progress report every 10 iterations of a 64x64 stack made the run itself 1.5x
+#: slower in napari than from the API (benchmarks/time_model_widget.py, docs/benchmarks.md)
+ACTIVITY_EVERY_S = 2.0
 
 
 class _Activity(cancelable_progress):
@@ -62,6 +71,7 @@ class LayerRun:
         self.abandoned = False
         self.done = False
         self.step_shown = False  # the Activity entry shows a step's message, not the run's name
+        self._activity_at = -float("inf")  # when the Activity entry last moved on
 
     def prepare(self) -> None:
         """The engine's checks and conversion, here and now (raises DIPError)."""
@@ -158,6 +168,10 @@ class LayerRun:
         if self.activity is not None:
             name = f"DIP {self.captured.source.name}"
             if isinstance(update.event, Progress) or (update.kind == "finished" and self.driver.remote):
+                now = time.monotonic()
+                if now - self._activity_at < ACTIVITY_EVERY_S and update.kind != "finished":
+                    return  # napari redraws its window at each call: see ACTIVITY_EVERY_S
+                self._activity_at = now
                 if self.step_shown:  # the step's message ("setting up...") is over
                     self.activity.set_description(name)
                     self.step_shown = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -36,6 +37,13 @@ from ._layers import ROLE_KEY
 from ._run import LayerRun
 
 NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
+#: the progress bar, status and curve move on at most this often during a run: each change
+#: repaints napari's window, and where OpenGL is done in software (llvmpipe: a virtual display,
+#: a remote desktop, a VM) that repaint took CPU from the run, which was 1.5-2x slower in
+#: napari than from the API with a report every 10 iterations (docs/benchmarks.md)
+PANEL_EVERY_S = 0.5
+#: runs from napari learn how much slower than their calibration they run here (src_core.timing)
+TIMING_CONTEXT = "napari"
 TASK_CHOICES = [(f"{task}: {words}", task) for task, words in src_core.TASK_HELP.items()]
 
 
@@ -86,6 +94,8 @@ class DIPWidget(QWidget):
     """
 
     run_finished = Signal(object)
+    #: a background calibration of this machine's speed finished (the estimate can be told)
+    timing_measured = Signal()
 
     def __init__(self, napari_viewer: napari.viewer.Viewer,  # noqa: F821 (a string)
                  threaded: bool | None = None):
@@ -99,9 +109,13 @@ class DIPWidget(QWidget):
         self._filling = False
         self._filled: dict = {}
         self._plot_drawn_at = -math.inf
+        self._progress_shown_at = -math.inf  # when the progress bar and status last moved on
         self._image_auto = True
         self._auto_picking = False
         self._on_destroyed: list = []
+        self._measuring: threading.Thread | None = None
+        self.shown_estimate = None  # the src_core.timing.Estimate the panel shows
+        self._run_estimate = None   # the one it showed when Run was pressed
         self._build()
         self._connect_viewer()
         has_gpu = any(d != "cpu" for d in src_core.available_devices())
@@ -321,6 +335,7 @@ class DIPWidget(QWidget):
         layout.addWidget(self.status)
 
         self.run_button.changed.connect(self.run)
+        self.timing_measured.connect(self.check)
         self.stop_button.changed.connect(self.stop)
         self.random_mask_button.changed.connect(self.make_random_mask)
         self.save_button.changed.connect(self.save_last_run)
@@ -611,7 +626,11 @@ class DIPWidget(QWidget):
         return plane if box is None else (box[0].stop - box[0].start, box[1].stop - box[1].start)
 
     def _estimate(self, config, image, plane) -> str:
-        """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long."""
+        """'Estimate: about 2.1 min (...)' for the run as set, with a warning when it is long.
+
+        From this machine's measured speed (:mod:`src_core.timing`); settings not measured
+        yet show the prior's figure while a short calibration runs in the background, which
+        checks again when it is done."""
         channels = 3 if getattr(image, "rgb", False) else 1
         slices = 1
         if image is not None and self._slice_index(image) is None:
@@ -621,22 +640,52 @@ class DIPWidget(QWidget):
         if self.region.value == "tiles":
             _, slices, total = self._tiling(image, config)
             tiled = f" for {slices} of {total} tiles"
-        try:  # the network's cost is cached by the engine, so this is quick after the first
-            factor = self.task_options().get("factor", 1)
-            estimate = src_core.speed.estimate_time(config, channels, (plane[0] * factor, plane[1] * factor),
-                                                    slices=slices,
-                                                    threads=self._threads())
+        task = src_core.get_task(self.task.value)
+        try:
+            operator = task.operator(**self.task_options())
+            request = dict(config=config, channels=channels, observed_hw=plane, operator=operator,
+                           threads=self._threads())
+            holes = {"inpaint": "strokes", "random": "random"}.get(task.name, "none")
+            blends = operator.factor == 1  # the blend times the classical answer from the fitted pixels too
+            classical = dict(method=task.classical, channels=channels, observed_hw=plane, operator=operator,
+                             holes=holes)
+            each = src_core.timing.classical_seconds(**classical, measure=False) * (2 if blends else 1)
+            estimate = src_core.timing.estimate(**request, slices=slices, classical_s=slices * each,
+                                                measure=False, context=TIMING_CONTEXT)
         except DIPError:
             return ""
+        self.shown_estimate = estimate
+        if not estimate.measured and self.threaded:
+            self._measure_in_background(request, classical)
         where = tiled or ("" if plane == image_plane(image) else f" for the {plane[0]}x{plane[1]} box")
-        text = f"Estimate{where}: {src_core.speed.describe_estimate(estimate)}"
-        if estimate["total_s"] > src_core.speed.LONG_RUN_S and not estimate["device"].startswith("cuda"):
+        text = f"Estimate{where}: {estimate.describe()}"
+        if estimate.total_s > src_core.timing.LONG_RUN_S and not estimate.device.startswith("cuda"):
             text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
             if self.region.value == "whole" and self.region.visible:
                 box = self._run_plane(image, self.mask.value, config, region="damage")
                 if box != plane:
                     text += f"; 'around the mask' restores only a {box[0]}x{box[1]} box"
         return text
+
+    def _measure_in_background(self, request: dict, classical: dict) -> None:
+        """Calibrate this machine for the settings as set (a second or so, once per setting),
+        one calibration at a time; the panel checks again when it is done."""
+        if self._measuring is not None and self._measuring.is_alive():
+            return  # the check after it asks for the settings then shown
+
+        def measure():
+            try:
+                src_core.timing.step_time(**request, measure=True)
+                src_core.timing.classical_seconds(**classical, measure=True)
+            except Exception:  # an estimate is never worth an error: the run's own checks speak
+                return
+            try:
+                self.timing_measured.emit()
+            except RuntimeError:  # the panel was closed meanwhile
+                pass
+
+        self._measuring = threading.Thread(target=measure, name="napari-dip timing", daemon=True)
+        self._measuring.start()
 
     # ------------------------------------------------------------------ running
     @property
@@ -695,6 +744,7 @@ class DIPWidget(QWidget):
             self._report_error(error_message(exc))
             return
         self.current = run
+        self._run_estimate = self.shown_estimate  # what the panel said before Run, to learn from
         self._started = time.monotonic()
         self._set_running(True)
         self.status.setText("Preparing the run: the engine's checks and conversion...")
@@ -752,6 +802,10 @@ class DIPWidget(QWidget):
             if not run.stop_requested:
                 self.status.setText(self._running_text(run))
         elif update.kind == "progress":
+            now = time.monotonic()
+            if now - self._progress_shown_at < PANEL_EVERY_S and event.output is None:
+                return  # see PANEL_EVERY_S; a preview's report is always shown
+            self._progress_shown_at = now
             done = run.done_iterations(update)
             ips = event.iterations_per_second
             left = (run.total - done) / ips if ips and ips > 0 else float("nan")
@@ -818,6 +872,7 @@ class DIPWidget(QWidget):
             summary = history.summary if history is not None else {}
             if summary.get("psnr_classical") is not None:
                 extra += f" ({summary['classical_method']}: {summary['psnr_classical']:.2f} dB)"
+            self._learn_speed(outcome.histories)
             unfinished = any(h.still_improving is not None for h in outcome.histories)
             self.status.setText(f"Done in {describe_time(seconds)}{extra}: '{layer.name}'."
                                 + (" Still improving at the end: more iterations would help." if unfinished else ""))
@@ -825,6 +880,15 @@ class DIPWidget(QWidget):
         self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")
         self._draw_plot(force=True)
         return layer
+
+    def _learn_speed(self, histories) -> None:
+        """A finished run's speed against the estimate shown before it: later estimates in
+        napari account for what napari's own work costs the run on this machine."""
+        estimate = self._run_estimate
+        steps = [h.timings.get("s_per_iteration") for h in histories if h.timings.get("iterations", 0) >= 20]
+        if estimate is None or not estimate.measured or not steps or estimate.device != "cpu":
+            return
+        src_core.timing.learn(TIMING_CONTEXT, estimate.s_per_iteration, float(np.mean(steps)))
 
     # ------------------------------------------------------------------ after a run
     def save_last_run(self, *_, path=None):
@@ -885,7 +949,7 @@ class DIPWidget(QWidget):
     def _draw_plot(self, force: bool = False) -> None:
         """Move the live PSNR curve on, at most twice a second."""
         now = time.monotonic()
-        if not force and now - self._plot_drawn_at < 0.5:
+        if not force and now - self._plot_drawn_at < PANEL_EVERY_S:
             return
         self._plot_drawn_at = now
         outputs = None if self.current is None else self.current.outputs

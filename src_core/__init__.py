@@ -9,7 +9,8 @@ The engine behind napari-dip; it knows nothing of Qt.
 True
 """
 
-from .api import Problem, RestoreResult, TiledProblem, iterate, make_config, prepare, restore, restore_tiled
+from .api import (Problem, RestoreResult, TiledProblem, iterate, make_config, prepare, restore,
+                  restore_problem, restore_tiled)
 from .config import PRESETS, RunConfig, preset, preset_names
 from .devices import available_devices, resolve_device
 from .engine import BatchFinished, DIPBatch, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
@@ -19,8 +20,7 @@ from .masks import bernoulli_mask, load_mask, mask_from_labels, text_mask
 from .network import NetworkConfig, SkipNet, build_network, count_parameters
 from .operators import Blur, Compose, Downsample, Identity, Mask, Operator, gaussian_psf
 from .tasks import TASK_HELP, TASKS, get_task
-from . import speed
-
+from . import speed, timing
 
 
 def __getattr__(name):
@@ -41,5 +41,5 @@ __all__ = [
     "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
     "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",
     "preset", "preset_names", "psnr_ssim", "read_image", "resolve_device", "restore",
-    "restore_tiled", "text_mask", "write_image", "TiledProblem", "connect", "restore_many",
+    "restore_problem", "restore_tiled", "text_mask", "write_image", "TiledProblem", "connect", "restore_many",
 ]

@@ -45,7 +45,7 @@ from .masks import bernoulli_mask
 from .operators import Identity, Operator, fingerprint_terms, split_mask
 from .parts import PartStore, _ranges, solve_parts
 from .tasks import Task, get_task, take_options
-from . import speed
+from . import speed, timing
 
 #: observed pixels held out of the fit by default, to measure quality without ground truth
 DEFAULT_VALIDATE = 0.05
@@ -161,7 +161,8 @@ class Problem:
                        references=None if self.references is None else self.references[cut],
                        held_out=None if self.held_out is None else self.held_out[cut],
                        notes=list(self.notes), threads=self.threads if threads is None else threads,
-                       _classical_cache={})
+                       _classical_cache={(0, fitted): answer for (i, fitted), answer
+                                         in self._classical_cache.items() if i == index})
 
     def fingerprint(self, *extra) -> str:
         """Of everything that decides the answer (the data, the settings, the operator)."""
@@ -190,10 +191,24 @@ class Problem:
         cached = self._classical_cache.get((index, False))
         return None if cached is None else cached[0]
 
-    def estimate(self) -> dict:
-        """Time the whole run will take here, from the network's cost (before any work)."""
-        return speed.estimate_time(self.config, self.layout.channels, self.output_layout.spatial_shape,
-                                   slices=self.slices, threads=self.threads)
+    def estimate(self, measure: bool = True) -> timing.Estimate:
+        """How long the whole run takes here, before it starts (:mod:`src_core.timing`): the
+        network's step measured on this machine, and slice 0's classical answers timed for
+        real (kept for the run, so that work is not done twice).  ``measure=False``: no
+        calibration and no classical answer, only what is known already (instant)."""
+        c, h, w = self.images.shape[1:]
+        classical_s = self.slices * self.classical_seconds(0) if measure and self.classical is not None else 0.0
+        window = self.config.early_stop and self.held_out is None  # ES-WMV, not the held-out rule
+        return timing.estimate(self.config, c, (h, w), slices=self.slices, operator=self.operator,
+                               threads=self.threads, classical_s=classical_s, window=window, measure=measure)
+
+    def classical_seconds(self, index: int) -> float:
+        """The classical answers slice ``index`` needs (the blend's from the fitted pixels too),
+        computed now if they were not yet: the seconds they took."""
+        seconds = self.classical_answer(index)[1]
+        if self.blends:
+            seconds += self.classical_answer(index, fitted_only=True)[1]
+        return seconds
 
     def classical_answer(self, index: int, fitted_only: bool = False) -> tuple[np.ndarray, float]:
         """The classical method's answer for one slice, and the seconds it took.
@@ -721,13 +736,12 @@ class TiledProblem:
         parts = [(index, replace(part, psnr_peak=whole.psnr_peak)) for index, part in parts]
         return cls(whole, tile, overlap, tiles, parts)
 
-    def estimate(self) -> dict:
-        """Time the tiles that run will take here, from the network's cost (before any work)."""
-        each = [part.estimate() for _, part in self.parts] or [self.whole.estimate()]
-        total = sum(e["total_s"] for e in each) if self.parts else 0.0
-        iterations = sum(e["iterations"] for e in each) if self.parts else 0
-        return dict(each[0], total_s=total, iterations=iterations,
-                    s_per_iteration=total / iterations if iterations else each[0]["s_per_iteration"])
+    def estimate(self, measure: bool = True) -> timing.Estimate:
+        """How long the tiles that run take here (:meth:`Problem.estimate` of each; tiles of one
+        size share their calibration, and their classical answers are kept for the run)."""
+        if not self.parts:
+            return replace(self.whole.estimate(measure=False), iterations=0, total_s=0.0, runs=0)
+        return timing.combine([part.estimate(measure) for _, part in self.parts])
 
     def restore(self, callback=None, stop=None, client=None, checkpoint_dir=None,
                 checkpoint_every_s: float = 300.0) -> "RestoreResult":

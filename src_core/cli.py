@@ -247,7 +247,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     file's :class:`src_core.io.FileForm`, which every image written takes.
     """
     from .api import prepare, restore_problem
-    from .speed import LONG_RUN_S, describe_estimate
+    from .timing import LONG_RUN_S
 
     problem = prepare(image, mask, task=task, reference=reference, **kwargs)
     cfg = problem.config
@@ -258,12 +258,12 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
     problem.run(0).close()  # the engine's own checks (memory above all) before the estimate is printed
     estimate = problem.estimate()
-    print(f"dip: {task} with preset '{cfg.preset}': {describe_estimate(estimate)}", flush=True)
-    if estimate["total_s"] > LONG_RUN_S and not estimate["device"].startswith("cuda"):
+    print(f"dip: {task} with preset '{cfg.preset}': {estimate.describe()}", flush=True)
+    if estimate.total_s > LONG_RUN_S and not estimate.device.startswith("cuda"):
         faster = "fewer --iterations" if cfg.preset == "cpu" else "'--preset cpu' (the default on a CPU) or fewer --iterations"
-        print(f"dip: warning: this is a long run on {estimate['device']}; {faster} take minutes, and --tile "
+        print(f"dip: warning: this is a long run on {estimate.device}; {faster} take minutes, and --tile "
               "runs a large image in tiles (when inpainting, only the damaged ones)", file=sys.stderr, flush=True)
-    label = f"DIP {task} ({cfg.preset}, {estimate['device']})"
+    label = f"DIP {task} ({cfg.preset}, {estimate.device})"
     bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
 
     t0 = time.perf_counter()
@@ -564,7 +564,6 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     """``dip <task> --tile``: the image in overlapping tiles (src_core.tiles), one bar per tile.
     Finished tiles are kept in ``<name>.checkpoints`` until the outputs are written (``resume``)."""
     from .api import TiledProblem
-    from .speed import describe_estimate
 
     tiled = TiledProblem.prepare(image, mask, task=task, reference=reference, tile=tile, overlap=overlap, **kwargs)
     classical, plots = kwargs.get("classical") is not None, reference is not None or task == "random"
@@ -573,7 +572,7 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     check_writable(output_dir)
     checkpoints = _checkpoint_folder(output_dir, name, resume, overwrite, checkpoint_minutes)
     print(f"dip: {task} in {len(tiled.parts)} of {len(tiled.tiles)} tile(s) of {tiled.tile} px with preset "
-          f"'{tiled.whole.config.preset}': {describe_estimate(tiled.estimate())}", flush=True)
+          f"'{tiled.whole.config.preset}': {tiled.estimate().describe()}", flush=True)
     bar = ProgressBar(1, f"DIP {task}, tiles", quiet)
     current = {"tile": None}
 

@@ -199,18 +199,6 @@ def estimate_memory(network_config, channels: int, size, amp_dtype, members: int
     return members * per_member
 
 
-# Sustained rates of a float32 training step, fitted to s/iteration measured on a 2-core AMD
-# EPYC with AVX2 (cpu preset at 128 and 256, the standard net at 128; docs/benchmarks.md):
-# convolution FLOPs per second per thread, and activation elements per second per thread
-# (the elementwise layers: BatchNorm, activations, joins, which dominate narrow networks).
-CPU_FLOPS_PER_THREAD = 67e9
-CPU_ELEMENTS_PER_THREAD = 1.3e9
-# An H100 with the step graph (bf16, channels_last): 13.0 ms an iteration at 512x512 (465 GFLOP),
-# 5.0 ms at 256x256 (116 GFLOP), i.e. about 40 TFLOP/s plus 2 ms (docs/benchmarks.md, GPU section):
-# the elementwise layers, not the convolutions, set the pace.
-CUDA_FLOPS = 40e12
-
-
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -267,46 +255,6 @@ def resolve_threads(threads, device: torch.device, reserve: int = 0) -> int | No
     if device.type != "cpu":
         return None
     return default_threads(reserve) if threads in (None, "auto") else threads
-
-
-def estimate_time(config, channels: int, size, slices: int = 1, threads: int | None = None) -> dict:
-    """About how long a run takes here, before any work: s/iteration and the total.
-
-    From the network's FLOPs and activation count at the padded size and the
-    rates above; the real rate shows in the progress bar once the run starts.
-    """
-    from .devices import resolve_device
-
-    device = resolve_device(config.device)
-    multiple = 2 ** config.network.scales
-    padded = tuple(s + (-s) % multiple for s in size)
-    cost = network_cost(config.network, channels, padded)
-    flops = 3 * cost["forward_flops"]  # forward + backward
-    if device.type == "cuda":
-        per_it, threads = flops / CUDA_FLOPS + 2e-3, None
-    else:
-        threads = threads or torch.get_num_threads()
-        scale = min(threads, usable_cores()) ** 0.75  # two threads measured 1.6-1.8x one
-        per_it = (flops / CPU_FLOPS_PER_THREAD + 3 * cost["activation_elements"]
-                  / CPU_ELEMENTS_PER_THREAD) / scale
-    iterations = config.iterations * slices
-    return {"s_per_iteration": per_it, "iterations": iterations, "total_s": per_it * iterations,
-            "device": str(device), "threads": threads, "gflop_per_iteration": flops / 1e9}
-
-
-def describe_estimate(estimate: dict) -> str:
-    """'about 2.1 min (0.16 s/it x 800 it on cpu, 2 threads)'."""
-    total = estimate["total_s"]
-    when = (f"{total:.0f} s" if total < 120 else f"{total / 60:.1f} min" if total < 7200
-            else f"{total / 3600:.1f} h")
-    n = estimate.get("threads")
-    threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
-    return (f"about {when} ({estimate['s_per_iteration']:.3g} s/it x {estimate['iterations']} it "
-            f"on {estimate['device']}{threads})")
-
-
-#: a run estimated longer than this on a CPU is announced with a warning
-LONG_RUN_S = 15 * 60
 
 
 def check_memory(network_config, channels, size, amp_dtype, device, members=1, extra_images=0) -> int:

@@ -1,6 +1,13 @@
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
+
+# Calibrations of this machine's speed (src_core.timing) go to a folder of this session's, never
+# the user's cache, and none from an earlier session decides an estimate here.
+os.environ["DIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="dip-test-cache-")
 
 from src_core import preset, speed
 

@@ -44,21 +44,53 @@ def test_no_preset_on_a_cpu_picks_the_cpu_preset_and_denoising_gets_its_settings
     assert make_config("denoise", device="cpu", ema=0.9).ema == 0.9       # overrides win
 
 
-def test_estimate_grows_with_size_and_iterations():
-    from src_core import speed
+def test_the_prior_estimate_grows_with_size_and_iterations():
+    from src_core import timing
 
-    small = speed.estimate_time(src_core.preset("cpu", device="cpu"), 1, (128, 128))
-    big = speed.estimate_time(src_core.preset("cpu", device="cpu"), 1, (256, 256))
-    paper = speed.estimate_time(src_core.preset("text", device="cpu"), 1, (256, 256))
-    assert 0 < small["s_per_iteration"] < big["s_per_iteration"] < paper["s_per_iteration"]
-    assert paper["total_s"] > speed.LONG_RUN_S  # the paper's preset on a CPU is a long run
-    assert "s/it x 800 it on cpu" in speed.describe_estimate(big)
+    def prior(name, size):
+        return timing.estimate(src_core.preset(name, device="cpu"), 1, (size, size), measure=False)
+
+    small, big, paper = prior("cpu", 128), prior("cpu", 256), prior("text", 256)
+    assert 0 < small.s_per_iteration < big.s_per_iteration < paper.s_per_iteration
+    assert paper.total_s > timing.LONG_RUN_S  # the paper's preset on a CPU is a long run
+    assert not big.measured and "s/it x 800 it on cpu" in big.describe() and "not measured" in big.describe()
+
+
+def test_the_estimate_is_measured_here_once_and_then_kept(tmp_path, monkeypatch):
+    """A calibration on this machine, kept on disk: the next estimate (another process's too)
+    reads it instead of stepping the network again."""
+    from src_core import timing
+
+    monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))
+    cfg = src_core.preset("cpu", device="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2,
+                          iterations=40)
+    calibrations = []
+    real = timing._calibrate
+    monkeypatch.setattr(timing, "_calibrate", lambda *a: calibrations.append(a) or real(*a))
+    first = timing.estimate(cfg, 1, (32, 32), threads=1)
+    assert first.measured and len(calibrations) == 1 and (tmp_path / "timing.json").is_file()
+    assert first.total_s == pytest.approx(40 * first.s_per_iteration + first.setup_s)
+    assert "measured here" in first.describe() and "not measured" not in first.describe()
+    again = timing.estimate(cfg.replace(iterations=80), 1, (32, 32), threads=1)  # the count is no setting of it
+    assert len(calibrations) == 1 and again.s_per_iteration == first.s_per_iteration
+    timing._loaded_from = None  # as a new process: read from the file
+    assert timing.estimate(cfg, 1, (32, 32), threads=1, measure=False).measured
+    assert len(calibrations) == 1
+
+
+def test_an_estimate_with_early_stopping_is_an_upper_bound():
+    from src_core import timing
+
+    cfg = src_core.make_config("denoise", device="cpu")
+    estimate = timing.estimate(cfg, 1, (64, 64), measure=False)
+    assert estimate.upper_bound and estimate.describe().startswith("at most")
+    assert "early stopping may end it sooner" in estimate.describe()
 
 
 def test_cli_prints_the_estimate_and_warns_on_a_long_run(tmp_path, capsys, monkeypatch):
-    from src_core import io, speed
+    from src_core import io, timing
 
-    monkeypatch.setattr(speed, "LONG_RUN_S", 0.0)
+    monkeypatch.setattr(timing, "LONG_RUN_S", 0.0)
     image = tmp_path / "in.png"
     io.write_image(image, _photo())
     code = main(["random", str(image), "--preset", "cpu", "--set", "scales=2", "--set", "down_channels=8",
@@ -189,3 +221,55 @@ def test_a_run_cut_short_says_more_iterations_would_help(tmp_path, capsys):
                  "--classical", "none", "--set", "scales=2", "--set", "down_channels=8", "--set",
                  "up_channels=8", "--set", "skip_channels=2", "--report-every", "5", "--device", "cpu"]) == 0
     assert "more, e.g. --iterations 80, would most likely" in capsys.readouterr().out
+
+
+def test_a_problems_estimate_times_its_classical_answers_and_the_run_reuses_them(tmp_path, monkeypatch):
+    """The estimate runs slice 0's classical answers for real (their time is part of the run's),
+    and the run takes them from there instead of computing them again."""
+    import src_core.api
+
+    monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = src_core.api.classical_answer
+    monkeypatch.setattr(src_core.api, "classical_answer", lambda *a: calls.append(a[0]) or real(*a))
+    image = _photo()
+    problem = src_core.prepare(image, task="random", preset="cpu", scales=2, down_channels=8, up_channels=8,
+                               iterations=10, device="cpu", threads=1)
+    estimate = problem.estimate()
+    assert calls == ["biharmonic", "biharmonic"]  # the answer's, and the blend's from the fitted pixels
+    assert estimate.classical_s > 0 and estimate.measured
+    assert estimate.total_s == pytest.approx(estimate.setup_s + 10 * estimate.s_per_iteration
+                                             + estimate.classical_s)
+    src_core.restore_problem(problem, image)
+    assert calls == ["biharmonic", "biharmonic"]
+
+
+def test_a_context_learns_how_much_slower_than_calibrated_it_runs(tmp_path, monkeypatch):
+    from src_core import timing
+
+    monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))
+    assert timing.context_factor("napari") == 1.0 and timing.context_factor(None) == 1.0
+    factor = timing.learn("napari", 0.10, 0.16)   # ran 1.6x slower than its estimate
+    assert factor == pytest.approx(1.3) and timing.context_factor("napari") == pytest.approx(1.3)
+    cfg = src_core.preset("cpu", device="cpu")
+    plain = timing.estimate(cfg, 1, (64, 64), measure=False)
+    inside = timing.estimate(cfg, 1, (64, 64), measure=False, context="napari")
+    assert inside.s_per_iteration == pytest.approx(1.3 * plain.s_per_iteration)
+    timing.learn("napari", 0.13, 0.16)  # the estimate had the factor in it: 1.6 / 1.0 again
+    assert timing.context_factor("napari") == pytest.approx(0.5 * 1.3 + 0.5 * 1.6)
+    assert timing.learn("napari", 0.1, float("nan")) == timing.context_factor("napari")  # nothing to learn
+
+
+def test_a_classical_methods_time_is_measured_once_per_size(tmp_path, monkeypatch):
+    from src_core import timing
+
+    monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))
+    assert timing.classical_seconds(None, 1, (64, 64)) == 0.0
+    assert timing.classical_seconds("biharmonic", 1, (64, 64), holes="random", measure=False) == 0.0
+    first = timing.classical_seconds("biharmonic", 1, (64, 64), holes="random")
+    assert first > 0
+    assert timing.classical_seconds("biharmonic", 1, (64, 64), holes="random", measure=False) == first
+    # a larger image is timed at CLASSICAL_PIXELS and scaled by its pixel count
+    monkeypatch.setattr(timing, "CLASSICAL_PIXELS", 32 * 32)
+    small = timing.classical_seconds("nlm", 1, (32, 32))
+    assert timing.classical_seconds("nlm", 1, (64, 64), measure=False) == pytest.approx(4 * small)

@@ -482,7 +482,9 @@ def test_more_threads_than_cores_are_warned_of_in_one_line_and_not_promised_as_s
     assert "dip: warning: 3 threads asked for on 2 usable core(s)" in err
     assert "UserWarning" not in err and ".py:" not in err  # one line, no source path
     cfg = make_config("random", "cpu")
-    many, two = (speed.estimate_time(cfg, 1, (64, 64), threads=n)["s_per_iteration"] for n in (99, 2))
+    from src_core import timing
+
+    many, two = (timing.modelled_step(cfg.network, 1, (64, 64), torch.device("cpu"), n) for n in (99, 2))
     assert many == two
 
 

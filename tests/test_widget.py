@@ -502,6 +502,36 @@ def test_reference_of_another_shape(viewer, errors):
     run_expecting_error(viewer, widget, errors, "reference 'clean', image 'img': reference shape (32, 40)")
 
 
+def test_the_estimate_is_measured_on_this_machine_in_the_background(viewer, qtbot, errors, monkeypatch, tmp_path):
+    """Before Run, the panel's estimate comes from a calibration of this machine (the prior's
+    figure until then), made off the main thread; the check after it says "measured here"."""
+    monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))  # nothing measured yet for these settings
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    import threading
+
+    calibrated_in = []
+    real = src_core.timing._calibrate
+    monkeypatch.setattr(src_core.timing, "_calibrate",
+                        lambda *a: calibrated_in.append(threading.current_thread()) or real(*a))
+    widget = make_widget(viewer, threaded=True, iterations=300)
+    widget.mask.value = viewer.layers["hole"]
+    qtbot.waitUntil(lambda: "measured here" in widget.check_label.text()
+                    and "not measured" not in widget.check_label.text(), timeout=60_000)
+    assert calibrated_in and all(t is not threading.main_thread() for t in calibrated_in)
+    assert re.match(r"Estimate: about \d+ s \(.* s/it x 300 it on cpu, 1 thread, measured here\)",
+                    widget.check_label.text()), widget.check_label.text()
+    # a finished run teaches later estimates in napari how its speed compares with the calibration
+    assert src_core.timing.context_factor("napari") == 1.0
+    shown = widget.shown_estimate
+    with qtbot.waitSignal(widget.run_finished, timeout=120_000):
+        widget.run()
+    measured = widget.result_layer.metadata["history"]["timings"]["s_per_iteration"]
+    assert src_core.timing.context_factor("napari") == pytest.approx(
+        0.5 + 0.5 * min(4.0, max(0.25, measured / shown.s_per_iteration)))
+    assert errors == []
+
+
 def test_too_many_scales_flagged_before_running(viewer, errors):
     viewer.add_image(smooth((32, 32)), name="img")
     viewer.add_labels(square_labels((32, 32)), name="hole")
