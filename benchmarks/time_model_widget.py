@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         ("tiles 2 of 4, 192", _photo(192), wide_hole, "inpaint", {"region": "tiles", "tile": 128}, 150),
     ]
     lines = [f"`{command_line(__file__, argv)}` on {src_core.speed.cpu_name()} "
-             f"({src_core.speed.usable_cores()} usable cores), {time.strftime('%Y-%m-%d')}", "",
+             f"({src_core.speed.usable_cores()} usable cores, precision auto resolving to "
+             f"{'bfloat16' if src_core.speed.cpu_has_native_bf16() else 'float32'}), {time.strftime('%Y-%m-%d')}", "",
              "| case (widget) | estimate before Run | Run to result s | estimate / measured |", "|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     rows = []
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
                  f"({sum(0.7 <= j <= 1.3 for j in judged)} within ±30%)")
     print(lines[-1])
     if args.out is not None:
-        write_report(args.out, "time_model_widget", lines, {"command": command_line(__file__, argv), "rows": rows})
+        stem = "time_model_widget" + ("" if args.precision == "auto" else f"_{args.precision}")
+        write_report(args.out, stem, lines, {"command": command_line(__file__, argv), "rows": rows})
     viewer.close()
     return 0
 

@@ -31,6 +31,23 @@ from ._layers import OutputLayers, finale
 ACTIVITY_EVERY_S = 2.0
 
 
+def _pause_activity_animation(viewer) -> None:
+    """Pause napari's "in progress" animation (a GIF in its status bar) while a run computes
+    (nothing where this napari has none where it is looked for).
+
+    Each frame repaints napari's window, and where OpenGL is done in software (a virtual
+    display, a remote desktop, a VM: llvmpipe) that repaint is CPU work: 9 CPU-seconds of a
+    31-second run on two cores, which made the run itself 1.4-1.8x slower in napari than from
+    the API (benchmarks/time_model_widget.py, docs/benchmarks.md).  The entry and its Cancel
+    stay; only the animation holds still.  napari stops it when its last entry closes, and
+    starts it again for the next."""
+    try:
+        movie = viewer.window._qt_window._activity_dialog._toggleButton._inProgressIndicator.movie()
+        movie.setPaused(True)
+    except (AttributeError, RuntimeError, TypeError):  # another napari, or a closed window
+        pass
+
+
 class _Activity(cancelable_progress):
     """napari's cancelable progress, whose Cancel acts at once: the stock one only calls
     back from inside a loop over it, and a run's progress is set by hand."""
@@ -88,6 +105,7 @@ class LayerRun:
         """Run in a worker thread (returns the worker) or here, to the end (returns None)."""
         self.activity = _Activity(total=self.total, desc=f"DIP {self.captured.source.name}",
                                             cancel_callback=self.stop)
+        _pause_activity_animation(self.viewer)
         if not threaded:
             self._on_outcome(self.driver.run_here(self._on_update))
             self._on_finished()

@@ -888,7 +888,7 @@ class DIPWidget(QWidget):
         steps = [h.timings.get("s_per_iteration") for h in histories if h.timings.get("iterations", 0) >= 20]
         if estimate is None or not estimate.measured or not steps or estimate.device != "cpu":
             return
-        src_core.timing.learn(TIMING_CONTEXT, estimate.s_per_iteration, float(np.mean(steps)))
+        src_core.timing.learn(TIMING_CONTEXT, estimate.calibrated_step_s, float(np.mean(steps)))
 
     # ------------------------------------------------------------------ after a run
     def save_last_run(self, *_, path=None):

@@ -210,6 +210,11 @@ def psnr_ssim(estimate: np.ndarray, reference: np.ndarray, with_ssim: bool = Tru
 
 # ----------------------------------------------------------------------------- the members
 
+#: torch's CPU generator is one for the process: a network is initialised from it (seeded, then
+#: put back), so two runs building theirs at once in two threads (a widget run beside the panel's
+#: timing calibration, Dask's threads) would draw each other's numbers: one at a time
+_GLOBAL_RNG = threading.Lock()
+
 class _Members:
     """K independent skip networks behind one call.
 
@@ -227,7 +232,7 @@ class _Members:
                  strategy: str = "vmap"):
         nets = []
         for seed in seeds:
-            with torch.random.fork_rng(devices=[]):
+            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 nets.append(build_network(config.network, output_channels=channels, memory_format=memory_format))
         self.count = len(nets)

@@ -26,7 +26,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -289,33 +289,41 @@ def classical_seconds(method: str | None, channels: int, observed_hw: tuple, *, 
 
 # ----------------------------------------------------------------------------- where a run runs
 
+#: the finished runs a context remembers to learn its speed from
+CONTEXT_RUNS = 20
+
+
 def _context_key(context: str) -> str:
     return json.dumps({"machine": machine(), "context": context}, sort_keys=True)
 
 
 def context_factor(context: str | None) -> float:
-    """How much slower than its calibration a run in ``context`` has run here (1: as
-    calibrated, or nothing learned yet).  A calibration steps the network alone; inside
-    napari the window's own work shares the machine (where OpenGL is done in software,
-    napari's "in progress" animation alone took a core's fifth), so napari learns its factor
-    from the runs it finished (:func:`learn`)."""
+    """How much slower than calibrated a run in ``context`` goes here: the median ratio of
+    its last CONTEXT_RUNS finished runs (1: as calibrated, or nothing learned yet).  A
+    calibration steps the network alone; inside napari the window's own work shares the
+    machine, so napari learns its factor from the runs it finished (:func:`learn`).  A
+    median, because one run beside a busy neighbour must not move the next estimates much."""
     if context is None:
         return 1.0
     with _lock:
         entry = _load().get(_context_key(context))
-    return 1.0 if entry is None else float(entry["factor"])
+    runs = [] if entry is None else [(float(x), float(y)) for x, y in entry.get("runs", [])]
+    if not runs:
+        return 1.0
+    return float(np.clip(np.median([y / x for x, y in runs]), 0.25, 4.0))
 
 
-def learn(context: str, estimated_step_s: float, measured_step_s: float, weight: float = 0.5) -> float:
-    """Fold a finished run's measured seconds per iteration against its estimate into
-    ``context``'s factor (a running average, the newest run weighing ``weight``); returns it."""
-    if not (estimated_step_s > 0 and measured_step_s > 0 and math.isfinite(measured_step_s)):
+def learn(context: str, calibrated_step_s: float, measured_step_s: float) -> float:
+    """Remember a finished run's measured seconds per iteration beside its calibrated ones
+    (the last CONTEXT_RUNS runs count); returns ``context``'s factor after it."""
+    if not (calibrated_step_s > 0 and measured_step_s > 0 and math.isfinite(measured_step_s)
+            and math.isfinite(calibrated_step_s)):
         return context_factor(context)
-    before = context_factor(context)
-    ratio = min(4.0, max(0.25, measured_step_s * before / estimated_step_s))
-    factor = (1 - weight) * before + weight * ratio
-    _store(_context_key(context), {"factor": factor, "measured_on": time.strftime("%Y-%m-%d")})
-    return factor
+    with _lock:
+        entry = _load().get(_context_key(context)) or {}
+    runs = (list(entry.get("runs", [])) + [[calibrated_step_s, measured_step_s]])[-CONTEXT_RUNS:]
+    _store(_context_key(context), {"runs": runs, "measured_on": time.strftime("%Y-%m-%d")})
+    return context_factor(context)
 
 
 # ----------------------------------------------------------------------------- the estimate
@@ -334,6 +342,7 @@ class Estimate:
     classical_s: float = 0.0  # over every run
     measured: bool = False
     upper_bound: bool = False  # early stopping may end each run sooner
+    calibrated_step_s: float | None = None  # the calibration's s/it, before the context's factor
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -366,12 +375,11 @@ def estimate(config, channels: int, observed_hw: tuple, *, slices: int = 1, oper
     threads = speed.resolve_threads(threads, device)
     step = step_time(config, channels, observed_hw, operator=operator, threads=threads, window=window,
                      measure=measure)
-    if context is not None:
-        step = replace(step, step_s=step.step_s * context_factor(context))
+    per_step = step.step_s * context_factor(context) if step.measured else step.step_s
     iterations = config.iterations * slices
-    total = slices * step.setup_s + iterations * step.step_s + classical_s
-    return Estimate(step.step_s, iterations, total, str(device), threads, slices, step.setup_s,
-                    classical_s, step.measured, bool(config.early_stop))
+    total = slices * step.setup_s + iterations * per_step + classical_s
+    return Estimate(per_step, iterations, total, str(device), threads, slices, step.setup_s,
+                    classical_s, step.measured, bool(config.early_stop), step.step_s)
 
 
 def combine(estimates: list) -> Estimate:
@@ -383,4 +391,4 @@ def combine(estimates: list) -> Estimate:
     return Estimate(work / iterations if iterations else first.s_per_iteration, iterations, total, first.device,
                     first.threads, sum(e.runs for e in estimates), first.setup_s,
                     sum(e.classical_s for e in estimates), all(e.measured for e in estimates),
-                    any(e.upper_bound for e in estimates))
+                    any(e.upper_bound for e in estimates), first.calibrated_step_s)

@@ -245,19 +245,24 @@ def test_a_problems_estimate_times_its_classical_answers_and_the_run_reuses_them
 
 
 def test_a_context_learns_how_much_slower_than_calibrated_it_runs(tmp_path, monkeypatch):
+    """napari's runs teach later estimates there: the median ratio of its recent runs."""
     from src_core import timing
 
     monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))
     assert timing.context_factor("napari") == 1.0 and timing.context_factor(None) == 1.0
-    factor = timing.learn("napari", 0.10, 0.16)   # ran 1.6x slower than its estimate
-    assert factor == pytest.approx(1.3) and timing.context_factor("napari") == pytest.approx(1.3)
-    cfg = src_core.preset("cpu", device="cpu")
-    plain = timing.estimate(cfg, 1, (64, 64), measure=False)
-    inside = timing.estimate(cfg, 1, (64, 64), measure=False, context="napari")
-    assert inside.s_per_iteration == pytest.approx(1.3 * plain.s_per_iteration)
-    timing.learn("napari", 0.13, 0.16)  # the estimate had the factor in it: 1.6 / 1.0 again
-    assert timing.context_factor("napari") == pytest.approx(0.5 * 1.3 + 0.5 * 1.6)
-    assert timing.learn("napari", 0.1, float("nan")) == timing.context_factor("napari")  # nothing to learn
+    assert timing.learn("napari", 0.10, 0.16) == pytest.approx(1.6)  # ran 1.6x slower
+    cfg = src_core.preset("cpu", device="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2)
+    plain = timing.estimate(cfg, 1, (32, 32), threads=1)
+    inside = timing.estimate(cfg, 1, (32, 32), threads=1, context="napari")
+    assert inside.s_per_iteration == pytest.approx(1.6 * plain.s_per_iteration)
+    assert inside.calibrated_step_s == plain.s_per_iteration  # what a finished run is compared with
+    assert not timing.estimate(cfg, 1, (32, 32), measure=False, threads=2, context="napari").measured
+    timing.learn("napari", 0.02, 0.024)
+    assert timing.learn("napari", 0.05, 0.055) == pytest.approx(1.2)  # the median of 1.6, 1.2, 1.1
+    assert timing.learn("napari", 0.1, float("nan")) == pytest.approx(1.2)  # nothing to learn from
+    for _ in range(timing.CONTEXT_RUNS):
+        timing.learn("napari", 0.05, 0.05)
+    assert timing.context_factor("napari") == pytest.approx(1.0)  # the oldest runs are forgotten
 
 
 def test_a_classical_methods_time_is_measured_once_per_size(tmp_path, monkeypatch):

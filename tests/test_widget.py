@@ -528,7 +528,26 @@ def test_the_estimate_is_measured_on_this_machine_in_the_background(viewer, qtbo
         widget.run()
     measured = widget.result_layer.metadata["history"]["timings"]["s_per_iteration"]
     assert src_core.timing.context_factor("napari") == pytest.approx(
-        0.5 + 0.5 * min(4.0, max(0.25, measured / shown.s_per_iteration)))
+        min(4.0, max(0.25, measured / shown.calibrated_step_s)))
+    assert errors == []
+
+
+def test_napari_s_in_progress_animation_holds_still_while_a_run_computes(viewer, qtbot, errors):
+    """Its frames repaint the window (through the CPU under software OpenGL), which slowed runs
+    1.4-1.8x; the Activity entry itself stays, with its Cancel."""
+    from qtpy.QtGui import QMovie
+
+    viewer.add_image(smooth((32, 32)).astype(np.float32), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, threaded=True, iterations=100_000, report_every=1)
+    widget.mask.value = viewer.layers["hole"]
+    movie = viewer.window._qt_window._activity_dialog._toggleButton._inProgressIndicator.movie()
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=60_000)  # it computes
+    assert movie.state() == QMovie.MovieState.Paused
+    assert widget.current.activity is not None  # the entry (and its Cancel) is there
+    with qtbot.waitSignal(widget.run_finished, timeout=60_000):
+        widget.stop()
     assert errors == []
 
 
