@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import src_core
-from src_core import DIPBatch, DIPRun, bernoulli_mask, preset
+from src_core import DIPEnsemble, DIPRun, bernoulli_mask, preset
 from _report import command_line  # noqa: E402
 from src_core.network import build_network
 
@@ -111,15 +111,15 @@ def correctness(device, size: int = 128) -> dict:
             out.setdefault(name, []).append({"output": rel(y, ref_y), "gradients": rel(g, ref_g),
                                              "gradient_cosine": cosine})
     # three networks vmapped against the same three one by one (float32, one forward)
-    from src_core.engine import _Members
+    from src_core.engine.members import Members
 
     run_cfg = cfg.replace(device=str(device))
-    batched = _Members(run_cfg, 1, [0, 1, 2], device, torch.contiguous_format, "vmap")
+    batched = Members(run_cfg, 1, [0, 1, 2], device, torch.contiguous_format, "vmap")
     z3 = torch.rand(3, cfg.network.input_channels, size, size, device=device)
     y3 = batched.forward(z3)
     singles = []
     for k in range(3):
-        one = _Members(run_cfg, 1, [k], device, torch.contiguous_format)
+        one = Members(run_cfg, 1, [k], device, torch.contiguous_format)
         singles.append(one.forward(z3[k:k + 1]))
     out["vmap3_vs_single"] = rel(y3.detach(), torch.cat(singles).detach())
     return out
@@ -160,7 +160,7 @@ def step_rate(device, size: int, mode: str, members: int, warmup: int, iteration
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_start = time.perf_counter()
-    batch = DIPBatch(np.repeat(clean[None], members, 0), np.repeat(mask[None], members, 0), cfg)
+    batch = DIPEnsemble(np.repeat(clean[None], members, 0), np.repeat(mask[None], members, 0), cfg)
     stamps = {}
     last = None
     for event in batch:
@@ -208,7 +208,7 @@ def table1_unit(device, size: int, iterations: int) -> dict:
     masks = np.stack([bernoulli_mask((size, size), 0.5, seed=s)[None] for s in range(3)])
     cfg = preset("table1", device=str(device), iterations=iterations)
     t0 = time.perf_counter()
-    fin = DIPBatch(np.repeat(clean[None], 3, 0), masks, cfg, references=clean, seeds=[0, 1, 2]).run()
+    fin = DIPEnsemble(np.repeat(clean[None], 3, 0), masks, cfg, references=clean, seeds=[0, 1, 2]).run()
     wall = time.perf_counter() - t0
     return {"size": size, "iterations": iterations, "wall_s": wall, "s_per_it": wall / iterations,
             "psnr": [h.final_psnr for h in fin.histories], "fast_path": fin.histories[0].fast_path}

@@ -36,7 +36,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from skimage.transform import resize
 
 import src_core
-from src_core import DIPBatch, DIPError, DIPRun, bernoulli_mask, preset
+from src_core import DIPEnsemble, DIPError, DIPRun, bernoulli_mask, preset
 from src_core.engine import make_input
 from src_core.network import build_network
 from _report import command_line  # noqa: E402
@@ -220,7 +220,7 @@ def batch_row(size, cfg, members, iterations, strategy="auto"):
         DIPRun(clean, mask, c.replace(seed=c.seed + k)).run()
     sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
-    batch = DIPBatch(np.repeat(clean[None], members, 0), mask, c, strategy=strategy)
+    batch = DIPEnsemble(np.repeat(clean[None], members, 0), mask, c, strategy=strategy)
     batch.run()
     batched = time.perf_counter() - t0
     work = members * iterations

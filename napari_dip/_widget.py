@@ -483,7 +483,7 @@ class DIPWidget(QWidget):
         """Put the preset's values into the fields (seed, device and intervals are kept)."""
         name = self.preset.value
         entry = src_core.PRESETS[name]
-        cfg = entry["config"]
+        cfg = entry.config
         net = cfg.network
         channels = net.down_channels
         filled = dict(
@@ -501,9 +501,10 @@ class DIPWidget(QWidget):
             self._filling = False
         # read back what the widgets hold (spin boxes round) so "unchanged" compares equal
         self._filled = {key: getattr(self, key).value for key in filled}
-        if name != "cpu" and entry["task"] != self.task.value:  # the paper's presets are per task
-            self.task.value = entry["task"]
-        text = entry["description"] + ("" if name == "cpu" else f" [task: {entry['task']}]")  # cpu: any task
+        task = src_core.tasks.preset_task(name)  # None: a preset for any task (cpu)
+        if task is not None and task != self.task.value:  # the paper's presets are per task
+            self.task.value = task
+        text = entry.description + ("" if task is None else f" [task: {task}]")
         # explicit line breaks: a word-wrapped label in a form row gets a wrong height
         self.preset_info.value = textwrap.fill(text, 36)
         self.preset_info.tooltip = text

@@ -11,13 +11,14 @@ True
 
 from .api import (Problem, RestoreResult, TiledProblem, iterate, make_config, prepare, restore,
                   restore_problem, restore_tiled)
-from .config import PRESETS, RunConfig, preset, preset_names
+from .config import PRESETS, Preset, RunConfig, preset, preset_names
+from .fidelity import FIDELITIES, MSE, Fidelity, Poisson
 from .devices import available_devices, resolve_device
-from .engine import BatchFinished, DIPBatch, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
+from .engine import EnsembleFinished, DIPEnsemble, DIPRun, EarlyStop, Finished, History, Progress, Recovery, psnr_ssim
 from .errors import DIPError
 from .io import data_path, load_sample, read_image, write_image
 from .masks import bernoulli_mask, load_mask, mask_from_labels, text_mask
-from .network import NetworkConfig, SkipNet, build_network, count_parameters
+from .network import NETWORKS, DecoderConfig, NetworkConfig, SkipNet, build_network, count_parameters
 from .operators import Blur, Compose, Downsample, Identity, Mask, Operator, gaussian_psf
 from .tasks import TASK_HELP, TASKS, get_task
 from . import speed, timing
@@ -35,9 +36,10 @@ def __getattr__(name):
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchFinished", "Blur", "Compose", "DIPBatch", "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
+    "EnsembleFinished", "Blur", "Compose", "DIPEnsemble", "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
     "Downsample", "Identity", "Mask", "Operator", "gaussian_psf", "get_task",
     "Problem", "Progress", "TASKS", "TASK_HELP", "Recovery", "RestoreResult", "RunConfig", "SkipNet",
+    "DecoderConfig", "FIDELITIES", "Fidelity", "MSE", "NETWORKS", "Poisson", "Preset",
     "available_devices", "bernoulli_mask", "build_network", "count_parameters", "data_path",
     "iterate", "load_mask", "load_sample", "make_config", "mask_from_labels", "prepare",
     "preset", "preset_names", "psnr_ssim", "read_image", "resolve_device", "restore",

@@ -38,8 +38,10 @@ from .checkpoint import fingerprint
 from .classical import METHODS, check_method, classical_answer
 from .config import RunConfig, preset
 from .devices import resolve_device
-from .engine import DIPRun, Finished, History, _psnr_from_mse, psnr_ssim
+from .engine import DIPRun, Finished, History, psnr_from_mse, psnr_ssim
+from .engine.spec import NO_OBSERVED_PIXEL, check_keep_observed, operator_and_mask
 from .errors import DIPError
+from .fidelity import MSE, Fidelity, make_fidelity
 from .imaging import Layout, LazySlices, Scaling, check_reference, is_lazy, reference_scaling
 from .masks import bernoulli_mask
 from .operators import Identity, Operator, fingerprint_terms, split_mask
@@ -102,6 +104,7 @@ class Problem:
     threads: int | None = None           # CPU threads of each run (None: not a CPU run)
     operator: Operator = field(default_factory=Identity)  # the degradation (the mask aside)
     psnr_peak: float = 1.0               # the input's range in [0, 1] units (less with headroom)
+    fidelity: Fidelity = field(default_factory=MSE)  # the data term, in engine units
     _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -150,7 +153,8 @@ class Problem:
         held = None if self.held_out is None else self.held_out[index]
         return DIPRun(self.images[index], mask, self.config, ref, validation=held,
                       keep_observed=self.keep_observed, stop=stop, threads=self.threads,
-                      checkpoint=checkpoint, operator=self.operator, psnr_peak=self.psnr_peak)
+                      checkpoint=checkpoint, operator=self.operator, psnr_peak=self.psnr_peak,
+                      fidelity=self.fidelity)
 
     def part(self, index: int, threads: int | None = None) -> "Problem":
         """Slice ``index`` alone, as a one-slice problem (views of in-memory arrays; a lazy
@@ -303,7 +307,7 @@ def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> f
 def _psnr(estimate: np.ndarray, truth: np.ndarray, peak: float = 1.0) -> float | None:
     if estimate.size == 0:
         return None
-    return _psnr_from_mse(float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2)), peak)
+    return psnr_from_mse(float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2)), peak)
 
 
 def _first_reaching(history: History, level: float) -> int | None:
@@ -341,21 +345,80 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     """
     spec = _task_for(task, operator)
     task_options = take_options(spec, overrides)
-    if operator is None:
-        operator = spec.operator(**task_options)
-    operator, operator_mask = split_mask(operator)
-    if operator_mask is not None:
-        if mask is not None:
-            raise DIPError("give the mask once: as mask= or inside the operator (Mask), not both.")
-        mask = operator_mask
+    operator, mask = operator_and_mask(spec.operator(**task_options) if operator is None else operator, mask)
     cfg = make_config(spec, preset, config, task_options, **overrides)
     threads = speed.resolve_threads(threads, resolve_device(cfg.device))
+    keep_observed = spec.keep_observed if keep_observed is None else keep_observed
+    check_keep_observed(keep_observed, operator)
+    classical = _classical_method(spec, classical, operator)
+    validate = _validate_fraction(validate)
+    notes = []
+    image, layout, images, plain, scaling = _scaled(image, channel_axis, spec, notes)
+    masks, reference = _task_masks(spec, mask, layout, images.shape, image, reference, missing_fraction,
+                                   mask_seed, notes)
+    if spec.ema and cfg.ema == 0:
+        cfg = cfg.replace(ema=spec.ema)
+        notes.append(f"{spec.name}: the answer is the EMA of outputs (ema={spec.ema})")
+    operator.check(images.shape[1:])
+    answer_layout = layout.resized(operator.output_shape(images.shape[1:])[1:])
+    if operator.factor > 1:
+        notes.append(f"{operator!r}: the answer is {operator.factor}x larger along Y and X "
+                     f"({answer_layout.spatial_shape[0]}x{answer_layout.spatial_shape[1]})")
+    images, masks = _observed_only(images, masks, notes)
+    references = _references(reference, image, layout, answer_layout, scaling, spec)
+    problem = cfg.network.size_problem(*answer_layout.spatial_shape)
+    if problem:
+        raise DIPError(problem if operator.factor == 1 else
+                       f"the answer is {operator.factor}x the input along Y and X; {problem}")
+    held_out = _held_out(masks, validate, cfg.seed, notes)
+    problem = Problem(spec.name, cfg, layout, scaling, images, masks, references, notes,
+                      keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
+                      validate=float(validate) if held_out is not None else 0.0, threads=threads,
+                      operator=operator, psnr_peak=plain.scale / scaling.scale,
+                      fidelity=fidelity_for(cfg, scaling))
+    if cfg.fidelity != "mse":
+        notes.append(f"fidelity: {cfg.fidelity} ({problem.fidelity.describe()})")
+    if problem.blends:
+        notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
+                     "held-out pixels" + ("" if operator.identity else f" (through {operator!r})"))
+    return problem
+
+
+def fidelity_for(config: RunConfig, scaling: Scaling) -> Fidelity:
+    """The run's data term in engine units: a Poisson term counts photons as
+    ``(value - photon_offset) / photon_gain`` of the user's values."""
+    gain, offset = config.photon_gain, config.photon_offset
+    return make_fidelity(config.fidelity, photons_per_unit=scaling.scale / gain,
+                         photons_at_zero=(scaling.offset - offset) / gain)
+
+
+def _classical_method(spec: Task, classical, operator: Operator) -> str | None:
+    classical = spec.classical if classical == "auto" else classical
+    if classical is not None and classical not in METHODS:
+        raise DIPError(f"classical must be 'auto', None or one of {METHODS} (got {classical!r}).")
+    if classical is not None:
+        check_method(classical, operator)
+    return classical
+
+
+def _validate_fraction(validate) -> float:
+    validate = DEFAULT_VALIDATE if validate is None else validate
+    if isinstance(validate, bool) or not isinstance(validate, (int, float)) or not 0 <= validate < 0.5:
+        raise DIPError(f"validate is the fraction of observed pixels held out, in [0, 0.5) "
+                       f"(got {validate!r}); 0 switches it off.")
+    return validate
+
+
+def _scaled(image, channel_axis, spec: Task, notes: list):
+    """(the image as an array or a lazy stack, its layout, the images in [0, 1] (N, C, H, W),
+    the input's scaling, the answer's scaling,
+    with the task's headroom); a dask or zarr stack is checked in one streaming pass and read a
+    slice at a time."""
     lazy = is_lazy(image) and Layout.infer(image.shape, channel_axis).slices > 1
     if not lazy:
         image = np.asarray(image)
     layout = Layout.infer(image.shape, channel_axis)
-    notes = []
-    if lazy:  # a dask or zarr stack: checked in one streaming pass, read a slice at a time
+    if lazy:
         images = LazySlices.of(image, layout)
         plain = images.scaling
         scaling = images.scaling = plain.with_headroom(spec.headroom)
@@ -366,47 +429,41 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     if scaling != plain:
         notes.append(f"{spec.name}: the answer may reach {scaling.scale / plain.scale:.3g}x the input's range "
                      "above its darkest value (a blur lowers peaks)")
+    return image, layout, images, plain, scaling
 
-    task = spec.name
+
+def _task_masks(spec: Task, mask, layout: Layout, shape, image, reference, missing_fraction, mask_seed, notes):
+    """(the observed pixels (N, C, H, W), the reference): the user's mask, or the task's."""
     if spec.mask == "required":
         if mask is None:
             raise DIPError("inpainting needs a mask (True/1 = observed, False/0 = missing); "
                            "for a random mask use task='random'.")
-        masks = layout.mask_to_nchw(_as_bool_mask(mask)).copy()
     elif spec.mask == "random":
         if mask is not None:
             raise DIPError("task='random' makes its own Bernoulli mask; "
                            "pass your mask with task='inpaint' instead.")
         no_channel = tuple(s for i, s in enumerate(layout.shape) if i != layout.channel_axis)
         masks = layout.mask_to_nchw(bernoulli_mask(no_channel, missing_fraction, mask_seed)).copy()
-        if reference is None:
-            reference = image
         notes.append(f"random mask: {missing_fraction:.0%} of pixels missing, mask_seed={mask_seed}")
-    else:
-        if mask is not None:
-            masks = layout.mask_to_nchw(_as_bool_mask(mask)).copy()
-        else:
-            masks = np.ones(images.shape, dtype=bool)
-    if spec.ema and cfg.ema == 0:
-        cfg = cfg.replace(ema=spec.ema)
-        notes.append(f"{task}: the answer is the EMA of outputs (ema={spec.ema})")
-    operator.check(images.shape[1:])
-    answer_layout = layout.resized(operator.output_shape(images.shape[1:])[1:])
-    if operator.factor > 1:
-        notes.append(f"{operator!r}: the answer is {operator.factor}x larger along Y and X "
-                     f"({answer_layout.spatial_shape[0]}x{answer_layout.spatial_shape[1]})")
+        return masks, image if reference is None else reference
+    if mask is None:
+        return np.ones(shape, dtype=bool), reference
+    return layout.mask_to_nchw(_as_bool_mask(mask)).copy(), reference
 
+
+def _observed_only(images, masks, notes):
+    """Non-finite values become missing pixels; every slice must observe something."""
+    lazy = isinstance(images, LazySlices)
     finite = True if lazy else np.isfinite(images)  # (a lazy stack was checked as it was read)
     if not np.all(finite):
         bad = int((~finite).sum())
         message = f"{bad} non-finite pixel values (NaN/inf) were treated as missing"
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, stacklevel=3)
         notes.append(message)
         masks &= finite
         images = np.where(finite, images, 0.0).astype(np.float32)
     if not masks.any():
-        raise DIPError("the mask has no observed pixel (True = observed, False = missing); "
-                       "nothing to fit. Check that the mask is not inverted.")
+        raise DIPError(NO_OBSERVED_PIXEL)
     empty = [i for i in range(len(masks)) if not masks[i].any()]
     if empty:  # every slice is checked before the first one runs
         raise DIPError(f"slice{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty[:10]))} of "
@@ -417,63 +474,39 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         images.masks = masks  # each slice read is masked
     else:
         images *= masks  # missing pixels carry no information; zero them for display and loss
+    return images, masks
 
-    references = None
-    if reference is not None and lazy and reference is image:  # task random: the stack's own slices
-        references = LazySlices.of(image, layout, scaling, clip=True)
-    elif reference is not None:
-        reference = np.asarray(reference)
-        check_reference(reference.shape, answer_layout.shape, image.shape)
-        ref_scaling = reference_scaling(scaling, image.dtype, reference)
-        references = answer_layout.to_nchw(ref_scaling.to_unit(reference)).copy()
-        if not np.isfinite(references).all():
-            if task == "random" and reference is image:
-                raise DIPError("task 'random' measures PSNR against the image itself, so the image "
-                               "must be clean, but it has NaN or inf values; restore it with "
-                               "task='inpaint' and a mask of its finite pixels instead.")
-            raise DIPError("the reference has non-finite values; a reference must be clean.")
-        references = np.clip(references, 0.0, 1.0)
 
-    h, w = layout.spatial_shape
-    problem = cfg.network.size_problem(*answer_layout.spatial_shape)
-    if problem and operator.factor > 1:
-        problem = f"the answer is {operator.factor}x the input along Y and X; {problem}"
-    if problem:
-        raise DIPError(problem)
-    if keep_observed is None:
-        keep_observed = spec.keep_observed
-    if keep_observed and not operator.identity:
-        raise DIPError(f"keep_observed needs observed pixels that are answer pixels; with {operator!r} "
-                       "they are not: leave keep_observed off.")
-    if classical == "auto":
-        classical = spec.classical
-    if classical is not None and classical not in METHODS:
-        raise DIPError(f"classical must be 'auto', None or one of {METHODS} (got {classical!r}).")
-    if classical is not None:
-        check_method(classical, operator)
-    validate = DEFAULT_VALIDATE if validate is None else validate
-    if isinstance(validate, bool) or not isinstance(validate, (int, float)) or not 0 <= validate < 0.5:
-        raise DIPError(f"validate is the fraction of observed pixels held out, in [0, 0.5) "
-                       f"(got {validate!r}); 0 switches it off.")
-    held_out = None
-    if validate > 0:
-        rng = np.random.default_rng([cfg.seed, 20181])
-        held_out = masks & (rng.random((masks.shape[0], 1, h, w)) < validate)
-        if held_out.reshape(len(held_out), -1).sum(axis=1).min() < MIN_HELD_OUT:
-            held_out = None
-            notes.append(f"too few observed pixels to hold {validate:.0%} out for validation; "
-                         "validation is off")
-        else:
-            notes.append(f"validation: {validate:.0%} of observed pixels held out of the fit "
-                         f"(seed {cfg.seed}); the answer is the best-validated iterate")
-    problem = Problem(task, cfg, layout, scaling, images, masks, references, notes,
-                      keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
-                      validate=float(validate) if held_out is not None else 0.0, threads=threads,
-                      operator=operator, psnr_peak=plain.scale / scaling.scale)
-    if problem.blends:
-        notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
-                     "held-out pixels" + ("" if operator.identity else f" (through {operator!r})"))
-    return problem
+def _references(reference, image, layout: Layout, answer_layout: Layout, scaling: Scaling, spec: Task):
+    if reference is None:
+        return None
+    if is_lazy(image) and reference is image and layout.slices > 1:  # task random: the stack's own slices
+        return LazySlices.of(image, layout, scaling, clip=True)
+    reference = np.asarray(reference)
+    check_reference(reference.shape, answer_layout.shape, image.shape)
+    references = answer_layout.to_nchw(reference_scaling(scaling, image.dtype, reference).to_unit(reference)).copy()
+    if not np.isfinite(references).all():
+        if spec.name == "random" and reference is image:
+            raise DIPError("task 'random' measures PSNR against the image itself, so the image "
+                           "must be clean, but it has NaN or inf values; restore it with "
+                           "task='inpaint' and a mask of its finite pixels instead.")
+        raise DIPError("the reference has non-finite values; a reference must be clean.")
+    return np.clip(references, 0.0, 1.0)
+
+
+def _held_out(masks, validate: float, seed: int, notes: list):
+    """Observed pixels held out of the fit (drawn from the run's seed), or None."""
+    if validate <= 0:
+        return None
+    n, _, h, w = masks.shape
+    rng = np.random.default_rng([seed, 20181])
+    held_out = masks & (rng.random((n, 1, h, w)) < validate)
+    if held_out.reshape(len(held_out), -1).sum(axis=1).min() < MIN_HELD_OUT:
+        notes.append(f"too few observed pixels to hold {validate:.0%} out for validation; validation is off")
+        return None
+    notes.append(f"validation: {validate:.0%} of observed pixels held out of the fit "
+                 f"(seed {seed}); the answer is the best-validated iterate")
+    return held_out
 
 
 def _cut_short(history: History, config: RunConfig) -> bool:
@@ -493,7 +526,7 @@ def _task_for(task, operator) -> Task:
     if task is not None:
         raise DIPError(f"give a task or your own operator, not both (got task={task!r} and an operator).")
     split_mask(operator)  # checks that it is an Operator
-    return Task("custom", "your own operator", mask="optional", paper_preset=lambda o: "restore",
+    return Task("custom", "your own operator", mask="optional", presets=("restore",),
                 classical=None, keep_observed=False)
 
 

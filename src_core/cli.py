@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, RunConfig, parse_settings
+from .config import FIDELITIES, PRESETS, RunConfig, parse_settings
 from .classical import METHODS
 from .tasks import TASKS_BY_NAME
 from .errors import DIPError
@@ -42,7 +42,8 @@ from .progress import ProgressBar
 
 def _overrides(args) -> dict:
     out = parse_settings(args.set)
-    for name in ("iterations", "lr", "seed", "device", "report_every", "sigma_p", "optimizer"):
+    for name in ("iterations", "lr", "seed", "device", "report_every", "sigma_p", "optimizer", "fidelity",
+                 "photon_gain", "photon_offset"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value
@@ -84,6 +85,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--report-every", dest="report_every", type=int)
     p.add_argument("--early-stop", action="store_true", help="ES-WMV early stopping (no ground truth)")
+    p.add_argument("--fidelity", choices=list(FIDELITIES),
+                   help="the data term: mse (default, the paper's) or poisson (photon counts; with "
+                        "--photon-gain and --photon-offset when the values are not counts)")
+    p.add_argument("--photon-gain", dest="photon_gain", type=float,
+                   help="the input's units per photon (poisson; default 1: the values are counts)")
+    p.add_argument("--photon-offset", dest="photon_offset", type=float,
+                   help="the input's value at zero photons, the camera's offset (poisson; default 0)")
     p.add_argument("--no-guard", action="store_true", help="switch off the destabilisation guard")
     p.add_argument("--no-keep-observed", dest="keep_observed", action="store_false", default=None,
                    help="return the network's output everywhere (default: observed pixels are kept, "
@@ -672,14 +680,16 @@ def cmd_batch(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    from .tasks import preset_task
+
     for name, entry in PRESETS.items():
-        cfg = entry["config"]
-        net = cfg.network
-        print(f"{name:8s} {entry['description']}")
-        print(f"         task={entry['task']} input={cfg.input_kind}x{net.input_channels} lr={cfg.lr} "
-              f"iterations={cfg.iterations} sigma_p={cfg.sigma_p:.4g} scales={net.scales} "
-              f"down={net.down_channels} up={net.up_channels} skip={net.skip_channels} "
-              f"upsample={net.upsample} ema={cfg.ema}")
+        cfg = entry.config
+        net = {k: v for k, v in cfg.network.to_dict().items() if k != "input_channels"}
+        print(f"{name:8s} {entry.description}")
+        print(f"         task={preset_task(name) or 'any'} input={cfg.input_kind}x{cfg.network.input_channels} "
+              f"lr={cfg.lr} iterations={cfg.iterations} sigma_p={cfg.sigma_p:.4g} ema={cfg.ema}")
+        print(f"         network {cfg.network.architecture}: " + " ".join(f"{k}={v}" for k, v in net.items()
+                                               if getattr(type(cfg.network)(), k, None) != v or k == "scales"))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 A run is fully described by a :class:`RunConfig`; saving it next to a result
 makes the result repeatable.  Presets carry the settings of the original
-notebooks (REFERENCE.md section 2); any field can be overridden by name, and
+notebooks (docs/paper.md §4); any field can be overridden by name, and
 network fields either flat (``scales=4``) or dotted (``network.scales=4``).
 """
 
@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import DIPError
-from .network import NetworkConfig, without_default_architecture
+from .network import NETWORKS, Generator, NetworkConfig, from_dict as network_from_dict
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 OPTIMIZERS = ("adam", "lbfgs")
@@ -27,6 +27,8 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 COMPILE_MODES = ("auto", "on", "off", "graph", "reduce-overhead", "max-autotune")
 #: what the guard puts back with the weights after a fall (RunConfig's docstring)
 GUARD_RESTORES = ("all", "damped")
+#: the data terms (src_core.fidelity)
+FIDELITIES = ("mse", "poisson")
 
 
 @dataclass
@@ -51,12 +53,15 @@ class RunConfig:
     new minimum and return the output at the minimum.
     ``ema``: exponential moving average of outputs (0 = off); when on, it is
     the answer (the paper's denoising setting uses 0.99).
+    ``fidelity``: the data term (:mod:`src_core.fidelity`): "mse", the paper's, or
+    "poisson" for photon counts, with ``photon_gain`` (the input's units per photon) and
+    ``photon_offset`` (the input's value at zero photons) saying how a value is counted.
     ``precision`` / ``memory_format`` / ``compile``: the fast path; "auto"
     picks what measured fastest at equal PSNR on the device
     (docs/benchmarks.md); "float32"/"contiguous"/"off" is the original code's path.
     """
 
-    network: NetworkConfig = field(default_factory=NetworkConfig)
+    network: Generator = field(default_factory=NetworkConfig)
     input_kind: str = "uniform"
     input_scale: float = 0.1
     sigma_p: float = 0.03
@@ -76,6 +81,9 @@ class RunConfig:
     report_every: int = 50
     snapshot_every: int = 0
     compute_ssim: bool = True
+    fidelity: str = "mse"
+    photon_gain: float = 1.0
+    photon_offset: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     memory_format: str = "auto"
@@ -107,6 +115,10 @@ class RunConfig:
         _whole("es_patience", self.es_patience, 1)
         _whole("lbfgs_warmup", self.lbfgs_warmup, 0)
         _whole("seed", self.seed, 0, MAX_SEED)
+        if self.fidelity not in FIDELITIES:
+            raise DIPError(f"fidelity must be one of {FIDELITIES} (got {self.fidelity!r}).")
+        _number("photon_gain", self.photon_gain, 0, MAX_PHOTON_GAIN, low_open=True)
+        _number("photon_offset", self.photon_offset, -MAX_PHOTON_OFFSET, MAX_PHOTON_OFFSET)
         for name in ("guard", "early_stop", "compute_ssim"):
             if not isinstance(getattr(self, name), bool):
                 raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
@@ -123,9 +135,11 @@ class RunConfig:
         """The settings as saved; a later setting at its default is left out, so the
         fingerprints of results folders made before it existed still match."""
         data = asdict(self)
-        data["network"] = without_default_architecture(data["network"])
-        if data["guard_restore"] == "all":
-            del data["guard_restore"]
+        data["network"] = self.network.to_dict()
+        for name, default in (("guard_restore", "all"), ("fidelity", "mse"), ("photon_gain", 1.0),
+                              ("photon_offset", 0.0)):
+            if data[name] == default:
+                del data[name]
         return data
 
     def to_json(self, **kwargs) -> str:
@@ -146,10 +160,7 @@ class RunConfig:
             net = {}
         if not isinstance(net, dict):
             raise DIPError(f"'network' must be an object of network settings (got {net!r:.80}).")
-        net_unknown = set(net) - {f.name for f in fields(NetworkConfig)}
-        if net_unknown:
-            raise DIPError(f"unknown network fields {sorted(map(str, net_unknown))}.")
-        return cls(network=NetworkConfig(**net), **data).validate()
+        return cls(network=network_from_dict(net), **data).validate()
 
     @classmethod
     def from_json(cls, text) -> "RunConfig":
@@ -178,13 +189,20 @@ class RunConfig:
         if kind == "meshgrid":
             new.network.input_channels = 2
         elif self.input_kind == "meshgrid" or self.network.input_channels == 2:
-            new.network.input_channels = NetworkConfig.input_channels
+            new.network.input_channels = type(self.network).input_channels
         return new
 
     def replace(self, **overrides) -> "RunConfig":
-        """A copy with fields overridden; network fields may be given flat or dotted."""
+        """A copy with fields overridden; network fields may be given flat or dotted, and
+        ``architecture`` (applied first) switches to another generator at its defaults."""
         new = copy.deepcopy(self)
-        net_names = {f.name for f in fields(NetworkConfig)}
+        overrides = dict(overrides)
+        architecture = overrides.pop("architecture", overrides.pop("network.architecture", None))
+        if architecture is not None and architecture != new.network.architecture:
+            if not isinstance(architecture, str) or architecture not in NETWORKS:
+                raise DIPError(f"architecture must be one of {tuple(NETWORKS)} (got {architecture!r}).")
+            new.network = NETWORKS[architecture]()
+        net_names = new.network.field_names()
         run_names = {f.name for f in fields(RunConfig)}
         for key, value in overrides.items():
             name = key[len("network."):] if key.startswith("network.") else key
@@ -192,14 +210,29 @@ class RunConfig:
                 setattr(new.network, name, value)
             elif name in run_names and name != "network":
                 setattr(new, name, value)
-            elif key == "network" and isinstance(value, NetworkConfig):
+            elif key == "network" and isinstance(value, Generator):
                 new.network = copy.deepcopy(value)
             else:
                 raise DIPError(
                     f"unknown setting {key!r}; run settings are {sorted(run_names - {'network'})}, "
-                    f"network settings are {sorted(net_names)}."
+                    f"{new.network.architecture} network settings are {sorted(net_names)} "
+                    f"(architecture= picks another of {sorted(NETWORKS)})."
                 )
         return new
+
+    def result_settings(self) -> dict:
+        """The settings that decide the result (the fingerprint's): all but :data:`HOW_IT_RUNS`."""
+        return {k: v for k, v in self.to_dict().items() if k not in HOW_IT_RUNS}
+
+    def how_it_runs(self) -> dict:
+        """The settings that choose only how the run goes (``src_core.speed`` resolves them)."""
+        return {name: getattr(self, name) for name in HOW_IT_RUNS}
+
+
+#: the settings that choose how a run goes, not what it computes (the device, the kernels and
+#: the arithmetic that runs them): a checkpoint resumes, and a results folder mixes units,
+#: across them; each result records what it ran with (``History.fast_path``, ``device``)
+HOW_IT_RUNS = ("device", "precision", "memory_format", "compile")
 
 
 def parse_value(text: str):
@@ -245,6 +278,8 @@ MAX_LR = 10.0
 MAX_INPUT_SCALE = 100.0
 MAX_SIGMA_P = 10.0
 MAX_ITERATIONS = 10_000_000
+MAX_PHOTON_GAIN = 1e6
+MAX_PHOTON_OFFSET = 1e9
 MAX_SEED = 2 ** 63 - 2 ** 20  # torch generators take < 2**64; members add small offsets
 
 
@@ -272,72 +307,64 @@ def _standard(**net) -> NetworkConfig:
     return NetworkConfig(**net)
 
 
-# The settings of the original notebooks (REFERENCE.md section 2).  The guard is on where the
+@dataclass(frozen=True)
+class Preset:
+    """Named settings; which tasks a preset is the paper's for is the task's to say
+    (``src_core.tasks.Task.presets``), so a preset names no task."""
+
+    name: str
+    description: str
+    config: RunConfig
+
+
+# The settings of the original notebooks (docs/paper.md §4).  The guard is on where the
 # notebook has one (restoration, denoising) and off where it has none (inpainting, super-
 # resolution); docs/engine.md lists what still differs from the notebooks, and why.
-PRESETS: dict[str, dict] = {
-    "table1": dict(
-        description="Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook, with its guard; "
-                    "differs: Barbara at 512x512, not reflection-padded to 514; docs/engine.md)",
-        task="random",
-        config=RunConfig(network=_standard(upsample="bilinear"), input_kind="uniform",
-                         lr=0.001, iterations=11000, sigma_p=0.03),
+PRESETS: dict[str, Preset] = {
+    "table1": Preset("table1", "Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook, with its guard; "
+                     "differs: Barbara at 512x512, not reflection-padded to 514; docs/engine.md)",
+        RunConfig(network=_standard(upsample="bilinear"), input_kind="uniform",
+                  lr=0.001, iterations=11000, sigma_p=0.03),
     ),
-    "text": dict(
-        description="Fig. 7 top: text inpainting (Kate; no guard, as the inpainting notebook)",
-        task="inpaint",
-        config=RunConfig(network=_standard(skip_channels=128, upsample="nearest"),
-                         lr=0.01, iterations=6001, sigma_p=0.03, guard=False),
+    "text": Preset("text", "Fig. 7 top: text inpainting (Kate; no guard, as the inpainting notebook)",
+        RunConfig(network=_standard(skip_channels=128, upsample="nearest"),
+                  lr=0.01, iterations=6001, sigma_p=0.03, guard=False),
     ),
-    "vase": dict(
-        description="large-hole inpainting (Vase): meshgrid input, no skips, no guard (as the notebook)",
-        task="inpaint",
-        config=RunConfig(network=_standard(input_channels=2, skip_channels=0, upsample="nearest"),
-                         input_kind="meshgrid", lr=0.01, iterations=5001, sigma_p=0.03, guard=False),
+    "vase": Preset("vase", "large-hole inpainting (Vase): meshgrid input, no skips, no guard (as the notebook)",
+        RunConfig(network=_standard(input_channels=2, skip_channels=0, upsample="nearest"),
+                  input_kind="meshgrid", lr=0.01, iterations=5001, sigma_p=0.03, guard=False),
     ),
-    "library": dict(
-        description="large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels, no guard (as the notebook)",
-        task="inpaint",
-        config=RunConfig(network=_standard(scales=6, input_channels=1,
-                                           down_channels=[16, 32, 64, 128, 128, 128],
-                                           up_channels=[16, 32, 64, 128, 128, 128],
-                                           skip_channels=0, down_kernel=5,
-                                           upsample="nearest", conv_after_join=False),
-                         lr=0.01, iterations=3001, sigma_p=0.0, guard=False),
+    "library": Preset("library", "large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels, no guard (as the notebook)",
+        RunConfig(network=_standard(scales=6, input_channels=1,
+                                    down_channels=[16, 32, 64, 128, 128, 128],
+                                    up_channels=[16, 32, 64, 128, 128, 128],
+                                    skip_channels=0, down_kernel=5,
+                                    upsample="nearest", conv_after_join=False),
+                  lr=0.01, iterations=3001, sigma_p=0.0, guard=False),
     ),
-    "denoise": dict(
-        description="denoising (sigma 25): output is the EMA (0.99) of outputs; with the notebook's guard",
-        task="denoise",
-        config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=3000,
-                         sigma_p=1 / 30, ema=0.99),
+    "denoise": Preset("denoise", "denoising (sigma 25): output is the EMA (0.99) of outputs; with the notebook's guard",
+        RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=3000,
+                  sigma_p=1 / 30, ema=0.99),
     ),
-    "sr4": dict(
-        description="super-resolution x4 (zebra): loss through the Lanczos downsampler; no guard (as the notebook)",
-        task="sr",
-        config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=2000,
-                         sigma_p=0.03, guard=False),
+    "sr4": Preset("sr4", "super-resolution x4 (zebra): loss through the Lanczos downsampler; no guard (as the notebook)",
+        RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=2000,
+                  sigma_p=0.03, guard=False),
     ),
-    "sr8": dict(
-        description="super-resolution x8: as x4, with more steps and more input noise",
-        task="sr",
-        config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=4000,
-                         sigma_p=0.05, guard=False),
+    "sr8": Preset("sr8", "super-resolution x8: as x4, with more steps and more input noise",
+        RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=4000,
+                  sigma_p=0.05, guard=False),
     ),
-    "restore": dict(
-        description="the supplementary material's standard restoration setting (used for "
-                    "deconvolution and your own operators; not a paper experiment)",
-        task="deconvolve",
-        config=RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=2000,
-                         sigma_p=1 / 30),
+    "restore": Preset("restore", "the supplementary material's standard restoration setting (used for "
+                      "deconvolution and your own operators; not a paper experiment)",
+        RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=2000,
+                  sigma_p=1 / 30),
     ),
-    "cpu": dict(
-        description="small and honest CPU setting (NOT the paper's): the text-inpainting net "
-                    "shrunk to 4 scales x 32 channels, 800 steps, early-stop patience 200",
-        task="inpaint",
-        config=RunConfig(network=_standard(scales=4, down_channels=32, up_channels=32,
-                                           skip_channels=32, upsample="nearest"),
-                         lr=0.01, iterations=800, sigma_p=0.03, report_every=25,
-                         es_patience=200),
+    "cpu": Preset("cpu", "small and honest CPU setting (NOT the paper's): the text-inpainting net "
+                  "shrunk to 4 scales x 32 channels, 800 steps, early-stop patience 200",
+        RunConfig(network=_standard(scales=4, down_channels=32, up_channels=32,
+                                    skip_channels=32, upsample="nearest"),
+                  lr=0.01, iterations=800, sigma_p=0.03, report_every=25,
+                  es_patience=200),
     ),
 }
 
@@ -355,5 +382,5 @@ def preset(name: str, **overrides) -> RunConfig:
     """
     if name not in PRESETS:
         raise DIPError(f"unknown preset {name!r}; choose one of {preset_names()}.")
-    cfg = PRESETS[name]["config"].replace(preset=name, **overrides)
+    cfg = PRESETS[name].config.replace(preset=name, **overrides)
     return cfg.validate()

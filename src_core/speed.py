@@ -160,9 +160,9 @@ def network_cost(network_config, channels: int, size) -> dict:
 def _network_cost(network_json: str, channels: int, size: tuple) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .network import NetworkConfig, build_network
+    from .network import build_network, from_dict
 
-    network_config = NetworkConfig(**json.loads(network_json))
+    network_config = from_dict(json.loads(network_json)).validate()
 
     with torch.device("meta"):
         meta_net = build_network(network_config, channels)
@@ -176,7 +176,7 @@ def _network_cost(network_json: str, channels: int, size: tuple) -> dict:
     hooks = [m.register_forward_hook(count) for m in meta_net.modules() if not list(m.children())]
     flops = FlopCounterMode(display=False)
     with torch.no_grad(), flops:
-        out = meta_net(torch.empty((1, network_config.input_channels, *size), device="meta"))
+        out = meta_net(torch.empty((1, *network_config.input_shape(*size)), device="meta"))
     for h in hooks:
         h.remove()
     return {"forward_flops": int(flops.get_total_flops()), "activation_elements": elements,

@@ -34,6 +34,12 @@ class Option:
     default: object
     help: str
     kind: type = int
+    #: what a form shows: its label and the range it offers
+    label: str = ""
+    low: float = 0
+    high: float = 1e9
+    #: an image may stand for the value (a PSF from a bead image)
+    image: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ class Task:
     #: "required": the user paints or loads one; "random": the task draws a Bernoulli mask;
     #: "optional": every pixel is observed unless a mask says otherwise
     mask: str
-    #: the paper's preset (a GPU's default) by the task's options
-    paper_preset: Callable[[dict], str]
+    #: the presets of the paper's experiments of this task; the first is a GPU's default
+    presets: tuple[str, ...]
     classical: str | None
     keep_observed: bool
     #: settings on top of the small ``cpu`` preset when no preset is named on a CPU
@@ -55,6 +61,13 @@ class Task:
     ema: float = 0.0
     options: tuple[Option, ...] = ()
     build: Callable[..., Operator] = lambda **_: Identity()
+    #: which of ``presets`` the task's options call for (default: the first)
+    choose_preset: Callable[[dict], int] = lambda options: 0
+    #: noisy data: early stopping on by default (stop before the noise is fitted)
+    noisy: bool = False
+
+    def paper_preset(self, options: dict) -> str:
+        return self.presets[self.choose_preset(self.resolve(options))]
 
     def operator(self, **options) -> Operator:
         """The task's degradation, for these options (defaults filled in)."""
@@ -72,7 +85,7 @@ class Task:
         """The preset (and settings) when the user names none: the paper's on a GPU, the
         small ``cpu`` preset elsewhere (the paper's settings take hours on a CPU)."""
         if device_type == "cuda":
-            return self.paper_preset(self.resolve(options)), {}
+            return self.paper_preset(options), {}
         return "cpu", dict(self.cpu_settings)
 
 
@@ -88,22 +101,24 @@ def _blur(psf=2.0) -> Blur:
 _NOISY = {"ema": 0.99, "sigma_p": 1 / 30, "early_stop": True}
 
 TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (
-    Task("inpaint", "fill the painted mask", mask="required", paper_preset=lambda o: "text",
+    Task("inpaint", "fill the painted mask", mask="required", presets=("text", "vase", "library"),
          classical="biharmonic", keep_observed=True),
     Task("random", "drop random pixels and restore them", mask="random",
-         paper_preset=lambda o: "table1", classical="biharmonic", keep_observed=True),
-    Task("denoise", "remove noise", mask="optional", paper_preset=lambda o: "denoise",
-         classical="nlm", keep_observed=False, cpu_settings=_NOISY, ema=0.99),
+         presets=("table1",), classical="biharmonic", keep_observed=True),
+    Task("denoise", "remove noise", mask="optional", presets=("denoise",),
+         classical="nlm", keep_observed=False, cpu_settings=_NOISY, ema=0.99, noisy=True),
     Task("sr", "super-resolution: a sharper image, factor times larger", mask="optional",
-         paper_preset=lambda o: "sr8" if o["factor"] >= 8 else "sr4", classical="bicubic",
+         presets=("sr4", "sr8"), choose_preset=lambda o: int(o["factor"] >= 8), classical="bicubic",
          keep_observed=False,
-         options=(Option("factor", 4, "how many times larger along X and Y (the paper: 4, 8)"),),
+         options=(Option("factor", 4, "how many times larger along X and Y (the paper: 4, 8)",
+                         label="SR factor", low=2, high=16),),
          build=lambda factor: Downsample(factor)),
     Task("deconvolve", "remove the blur of a known PSF (microscopy)", mask="optional",
-         paper_preset=lambda o: "restore", classical="richardson-lucy", keep_observed=False,
-         cpu_settings=_NOISY, ema=0.99, headroom=2.0,
+         presets=("restore",), classical="richardson-lucy", keep_observed=False,
+         cpu_settings=_NOISY, ema=0.99, headroom=2.0, noisy=True,
          options=(Option("psf", 2.0, "the point-spread function: a Gaussian sigma in pixels, "
-                         "or an image of it", kind=float),),
+                         "or an image of it", kind=float, label="PSF sigma (px)", low=0.1, high=50.0,
+                         image=True),),
          build=_blur),
 )}
 
@@ -121,6 +136,11 @@ def take_options(task: Task, settings: dict) -> dict:
             if option.name in settings:
                 raise DIPError(f"{option.name!r} is an option of task {other.name!r}, not of {task.name!r}.")
     return options
+
+
+def preset_task(preset: str) -> str | None:
+    """The task whose paper experiment ``preset`` is (None: a preset for any task, as ``cpu``)."""
+    return next((t.name for t in TASKS_BY_NAME.values() if preset in t.presets), None)
 
 
 def get_task(name: str) -> Task:

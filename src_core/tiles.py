@@ -93,7 +93,7 @@ def choose_tile(config, channels: int, device: torch.device, factor: int = 1, sh
 
     amp = speed.resolve_precision(config.precision, device)
     free = speed.available_memory(device)
-    multiple = 2 ** config.network.scales
+    multiple = config.network.multiple()
     best = max(multiple, config.network.min_size())
     side = best
     while side <= 16384:

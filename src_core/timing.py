@@ -79,7 +79,7 @@ def padded_output(config, operator, observed_hw: tuple) -> tuple:
     operator's margin, padded to a multiple of 2**scales): what a step costs is of this size."""
     from .operators import padded_grid
 
-    return padded_grid(tuple(observed_hw), operator.factor, operator.margin, 2 ** config.network.scales).output
+    return padded_grid(tuple(observed_hw), operator.factor, operator.margin, config.network.multiple()).output
 
 
 # ----------------------------------------------------------------------------- the cache

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import src_core
-from src_core import DIPBatch, DIPError, DIPRun, RunConfig, make_config, restore, text_mask
+from src_core import DIPEnsemble, DIPError, DIPRun, RunConfig, make_config, restore, text_mask
 from src_core.cli import main
 from src_core.io import read_image, write_image
 from src_core.masks import load_mask
@@ -188,11 +188,11 @@ def test_the_engine_refuses_what_it_cannot_take(tiny):
     with pytest.raises(DIPError, match="True/False or 0/1"):
         DIPRun(img, np.full((32, 32), 0.5), tiny())
     with pytest.raises(DIPError, match="3 masks for 2 images"):
-        DIPBatch(np.stack([img, img]), np.ones((3, 1, 32, 32), bool), tiny())
+        DIPEnsemble(np.stack([img, img]), np.ones((3, 1, 32, 32), bool), tiny())
     with pytest.raises(DIPError, match="at least one image"):
-        DIPBatch(np.zeros((0, 1, 32, 32), np.float32), None, tiny())
+        DIPEnsemble(np.zeros((0, 1, 32, 32), np.float32), None, tiny())
     with pytest.raises(DIPError, match="references of shape"):
-        DIPBatch(np.stack([img, img]), None, tiny(), references=np.stack([img] * 3))
+        DIPEnsemble(np.stack([img, img]), None, tiny(), references=np.stack([img] * 3))
 
 
 def test_a_bad_font_is_a_clear_error(tmp_path):

@@ -82,7 +82,7 @@ def test_each_task_names_a_preset_that_exists_and_fits_it():
     from src_core.tasks import TASKS_BY_NAME
 
     for task in TASKS_BY_NAME.values():
-        name = task.paper_preset(task.resolve({}))
+        name = task.paper_preset({})
         assert name in src_core_presets()
         assert task.default_preset("cpu", {})[0] == "cpu"
     assert TASKS_BY_NAME["sr"].default_preset("cuda", {"factor": 8}) == ("sr8", {})

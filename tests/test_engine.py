@@ -69,7 +69,7 @@ def test_guard_restores_the_last_good_weights_after_a_blow_up(tiny, small_image)
         if isinstance(event, Recovery):
             recovered = event
             restored = [p.detach().clone() for p in run.network.parameters()]
-            good = run._saved_weights
+            good = run.fit.guard_.weights
             assert all(torch.equal(a, b) for a, b in zip(restored, good))
             assert not any(torch.equal(a, b) for a, b in zip(restored, wrecked) if a.numel() > 1)
         if isinstance(event, Finished):
@@ -125,7 +125,7 @@ def test_the_window_variance_from_running_sums_is_the_exact_variance():
     """ES-WMV keeps running sums; over many turns of the window its variance log must stay the
     exact one (float64, from the last W outputs), and the kept estimate must be the argmin's."""
     from src_core.config import RunConfig
-    from src_core.engine import _WindowVariance
+    from src_core.engine.stopping import WindowVariance
 
     rng = np.random.default_rng(0)
     window, total = 7, 60
@@ -133,7 +133,7 @@ def test_the_window_variance_from_running_sums_is_the_exact_variance():
     steps = [0.5 + 0.3 * np.sin(np.arange(48) / 5.0) + 1e-3 * rng.standard_normal(48) / (1 + it)
              for it in range(total)]
     outputs = [torch.tensor(s.reshape(1, 3, 4, 4), dtype=torch.float32) for s in steps]
-    es = _WindowVariance(RunConfig(es_window=window), outputs[0], total)
+    es = WindowVariance(RunConfig(es_window=window), outputs[0], total)
     for it, out in enumerate(outputs, start=1):
         es.push(it, out, estimate=out + 1.0)
         if it == 31:  # a checkpoint from before the running sums: the window alone, sums remade
@@ -337,12 +337,12 @@ def test_step_graph_is_cuda_only_and_adam_only(tiny, small_image):
 
 @pytest.mark.parametrize("strategy", ["vmap", "loop"])
 def test_batched_run_equals_sequential_runs_with_the_same_seeds(tiny, small_image, strategy):
-    from src_core import DIPBatch
+    from src_core import DIPEnsemble
 
     images = np.stack([small_image[None], small_image.T[::-1][None].copy()])
     masks = np.stack([bernoulli_mask((32, 32), 0.5, s)[None] for s in (0, 1)])
     cfg = tiny(iterations=4, precision="float32", memory_format="contiguous", guard_every=2)
-    batch = DIPBatch(images, masks, cfg, references=images, seeds=[3, 9], strategy=strategy).run()
+    batch = DIPEnsemble(images, masks, cfg, references=images, seeds=[3, 9], strategy=strategy).run()
     assert batch.histories[0].fast_path["batch_strategy"] == strategy
     for i, seed in enumerate([3, 9]):
         single = DIPRun(images[i], masks[i], cfg.replace(seed=seed), reference=images[i]).run()
@@ -352,10 +352,10 @@ def test_batched_run_equals_sequential_runs_with_the_same_seeds(tiny, small_imag
 
 
 def test_batched_restarts_are_averaged(tiny, small_image):
-    from src_core import DIPBatch
+    from src_core import DIPEnsemble
 
     images = np.repeat(small_image[None, None], 3, axis=0)
-    fin = DIPBatch(images, bernoulli_mask((32, 32), 0.5, 0), tiny(iterations=6),
+    fin = DIPEnsemble(images, bernoulli_mask((32, 32), 0.5, 0), tiny(iterations=6),
                    references=images).run()
     assert fin.outputs.shape == (3, 1, 32, 32)
     assert not np.allclose(fin.outputs[0], fin.outputs[1])  # different seeds, different fits
@@ -364,10 +364,10 @@ def test_batched_restarts_are_averaged(tiny, small_image):
 
 
 def test_batched_guard_restores_only_the_member_that_blew_up(tiny, small_image):
-    from src_core import DIPBatch
+    from src_core import DIPEnsemble
 
     images = np.repeat(small_image[None, None], 2, axis=0)
-    run = DIPBatch(images, None, tiny(iterations=30, guard_every=5, sigma_p=0.0))
+    run = DIPEnsemble(images, None, tiny(iterations=30, guard_every=5, sigma_p=0.0))
     recoveries = []
     for event in run:
         if event.kind == "progress" and event.iteration == 15:
@@ -380,7 +380,7 @@ def test_batched_guard_restores_only_the_member_that_blew_up(tiny, small_image):
 
 
 def run_params(run):
-    return run._members.params
+    return run.fit.members.params
 
 
 def test_memory_need_is_checked_before_starting(tiny, monkeypatch):

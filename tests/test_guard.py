@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from src_core import DIPError, DIPRun, Finished, Progress, Recovery
-from src_core.engine import _Guard, _Members, _psnr_from_mse
+from src_core.engine.guard import Guard
+from src_core.engine.members import Members
+from src_core.engine.metrics import psnr_from_mse
 
 
 def _run(run, at=None, wreck=None):
@@ -68,8 +70,8 @@ def _guard_checking(start_db: float):
     from conftest import tiny_config
 
     cfg = tiny_config(guard_drop_db=5.0)
-    members = _Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
-    guard = _Guard(cfg, members, [1.0])
+    members = Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
+    guard = Guard(cfg, members, [1.0])
     optimizer = torch.optim.Adam(members.params, lr=0.01)
     out = torch.rand(1, 1, 8, 8)
     guard.start(out)
@@ -125,7 +127,7 @@ def test_a_learning_rate_that_always_diverges_is_refused_with_advice(tiny, small
     with pytest.raises(DIPError, match="lr=10 is too high"):
         for event in run:
             events.append(event)
-    assert len([e for e in events if isinstance(e, Recovery)]) == _Guard.MAX_FALLS
+    assert len([e for e in events if isinstance(e, Recovery)]) == Guard.MAX_FALLS
 
 
 def test_without_the_guard_a_non_finite_output_is_an_error_not_zeros(tiny, small_image):
@@ -135,7 +137,7 @@ def test_without_the_guard_a_non_finite_output_is_an_error_not_zeros(tiny, small
 
 
 def test_psnr_of_a_nan_loss_is_not_a_number():
-    assert not math.isfinite(_psnr_from_mse(float("nan")))
+    assert not math.isfinite(psnr_from_mse(float("nan")))
 
 
 def test_damped_restore_clears_the_momentum_and_keeps_the_larger_second_moments():
@@ -144,8 +146,8 @@ def test_damped_restore_clears_the_momentum_and_keeps_the_larger_second_moments(
     from conftest import tiny_config
 
     cfg = tiny_config(guard_restore="damped")
-    members = _Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
-    guard = _Guard(cfg, members, [1.0])
+    members = Members(cfg, 1, [0], torch.device("cpu"), torch.contiguous_format, "loop")
+    guard = Guard(cfg, members, [1.0])
     optimizer = torch.optim.Adam(members.params, lr=0.01)
     z = torch.rand(1, cfg.network.input_channels, 16, 16)
     members.forward(z).square().mean().backward()

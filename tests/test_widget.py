@@ -574,7 +574,7 @@ def test_preset_fills_fields_and_keeps_hidden_settings(viewer):
     widget = make_widget(viewer)
     for name in ("table1", "vase", "library"):
         widget.preset.value = name
-        cfg = PRESETS[name]["config"]
+        cfg = PRESETS[name].config
         assert widget.lr.value == pytest.approx(cfg.lr)
         assert widget.iterations.value == cfg.iterations
         assert widget.scales.value == cfg.network.scales
@@ -585,7 +585,7 @@ def test_preset_fills_fields_and_keeps_hidden_settings(viewer):
     assert isinstance(widget.build_config().network.down_channels, list)  # library's lists
     widget.scales.value = 4   # per-scale lists follow the depth
     built = widget.build_config()
-    assert built.network.down_channels == PRESETS["library"]["config"].network.down_channels[:4]
+    assert built.network.down_channels == PRESETS["library"].config.network.down_channels[:4]
     widget.channels.value = 24  # a changed field overrides the preset at every scale
     assert widget.build_config().network.down_channels == 24
 

@@ -584,7 +584,7 @@ def run_dip(image_chw: np.ndarray, mask_hw: np.ndarray | None, reference_chw: np
 
 def run_dip_restarts(image_chw: np.ndarray, masks_hw: list, reference_chw: np.ndarray, config, seeds,
                      progress=None) -> list[DIPOutcome]:
-    """Several seeds of :func:`run_dip` on one image as one batch of networks (``DIPBatch``).
+    """Several seeds of :func:`run_dip` on one image as one batch of networks (``DIPEnsemble``).
 
     Each member is built, drawn and masked exactly as its single run would
     be, so the results are those runs' (up to the order of floating-point
@@ -592,11 +592,11 @@ def run_dip_restarts(image_chw: np.ndarray, masks_hw: list, reference_chw: np.nd
     device and size (slower at 512x512 on an H100, docs/benchmarks.md).
     ``wall_s`` of each is the batch's time divided by K.
     """
-    from ..engine import DIPBatch
+    from ..engine import DIPEnsemble
 
     k = len(seeds)
     images = np.repeat(image_chw[None], k, axis=0)
-    batch = DIPBatch(images, np.stack([m[None] for m in masks_hw]), config, references=reference_chw,
+    batch = DIPEnsemble(images, np.stack([m[None] for m in masks_hw]), config, references=reference_chw,
                      seeds=list(seeds))
     t0 = time.perf_counter()
     finished = None

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .errors import DIPError
+from ..errors import DIPError
+from .base import (MAX_CHANNELS, MAX_KERNEL, MAX_SCALES, Generator, check_choice, check_flags,
+                   not_whole, per_scale, whole_in)
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 DOWNSAMPLE_MODES = ("stride", "avg", "max", "lanczos2", "lanczos3")
@@ -35,36 +37,8 @@ PER_SCALE_FIELDS = ("down_channels", "up_channels", "skip_channels", "down_kerne
                     "skip_kernel", "upsample", "downsample")
 
 
-#: bounds far beyond any useful network, so that a typo fails here and not in torch
-MAX_SCALES = 12
-MAX_CHANNELS = 4096
-MAX_KERNEL = 31
-
-
-def _not_whole(value) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int)
-
-
-def _whole_in(name, value, low, high, shown=None) -> None:
-    if _not_whole(value) or not low <= value <= high:
-        raise DIPError(f"{name} must be whole numbers from {low} to {high} "
-                       f"(got {value if shown is None else shown!r}).")
-
-
-def _per_scale(value, scales: int, name: str) -> list:
-    """Expand a scalar to one value per scale; check a list has one per scale."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != scales:
-            raise DIPError(
-                f"{name} has {len(value)} entries but the network has {scales} scales; "
-                f"give one value per scale or a single number for all."
-            )
-        return list(value)
-    return [value] * scales
-
-
 @dataclass
-class NetworkConfig:
+class NetworkConfig(Generator):
     """Every option of the original ``skip`` network; lists are per scale.
 
     A single number for a per-scale field means "the same at every scale".
@@ -86,40 +60,32 @@ class NetworkConfig:
     conv_after_join: bool = True
     sigmoid: bool = True
     bias: bool = True
-    #: the generator, by name in :data:`NETWORKS` (saved only when not the default skip net,
-    #: so configurations written before the registry are unchanged)
-    architecture: str = "skip"
+
+    architecture = "skip"
 
     def validate(self) -> "NetworkConfig":
         """Return a copy with every per-scale field expanded to a list, or raise."""
-        if not isinstance(self.architecture, str) or self.architecture not in NETWORKS:
-            raise DIPError(f"architecture must be one of {tuple(NETWORKS)} (got {self.architecture!r}).")
-        _whole_in("scales", self.scales, 1, MAX_SCALES)
-        _whole_in("input_channels", self.input_channels, 1, MAX_CHANNELS)
+        whole_in("scales", self.scales, 1, MAX_SCALES)
+        whole_in("input_channels", self.input_channels, 1, MAX_CHANNELS)
         s = self.scales
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in PER_SCALE_FIELDS:
-            out[name] = _per_scale(out[name], s, name)
+            out[name] = per_scale(out[name], s, name)
         for name in ("down_channels", "up_channels"):
             for c in out[name]:
-                _whole_in(name, c, 1, MAX_CHANNELS, out[name])
+                whole_in(name, c, 1, MAX_CHANNELS, out[name])
         for c in out["skip_channels"]:
-            _whole_in("skip_channels", c, 0, MAX_CHANNELS, out["skip_channels"])
+            whole_in("skip_channels", c, 0, MAX_CHANNELS, out["skip_channels"])
         for name in ("down_kernel", "up_kernel", "skip_kernel"):
-            if any(_not_whole(k) or not 1 <= k <= MAX_KERNEL or k % 2 == 0 for k in out[name]):
+            if any(not_whole(k) or not 1 <= k <= MAX_KERNEL or k % 2 == 0 for k in out[name]):
                 raise DIPError(f"{name} must be odd whole numbers from 1 to {MAX_KERNEL} "
                                f"(got {out[name]!r}).")
         for name, allowed in (("upsample", UPSAMPLE_MODES), ("downsample", DOWNSAMPLE_MODES)):
             for value in out[name]:
-                if not isinstance(value, str) or value not in allowed:
-                    raise DIPError(f"{name} must be one of {allowed} (got {value!r}).")
-        for name, allowed in (("activation", ACTIVATIONS), ("padding", PADDINGS)):
-            value = getattr(self, name)
-            if not isinstance(value, str) or value not in allowed:
-                raise DIPError(f"{name} must be one of {allowed} (got {value!r}).")
-        for name in ("conv_after_join", "sigmoid", "bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
+                check_choice(name, value, allowed)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("padding", self.padding, PADDINGS)
+        check_flags(self, ("conv_after_join", "sigmoid", "bias"))
         return NetworkConfig(**out)
 
     def with_scales(self, scales: int) -> "NetworkConfig":
@@ -144,30 +110,17 @@ class NetworkConfig:
         need = deepest_pad + 1 if v.padding == "reflection" else 1
         return (2 ** v.scales) * need
 
-    def context(self) -> int:
-        """Pixels of known image to keep around a hole when restoring only its surroundings:
-        two cells of the deepest scale, the width over which that scale mixes pixels."""
-        return 2 * 2 ** self.validate().scales
+    def width(self) -> int:
+        v = self.validate()
+        return max(v.down_channels + v.up_channels)
 
-    def to_dict(self) -> dict:
-        return without_default_architecture(asdict(self))
+    def with_width(self, channels: int) -> "NetworkConfig":
+        out = copy.deepcopy(self)
+        out.down_channels = out.up_channels = channels
+        return out
 
-    def size_problem(self, height: int, width: int) -> str | None:
-        """Why an image of this size cannot go through the network (None if it can), with advice."""
-        need = self.min_size()
-        if min(height, width) >= need:
-            return None
-        fits = [s for s in range(self.scales - 1, 0, -1)
-                if min(height, width) >= (2 ** s) * (need // 2 ** self.scales)]
-        advice = (f"use at most {fits[0]} scales (scales={fits[0]})" if fits else
-                  "it is too small for any network of this kind; give a larger image")
-        return (f"an image of {height}x{width} pixels is too small for a {self.scales}-scale network "
-                f"(it needs at least {need} pixels per side): {advice}.")
-
-    def check_fits(self, height: int, width: int) -> None:
-        problem = self.size_problem(height, width)
-        if problem:
-            raise DIPError(problem)
+    def build(self, output_channels: int, memory_format=None) -> "SkipNet":
+        return SkipNet(self, output_channels, channels_last_head=memory_format == torch.channels_last)
 
 
 class Swish(nn.Module):
@@ -341,31 +294,3 @@ class SkipNet(nn.Module):
             return self.head(y)
         weight = self.head.weight.flatten(1)
         return F.linear(y.permute(0, 2, 3, 1), weight, self.head.bias).permute(0, 3, 1, 2)
-
-
-#: the generators by name; ``NetworkConfig.architecture`` picks one (the skip net is the paper's)
-NETWORKS: dict[str, type] = {"skip": SkipNet}
-
-
-def build_network(config: NetworkConfig | None = None, output_channels: int = 1,
-                  memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
-    """Build the generator that ``config.architecture`` names, for data in ``memory_format``.
-
-    >>> net = build_network(NetworkConfig(), output_channels=1)
-    >>> count_parameters(net)
-    2217573
-    """
-    config = (config or NetworkConfig()).validate()
-    return NETWORKS[config.architecture](config, output_channels,
-                                          channels_last_head=memory_format == torch.channels_last)
-
-
-def without_default_architecture(network: dict) -> dict:
-    """A network's settings as saved: ``architecture`` only when it is not the default."""
-    if network.get("architecture") == "skip":
-        network = {k: v for k, v in network.items() if k != "architecture"}
-    return network
-
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
