@@ -1,7 +1,7 @@
 """The "skip" hourglass network of Deep Image Prior (Ulyanov et al., CVPR 2018).
 
 Built from the architecture description in the paper's supplementary material
-and REFERENCE.md section 2.  Per scale i (0 = full resolution):
+and docs/paper.md §3.  Per scale i (0 = full resolution):
 
 * skip branch: conv k_s -> n_s[i], BN, act (absent when n_s[i] == 0);
 * down branch: conv k_d stride 2 -> n_d[i], BN, act; conv k_d, BN, act; the

@@ -32,7 +32,7 @@ from ..io import atomic_path, write_text
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
-#: Table 1 of Ulyanov et al. (CVPR 2018), 50% of pixels missing, PSNR in dB (REFERENCE.md section 1).
+#: Table 1 of Ulyanov et al. (CVPR 2018), 50% of pixels missing, PSNR in dB (docs/paper.md §1).
 TABLE1_IMAGES = ("barbara", "boat", "house", "lena", "peppers", "cameraman", "couple", "fingerprint",
                  "hill", "man", "montage")
 PAPER_DIP = {"barbara": 32.22, "boat": 33.06, "house": 39.16, "lena": 36.16, "peppers": 33.05,
@@ -55,7 +55,7 @@ def setting_label(preset: str, overrides: dict, details: str) -> tuple[str, bool
     ``details`` describes what the preset changes (for quick and tiny).
     """
     if preset == "paper" and not overrides:
-        return "paper preset: the paper's settings (full-size images, REFERENCE.md section 2)", True
+        return "paper preset: the paper's settings (full-size images, docs/paper.md §4)", True
     if preset == "paper":
         return (f"paper preset with overrides {_fmt_overrides(overrides)}: {NOT_PAPER} "
                 "(exactly)"), False

@@ -54,7 +54,7 @@ SOURCES = {
 }
 
 PAPER_NUMBERS = {
-    "kate": "competitor in the paper: Shepard networks; its numbers are not quoted in REFERENCE.md (compare visually)",
+    "kate": "competitor in the paper: Shepard networks; its numbers are not quoted in docs/paper.md (compare visually)",
     "barbara": "the paper's Table 1: DIP 32.22 dB, Papyan et al. 28.14 dB (full-size image)",
 }
 

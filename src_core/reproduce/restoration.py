@@ -30,9 +30,9 @@ import numpy as np
 from . import common as C
 from .figures import plot_curve_grid, plot_image_rows
 
-#: what the paper and its supplement report, as quoted in REFERENCE.md section 2
+#: what the paper and its supplement report, as docs/paper.md §5 quotes it
 PAPER_DENOISE = ("the paper: 29.22 dB for the last output, 30.43 dB for the exponential average of "
-                 "outputs, 31.00 dB with two runs averaged (REFERENCE.md section 2)")
+                 "outputs, 31.00 dB with two runs averaged (docs/paper.md §5)")
 
 _SMALL_NET = dict(down_channels=32, up_channels=32, report_every=25)
 _TINY_NET = dict(scales=2, down_channels=8, up_channels=8, skip_channels=2, report_every=2,
@@ -97,7 +97,7 @@ COMMANDS = {c.name: c for c in (
     _Command("sr", ("dip", "zebra_GT.png"), "Super-resolution (zebra)", "input | classical | DIP | original",
              ("bicubic", "nearest"),
              dict(downsample="Pillow LANCZOS", baseline="Pillow BICUBIC", operator="lanczos2"),
-             "The paper reports SR on Set5/Set14 and shows zebra as a figure; REFERENCE.md gives no zebra "
+             "The paper reports SR on Set5/Set14 and shows zebra as a figure; docs/paper.md gives no zebra "
              "number, so the comparison here is the notebook's own: bicubic upsampling of the same "
              "low-resolution image.",
              engine_preset=lambda unit: "sr8" if unit >= 8 else "sr4", unit_id=lambda unit: f"sr_x{unit}",
