@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import DIPError
-from .network import NETWORKS, Generator, NetworkConfig, from_dict as network_from_dict
+from .network import NETWORKS, Generator, NetworkConfig, from_dict as network_from_dict, network_settings
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 OPTIMIZERS = ("adam", "lbfgs")
@@ -199,9 +199,7 @@ class RunConfig:
         overrides = dict(overrides)
         architecture = overrides.pop("architecture", overrides.pop("network.architecture", None))
         if architecture is not None and architecture != new.network.architecture:
-            if not isinstance(architecture, str) or architecture not in NETWORKS:
-                raise DIPError(f"architecture must be one of {tuple(NETWORKS)} (got {architecture!r}).")
-            new.network = NETWORKS[architecture]()
+            new.network = network_settings(architecture)
         net_names = new.network.field_names()
         run_names = {f.name for f in fields(RunConfig)}
         for key, value in overrides.items():

@@ -47,9 +47,6 @@ class DecoderConfig(Generator):
         check_flags(self, ("sigmoid", "bias"))
         return copy.deepcopy(self)
 
-    def min_size(self) -> int:
-        return self.multiple()
-
     def input_shape(self, height: int, width: int) -> tuple[int, int, int]:
         m = self.multiple()
         return self.input_channels, height // m, width // m
