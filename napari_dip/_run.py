@@ -193,6 +193,8 @@ class LayerRun:
                 if self.step_shown:  # the step's message ("setting up...") is over
                     self.activity.set_description(name)
                     self.step_shown = False
+                    if self.activity is None:  # the run finished in the events that call handled
+                        return
                 self.activity.update(self.done_iterations(update) - self.activity.n)
             elif update.message:
                 self.activity.set_description(f"{name}: {update.message}")
