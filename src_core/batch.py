@@ -304,17 +304,32 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     skipped; ones finished with others are refused unless ``overwrite``.  Returns the
     :class:`BatchSummary` (also written as ``batch_summary.json``).
     """
-    from distributed import as_completed
-
-    from .api import make_config
     from .io import check_writable, json_default, write_text
-    from .tasks import get_task, take_options
 
     items = list(items)
     output_dir = Path(output_dir)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DIPError(f"workers must be a whole number >= 1 (got {workers!r}); leave it out for one a core.")
     settings = {"threads": 1, **settings}  # one thread a worker: workers, not threads, use the cores
+    _check_batch(items, output_dir, settings)
+    check_writable(output_dir)
+    summary = BatchSummary()
+    pending = _pending(items, output_dir, settings, summary, overwrite)
+    t0 = time.perf_counter()
+    if pending:
+        _run_pending(pending, settings, output_dir, client, workers, callback, summary)
+    summary.seconds = time.perf_counter() - t0
+    summary.stacks = write_stacks(items, output_dir)
+    write_text(output_dir / "batch_summary.json",
+               json.dumps(summary.__dict__, indent=1, default=json_default))
+    return summary
+
+
+def _check_batch(items, output_dir: Path, settings: dict) -> None:
+    """Every setting and every item checked once, before anything is submitted."""
+    from .api import make_config
+    from .tasks import get_task, take_options
+
     if settings.get("mask_observed", "white") not in ("white", "black"):
         raise DIPError(f"mask_observed must be 'white' or 'black' (got {settings['mask_observed']!r}).")
     for item in items:
@@ -333,8 +348,11 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
         from .tiles import settle_overlap
 
         settle_overlap(settings["tile"], settings.get("overlap"), config.network, int(options.get("factor", 1)))
-    check_writable(output_dir)
-    summary = BatchSummary()
+
+
+def _pending(items, output_dir: Path, settings: dict, summary: BatchSummary, overwrite: bool) -> list:
+    """(item, fingerprint) of the items to run; those finished with these settings are skipped,
+    those finished with others refused unless ``overwrite``."""
     pending = []
     other = []  # finished earlier, with other settings or inputs
     for item in items:
@@ -346,30 +364,30 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
         raise DIPError(f"{len(other)} image(s) have results in {output_dir} from other settings or inputs "
                        f"({', '.join(other[:5])}{' ...' if len(other) > 5 else ''}); pass overwrite=True "
                        "(--overwrite) to replace them, or choose another output folder.")
-    t0 = time.perf_counter()
+    return pending
+
+
+def _run_pending(pending, settings: dict, output_dir: Path, client, workers, callback, summary: BatchSummary):
+    """Submit the items (to ``client``, or a local cluster made for them) and gather their entries."""
+    from distributed import as_completed
+
     own = None
-    if pending:
-        if client is None:
-            client, own = _local_cluster(workers)
-        summary.workers = len(client.scheduler_info().get("workers", {}))
-        summary.dashboard = dashboard(client)
-        try:
-            futures = [client.submit(run_item, item, settings, str(output_dir), fp, pure=False, retries=1,
-                                     key=f"dip-{item.name}-{fp}") for item, fp in pending]
-            for future in as_completed(futures):
-                entry = future.result()
-                (summary.failed if "error" in entry else summary.done).append(entry)
-                if callback is not None:
-                    callback(entry)
-        finally:
-            if own is not None:
-                client.close()
-                own.close()
-    summary.seconds = time.perf_counter() - t0
-    summary.stacks = write_stacks(items, output_dir)
-    write_text(output_dir / "batch_summary.json",
-               json.dumps(summary.__dict__, indent=1, default=json_default))
-    return summary
+    if client is None:
+        client, own = _local_cluster(workers)
+    summary.workers = len(client.scheduler_info().get("workers", {}))
+    summary.dashboard = dashboard(client)
+    try:
+        futures = [client.submit(run_item, item, settings, str(output_dir), fp, pure=False, retries=1,
+                                 key=f"dip-{item.name}-{fp}") for item, fp in pending]
+        for future in as_completed(futures):
+            entry = future.result()
+            (summary.failed if "error" in entry else summary.done).append(entry)
+            if callback is not None:
+                callback(entry)
+    finally:
+        if own is not None:
+            client.close()
+            own.close()
 
 
 def write_stacks(items, output_dir: Path) -> list[str]:

@@ -83,7 +83,7 @@ class Poisson(Fidelity):
     """The negative Poisson log-likelihood of photon counts, as the deviance per pixel.
 
     The engine works in [0, 1] units; ``photons_per_unit`` and ``photons_at_zero`` say how
-    many photons a unit and the unit's zero are (:func:`src_core.api.prepare` derives them
+    many photons a unit and the unit's zero are (:func:`src_core.preparation.prepare` derives them
     from the input's scaling and the camera's gain and offset).  With ``lam`` the photons
     the prediction expects and ``n`` those counted, a pixel's term is
     ``lam - n - n * log(lam / n)`` (0 at ``lam == n``, and ``lam`` where ``n == 0``), which

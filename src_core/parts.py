@@ -1,7 +1,7 @@
 """Independent one-slice problems run in turn here, or all at once on a Dask cluster.
 
 A stack's slices and a large image's tiles are both lists of one-slice
-:class:`~src_core.api.Problem` parts, so one loop serves both: here, with
+:class:`~src_core.problem.Problem` parts, so one loop serves both: here, with
 every engine event as it comes; or on a ``distributed.Client``, where each
 part is one task and its answer arrives when it finishes (in any order).
 A :class:`PartStore` keeps finished parts on disk so a later call skips them,

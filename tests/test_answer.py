@@ -6,7 +6,7 @@ import pytest
 
 import src_core
 from src_core import DIPError, bernoulli_mask, make_config, restore
-from src_core.api import blend_weight
+from src_core.problem import blend_weight
 from src_core.cli import main
 
 TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2,
@@ -226,12 +226,12 @@ def test_a_run_cut_short_says_more_iterations_would_help(tmp_path, capsys):
 def test_a_problems_estimate_times_its_classical_answers_and_the_run_reuses_them(tmp_path, monkeypatch):
     """The estimate runs slice 0's classical answers for real (their time is part of the run's),
     and the run takes them from there instead of computing them again."""
-    import src_core.api
+    import src_core.problem
 
     monkeypatch.setenv("DIP_CACHE_DIR", str(tmp_path))
     calls = []
-    real = src_core.api.classical_answer
-    monkeypatch.setattr(src_core.api, "classical_answer", lambda *a: calls.append(a[0]) or real(*a))
+    real = src_core.problem.classical_answer
+    monkeypatch.setattr(src_core.problem, "classical_answer", lambda *a: calls.append(a[0]) or real(*a))
     image = _photo()
     problem = src_core.prepare(image, task="random", preset="cpu", scales=2, down_channels=8, up_channels=8,
                                iterations=10, device="cpu", threads=1)

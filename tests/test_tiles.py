@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import src_core
-from src_core import DIPError, api
+from src_core import DIPError, tiled
 from src_core.tiles import plan, spans, tile_starts
 
 TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=10,
@@ -41,7 +41,7 @@ def test_blending_leaves_no_seam(monkeypatch):
             value = np.float32(0.1 + 0.8 * (len(calls) % 2))  # alternate 0.1 and 0.9 between tiles
             yield "answer", index, (np.full_like(part.images[0], value), src_core.History(), None)
 
-    monkeypatch.setattr(api, "solve_parts", constant_per_tile)
+    monkeypatch.setattr(tiled, "solve_parts", constant_per_tile)
     image = np.full((200, 180), 0.5, np.float32)
     overlap = 40
     result = src_core.restore_tiled(image, task="denoise", tile=96, overlap=overlap, **TINY)
@@ -58,13 +58,13 @@ def test_inpainting_runs_only_the_damaged_tiles_and_keeps_the_rest(monkeypatch):
     mask = np.ones((128, 128), bool)
     mask[5:15, 5:15] = False
     runs = []
-    real = api.solve_parts
+    real = tiled.solve_parts
 
     def counting(parts, **kwargs):
         runs.extend(part.images.shape for _, part in parts)
         yield from real(parts, **kwargs)
 
-    monkeypatch.setattr(api, "solve_parts", counting)
+    monkeypatch.setattr(tiled, "solve_parts", counting)
     result = src_core.restore_tiled(image, mask, tile=64, overlap=16, **TINY)
     assert runs == [(1, 1, 64, 64)]  # 9 tiles, one holds the hole
     assert result.image.dtype == np.uint8 and result.image.shape == image.shape

@@ -138,6 +138,38 @@ def build_spec(images, masks=None, config: RunConfig | None = None, references=N
         raise DIPError("checkpoints are made for Adam runs; use optimizer='adam' or no checkpoint.")
     device = resolve_device(config.device)
     threads = speed.resolve_threads(threads, device)
+    check_keep_observed(keep_observed, operator)
+    chws, masks, held, refs, seeds, output_shape = _members(images, masks, validation, references, seeds,
+                                                            operator, config)
+    k = len(chws)
+    if strategy not in ("auto", "vmap", "loop"):
+        raise DIPError(f"strategy must be 'auto', 'vmap' or 'loop' (got {strategy!r}).")
+    strategy = ("loop" if device.type == "cpu" else "vmap") if strategy == "auto" else strategy
+    if k > 1 and config.optimizer != "adam":
+        raise DIPError("runs of several members use Adam; run L-BFGS one image at a time (DIPRun).")
+    if k > 1 and config.early_stop:
+        raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
+    c, h, w = output_shape
+    config.network.check_fits(h, w)
+    amp, memory_format, compile_mode, graph = _kernels(config, device)
+    grid = padded_grid(chws[0].shape[-2:], operator.factor, operator.margin, config.network.multiple())
+    if output_shape[1:] != tuple(operator.factor * n for n in chws[0].shape[-2:]):
+        raise DIPError(f"{operator!r}.output_shape {output_shape} is not the observation "
+                       f"{chws[0].shape} enlarged by its factor ({operator.factor}); "
+                       "a size-changing operator sets factor and keeps the default output_shape.")
+    check_maps(operator, c, grid.output, grid.observation)
+    window = config.early_stop and held is None  # the window, its best, float64 sums and shift
+    extra = ((1 if config.ema > 0 else 0) + (config.es_window + 7 if window else 0)
+             + (1 if config.guard else 0) + (3 if held is not None or keep_observed else 0))
+    need = speed.check_memory(config.network, c, grid.output, amp, device, members=k, extra_images=extra)
+    return RunSpec(config, chws, masks, held, refs, seeds, bool(keep_observed), operator,
+                   fidelity, float(psnr_peak), output_shape, device, threads, amp, memory_format,
+                   compile_mode if k == 1 else False, graph, strategy, grid, need)
+
+
+def _members(images, masks, validation, references, seeds, operator: Operator, config: RunConfig):
+    """Each member's checked (C, H, W) image, mask, held-out pixels, reference and seed (tuples),
+    and the answer's shape."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise DIPError(f"a run of several members needs (K, C, H, W) images (got shape {images.shape}).")
@@ -157,7 +189,6 @@ def build_spec(images, masks=None, config: RunConfig | None = None, references=N
                                              "per image."), chws)]
         if any((v & m).any() for v, m in zip(held, masks)):
             raise DIPError("validation pixels must be held out of the mask (disjoint from it).")
-    check_keep_observed(keep_observed, operator)
     refs = None
     if references is not None:
         refs = np.asarray(references)
@@ -172,35 +203,20 @@ def build_spec(images, masks=None, config: RunConfig | None = None, references=N
     seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(k)]
     if len(seeds) != k:
         raise DIPError(f"{len(seeds)} seeds for {k} images; give one seed per image.")
-    if strategy not in ("auto", "vmap", "loop"):
-        raise DIPError(f"strategy must be 'auto', 'vmap' or 'loop' (got {strategy!r}).")
-    strategy = ("loop" if device.type == "cpu" else "vmap") if strategy == "auto" else strategy
-    if k > 1 and config.optimizer != "adam":
-        raise DIPError("runs of several members use Adam; run L-BFGS one image at a time (DIPRun).")
-    if k > 1 and config.early_stop:
-        raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
-    c, h, w = output_shape
-    config.network.check_fits(h, w)
+    return (tuple(chws), tuple(masks), None if held is None else tuple(held),
+            None if refs is None else tuple(refs), tuple(seeds), output_shape)
+
+
+def _kernels(config: RunConfig, device):
+    """How the run computes on ``device``: (autocast dtype, memory format, compile mode, CUDA graph);
+    none of them changes what it computes beyond rounding."""
     amp = speed.resolve_precision(config.precision, device)
     memory_format = speed.resolve_memory_format(config.memory_format, device, amp)
     if config.optimizer == "lbfgs":  # torch's L-BFGS flattens gradients with view()
         memory_format = torch.contiguous_format
     compile_mode = speed.resolve_compile(config.compile, device)
     graph = speed.resolve_graph(config.compile, device, config.optimizer, amp)
-    grid = padded_grid(chws[0].shape[-2:], operator.factor, operator.margin, config.network.multiple())
-    if output_shape[1:] != tuple(operator.factor * n for n in chws[0].shape[-2:]):
-        raise DIPError(f"{operator!r}.output_shape {output_shape} is not the observation "
-                       f"{chws[0].shape} enlarged by its factor ({operator.factor}); "
-                       "a size-changing operator sets factor and keeps the default output_shape.")
-    check_maps(operator, c, grid.output, grid.observation)
-    window = config.early_stop and held is None  # the window, its best, float64 sums and shift
-    extra = ((1 if config.ema > 0 else 0) + (config.es_window + 7 if window else 0)
-             + (1 if config.guard else 0) + (3 if held is not None or keep_observed else 0))
-    need = speed.check_memory(config.network, c, grid.output, amp, device, members=k, extra_images=extra)
-    return RunSpec(config, tuple(chws), tuple(masks), None if held is None else tuple(held),
-                   None if refs is None else tuple(refs), tuple(seeds), bool(keep_observed), operator,
-                   fidelity, float(psnr_peak), output_shape, device, threads, amp, memory_format,
-                   compile_mode if k == 1 else False, graph, strategy, grid, need)
+    return amp, memory_format, compile_mode, graph
 
 
 # ----------------------------------------------------------------------------- checks

@@ -1,0 +1,318 @@
+"""A restoration problem in engine form, and its answer in the user's.
+
+:func:`src_core.preparation.prepare` builds a :class:`Problem`: the checked
+images, masks and settings, one (C, H, W) slice at a time.  It hands out one
+run per slice, turns each run's last event into the slice's answer (the
+blend with the classical answer, the observed pixels kept, the summary), and
+converts answers back to the user's layout, dtype and range
+(:class:`RestoreResult`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+import numpy as np
+
+from .checkpoint import fingerprint
+from .classical import classical_answer
+from .config import RunConfig
+from .engine import DIPRun, Finished, History, psnr_from_mse, psnr_ssim
+from .errors import DIPError
+from .fidelity import MSE, Fidelity
+from .imaging import Layout, Scaling
+from .operators import Identity, Operator, fingerprint_terms
+from .parts import solve_parts
+from . import timing
+
+
+@dataclass
+class Problem:
+    """A restoration problem in engine form, one (C, H, W) slice at a time.
+
+    Built by :func:`prepare`; hands out one :class:`DIPRun` per slice and
+    converts the engine's answers back to the user's layout, dtype and range.
+    """
+
+    task: str
+    config: RunConfig
+    layout: Layout
+    scaling: Scaling
+    images: np.ndarray               # (N, C, H, W) float32 in [0, 1], missing pixels zeroed
+    masks: np.ndarray                # (N, C, H, W) bool, True = observed
+    references: np.ndarray | None    # (N, C, H, W) float32 or None
+    notes: list = field(default_factory=list)
+    keep_observed: bool = False
+    held_out: np.ndarray | None = None   # (N, C, H, W) bool: observed, but not fitted
+    classical: str | None = None         # the classical method compared (and blended) with
+    validate: float = 0.0                # the fraction of observed pixels held out
+    threads: int | None = None           # CPU threads of each run (None: not a CPU run)
+    operator: Operator = field(default_factory=Identity)  # the degradation (the mask aside)
+    psnr_peak: float = 1.0               # the input's range in [0, 1] units (less with headroom)
+    fidelity: Fidelity = field(default_factory=MSE)  # the data term, in engine units
+    _classical_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def slices(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def blends(self) -> bool:
+        """With held-out pixels, DIP is blended with the classical answer wherever the answer
+        has the observation's size, each judged by what it predicts there through the operator
+        (for deconvolution, the blur: a short CPU run can end far from done,
+        docs/results/deconvolution_low_noise).  Not for super-resolution: the bicubic answer
+        is a smooth guess, not a fit of the pixels, so its prediction of held-out pixels says
+        little about its detail."""
+        return self.held_out is not None and self.classical is not None and self.operator.factor == 1
+
+    def observe(self, chw: np.ndarray) -> np.ndarray:
+        """The observation an answer (C, H, W) predicts: the operator applied (a blur, a
+        downsampling), or the answer itself."""
+        if self.operator.identity:
+            return chw
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
+            return self.operator.to("cpu").apply(x)[0].numpy()
+
+    @property
+    def output_layout(self) -> Layout:
+        """The user's layout for the answer (super-resolution makes Y and X larger)."""
+        return self.layout.resized(self.operator.output_shape(self.images.shape[1:])[1:])
+
+    def placeholder(self, index: int) -> np.ndarray:
+        """What a slice that was not run is given back as: its input (enlarged if need be)."""
+        return enlarge(self.images[index], self.operator.factor)
+
+    def fitted_mask(self, index: int) -> np.ndarray:
+        mask = self.masks[index]
+        return mask if self.held_out is None else mask & ~self.held_out[index]
+
+    def run(self, index: int = 0, stop=None, checkpoint=None) -> DIPRun:
+        ref = None if self.references is None else self.references[index]
+        mask = self.fitted_mask(index)
+        if not mask.any():
+            raise DIPError(f"slice {index} has no observed pixel; nothing to fit there.")
+        held = None if self.held_out is None else self.held_out[index]
+        return DIPRun(self.images[index], mask, self.config, ref, validation=held,
+                      keep_observed=self.keep_observed, stop=stop, threads=self.threads,
+                      checkpoint=checkpoint, operator=self.operator, psnr_peak=self.psnr_peak,
+                      fidelity=self.fidelity)
+
+    def part(self, index: int, threads: int | None = None) -> "Problem":
+        """Slice ``index`` alone, as a one-slice problem (views of in-memory arrays; a lazy
+        stack's slice is read now): run on its own, here or on a cluster, it gives that
+        slice's answer exactly."""
+        cut = slice(index, index + 1)
+        return replace(self, images=self.images[cut], masks=self.masks[cut],
+                       references=None if self.references is None else self.references[cut],
+                       held_out=None if self.held_out is None else self.held_out[cut],
+                       notes=list(self.notes), threads=self.threads if threads is None else threads,
+                       _classical_cache={(0, fitted): answer for (i, fitted), answer
+                                         in self._classical_cache.items() if i == index})
+
+    def fingerprint(self, *extra) -> str:
+        """Of everything that decides the answer (the data, the settings, the operator)."""
+        return fingerprint(self.images, self.masks, self.held_out, self.references, self.config.to_json(),
+                           self.keep_observed, self.classical, self.validate,
+                           *fingerprint_terms(self.operator), *extra)
+
+    def solve(self, stop=None, store=None, client=None):
+        """Restore the slices: the one slice loop of the API, the CLI and the widget.
+
+        Here in order, or on a Dask ``client`` all at once (each slice one task;
+        a CPU run there takes one thread a task).  Yields what
+        :func:`src_core.parts.solve_parts` yields; slice i's classical answer
+        is kept once it ran.  Each slice is made (a lazy stack's read) only
+        when its turn comes.
+        """
+        threads = 1 if client is not None and self.threads is not None else None
+        parts = [(i, partial(self.part, i, threads)) for i in range(self.slices)]
+        for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes):
+            if kind in ("answer", "loaded") and payload[2] is not None:
+                self._classical_cache[(index, False)] = (payload[2], payload[1].summary.get("classical_seconds", 0.0))
+            yield kind, index, payload
+
+    def computed_classical(self, index: int) -> np.ndarray | None:
+        """Slice ``index``'s classical answer if it was computed already (None otherwise)."""
+        cached = self._classical_cache.get((index, False))
+        return None if cached is None else cached[0]
+
+    def estimate(self, measure: bool = True) -> timing.Estimate:
+        """How long the whole run takes here, before it starts (:mod:`src_core.timing`): the
+        network's step measured on this machine, and slice 0's classical answers timed for
+        real (kept for the run, so that work is not done twice).  ``measure=False``: no
+        calibration and no classical answer, only what is known already (instant)."""
+        c, h, w = self.images.shape[1:]
+        classical_s = self.slices * self.classical_seconds(0) if measure and self.classical is not None else 0.0
+        window = self.config.early_stop and self.held_out is None  # ES-WMV, not the held-out rule
+        return timing.estimate(self.config, c, (h, w), slices=self.slices, operator=self.operator,
+                               threads=self.threads, classical_s=classical_s, window=window, measure=measure)
+
+    def classical_seconds(self, index: int) -> float:
+        """The classical answers slice ``index`` needs (the blend's from the fitted pixels too),
+        computed now if they were not yet: the seconds they took."""
+        seconds = self.classical_answer(index)[1]
+        if self.blends:
+            seconds += self.classical_answer(index, fitted_only=True)[1]
+        return seconds
+
+    def classical_answer(self, index: int, fitted_only: bool = False) -> tuple[np.ndarray, float]:
+        """The classical method's answer for one slice, and the seconds it took.
+
+        ``fitted_only``: from the fitted pixels alone (the held-out ones are
+        then holes for it too, so both methods are judged on them alike).
+        """
+        key = (index, fitted_only)
+        if key not in self._classical_cache:
+            mask = self.fitted_mask(index) if fitted_only else self.masks[index]
+            t0 = time.perf_counter()
+            answer = classical_answer(self.classical, self.images[index], mask, self.operator)
+            self._classical_cache[key] = (answer, time.perf_counter() - t0)
+        return self._classical_cache[key]
+
+    def answer(self, index: int, finished: Finished) -> np.ndarray:
+        """The final (C, H, W) answer of a slice from its run's last event.
+
+        Blends with the classical fill where that was asked for, puts the
+        observed pixels back, and writes ``history.summary``: the answer's,
+        DIP's, the classical method's and the corrupted input's PSNR (with a
+        reference) and their validation PSNR on the held-out pixels.
+        """
+        history = finished.history
+        dip = np.asarray(finished.output, dtype=np.float32)
+        summary = {"keep_observed": self.keep_observed, "classical_method": self.classical,
+                   "answer_iteration": history.answer_iteration, "blend_alpha": None}
+        classical = None
+        if self.classical is not None:
+            classical, summary["classical_seconds"] = self.classical_answer(index)
+        answer = dip
+        if self.held_out is not None:
+            alpha = self._judge_on_held_out(index, dip, summary)
+            if alpha is not None:
+                answer = alpha * dip + (1 - alpha) * classical
+        answer = np.clip(self.kept(index, answer), 0.0, 1.0).astype(np.float32)
+        if self.references is not None:
+            self._judge_on_reference(index, answer, dip, classical, history, summary)
+        history.summary = summary
+        return answer
+
+    def kept(self, index: int, chw: np.ndarray) -> np.ndarray:
+        """``chw`` with slice ``index``'s observed pixels put back, if the answer keeps them."""
+        return np.where(self.masks[index], self.images[index], chw) if self.keep_observed else chw
+
+    def _judge_on_held_out(self, index: int, dip: np.ndarray, summary: dict) -> float | None:
+        """Validation PSNRs on the held-out pixels, each answer judged by what it predicts there
+        (through the operator); the blend's weight when the problem blends (None otherwise)."""
+        held = self.held_out[index]
+        truth = self.images[index][held]
+        summary["held_out_pixels"] = int(held.sum())
+        dip_seen = self.observe(dip)[held]
+        summary["val_psnr_dip"] = _psnr(dip_seen, truth, self.psnr_peak)
+        if not self.blends:
+            return None
+        fitted_only, _ = self.classical_answer(index, fitted_only=True)
+        classical_seen = self.observe(fitted_only)[held]
+        alpha = blend_weight(dip_seen, classical_seen, truth)
+        summary["blend_alpha"] = alpha
+        summary["val_psnr_classical"] = _psnr(classical_seen, truth, self.psnr_peak)
+        summary["val_psnr_answer"] = _psnr(alpha * dip_seen + (1 - alpha) * classical_seen, truth,
+                                           self.psnr_peak)
+        return alpha
+
+    def _judge_on_reference(self, index: int, answer, dip, classical, history: History, summary: dict) -> None:
+        """PSNRs against the reference: the answer's, DIP's alone, the observation's, the classical's."""
+        ref, peak = self.references[index], self.psnr_peak
+
+        def psnr(x):
+            return psnr_ssim(x, ref, with_ssim=False, peak=peak)[0]
+
+        summary["psnr_answer"] = psnr(answer)
+        summary["psnr_dip"] = psnr(self.kept(index, dip))
+        if self.operator.factor == 1:  # the observation itself, as an answer
+            summary["psnr_corrupted"] = psnr(self.images[index] * self.masks[index])
+        if classical is not None:
+            summary["psnr_classical"] = psnr(classical)
+            summary["iterations_to_classical"] = _first_reaching(history, summary["psnr_classical"])
+
+    def corrupted(self) -> np.ndarray:
+        """The observed image (missing pixels at the low end), in the user's form."""
+        return self.to_user(self.images * self.masks)
+
+    def to_user(self, nchw: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) in [0, 1] -> the user's layout, dtype and range (for inputs or answers)."""
+        layout = self.layout if nchw.shape[-2:] == self.images.shape[-2:] else self.output_layout
+        return self.scaling.from_unit(layout.from_nchw(nchw))
+
+    def slice_to_user_float(self, chw: np.ndarray) -> np.ndarray:
+        """One engine slice as (H, W) or (H, W, C) float in [0, 1], for previews."""
+        chw = np.asarray(chw)
+        if self.layout.channel_axis is None:
+            return chw[0]
+        return np.moveaxis(chw, 0, -1)
+
+
+def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> float:
+    """The weight a in [0, 1] minimising ||a dip + (1 - a) classical - truth||^2 (closed form)."""
+    diff = (dip - classical).astype(np.float64).ravel()
+    denom = float(diff @ diff)
+    if denom <= 1e-12:
+        return 1.0
+    return float(np.clip(((truth - classical).astype(np.float64).ravel() @ diff) / denom, 0.0, 1.0))
+
+
+def _psnr(estimate: np.ndarray, truth: np.ndarray, peak: float = 1.0) -> float | None:
+    if estimate.size == 0:
+        return None
+    return psnr_from_mse(float(np.mean((np.clip(estimate, 0, 1).astype(np.float64) - truth) ** 2)), peak)
+
+
+def _first_reaching(history: History, level: float) -> int | None:
+    for it, value in zip(history.iterations, history.psnr):
+        if value is not None and value >= level:
+            return it
+    return None
+
+
+def cut_short(history: History, config: RunConfig) -> bool:
+    """A stop request ended this run before its iterations (its answer is partial)."""
+    return bool(history.timings.get("stopped_by_user")) and history.timings.get("iterations", 0) < config.iterations
+
+
+def enlarge(chw: np.ndarray, factor: int) -> np.ndarray:
+    """Each pixel repeated ``factor`` times along Y and X (the input at an SR answer's size)."""
+    return chw if factor == 1 else np.repeat(np.repeat(chw, factor, axis=-2), factor, axis=-1)
+
+
+@dataclass
+class RestoreResult:
+    """The answer in the user's form, with everything needed to trust and repeat it."""
+
+    image: np.ndarray
+    corrupted: np.ndarray
+    mask: np.ndarray                   # (slices, C, H, W) bool, True = observed
+    histories: list
+    config: RunConfig
+    task: str
+    notes: list
+    classical: np.ndarray | None = None   # the classical method's answer, in the user's form
+    keep_observed: bool = False
+    validate: float = 0.0
+    stopped: bool = False               # stopped early on request: a partial answer
+
+    @property
+    def history(self) -> History:
+        """The history of the first (for a 2D image, the only) slice."""
+        return self.histories[0]
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "config": self.config.to_dict(), "notes": self.notes,
+                "stopped": self.stopped,
+                "answer": {"keep_observed": self.keep_observed, "validate": self.validate,
+                           "classical": self.histories[0].summary.get("classical_method")
+                           if self.histories else None},
+                "slices": [h.to_dict() for h in self.histories]}

@@ -1,0 +1,181 @@
+"""One large 2D image restored in overlapping tiles (:mod:`src_core.tiles` plans them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .config import RunConfig
+from .devices import resolve_device
+from .engine import psnr_ssim
+from .errors import DIPError
+from .operators import Operator
+from .parts import PartStore, solve_parts
+from .preparation import task_for, prepare
+from .problem import Problem, RestoreResult, cut_short, enlarge
+from . import timing
+
+
+def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, task: str | None = None,
+                  reference=None, callback=None, stop=None, channel_axis="auto", preset: str | None = None,
+                  config: RunConfig | None = None, keep_observed: bool | None = None,
+                  validate: float | None = None, classical: str | None = "auto", threads=None,
+                  operator: Operator | None = None, client=None, checkpoint_dir=None,
+                  checkpoint_every_s: float = 300.0, **overrides) -> RestoreResult:
+    """Restore one large 2D image in overlapping tiles (:mod:`src_core.tiles`), blended back.
+
+    Takes :func:`restore`'s arguments, plus ``tile`` (the side in pixels, or
+    "auto": the largest that fits in half the device's free memory) and
+    ``overlap`` (default: a quarter of the tile, at most the network's
+    context).  For inpainting only the tiles with missing pixels run; the
+    others keep the input.  ``callback(event, tile_index)`` sees every event
+    of a tile run here.  ``client``: the tiles run there at once, one task
+    each.  ``checkpoint_dir``: finished tiles are kept there and skipped by a
+    later call with the same folder.  ``result.histories`` holds one history
+    per tile that ran, and the notes say which tiles those were.
+    """
+    tiled = TiledProblem.prepare(image, mask, tile=tile, overlap=overlap, task=task, reference=reference,
+                                 channel_axis=channel_axis, preset=preset, config=config,
+                                 keep_observed=keep_observed, validate=validate, classical=classical,
+                                 threads=threads, operator=operator, **overrides)
+    return tiled.restore(callback=callback, stop=stop, client=client, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every_s=checkpoint_every_s)
+
+
+@dataclass
+class TiledProblem:
+    """A large 2D image as overlapping tiles: one-slice problems (``parts``) for the tiles
+    that run, and the blend of their answers with the input of the others."""
+
+    whole: Problem                    # the whole image (checked and converted, never run)
+    tile: int
+    overlap: int
+    tiles: list                       # (rows, columns, blending weight) of every tile
+    parts: list                       # (tile index, one-slice Problem) of the tiles that run
+    answers: dict = field(default_factory=dict)   # tile index -> (answer, history, classical or None)
+    stopped: bool = False
+
+    @classmethod
+    def prepare(cls, image, mask=None, *, tile="auto", overlap=None, task=None, validate=None,
+                classical="auto", threads=None, operator=None, **settings) -> "TiledProblem":
+        """Check everything (the whole image and every tile that runs) before any work."""
+        from .tiles import choose_tile, plan, scaled, settle_overlap, tiles_to_run
+
+        whole = prepare(image, mask, task=task, validate=0, classical=None, threads=threads,
+                        operator=operator, **settings)
+        if whole.slices != 1:
+            raise DIPError(f"tiles are for one 2D image; this is a stack of {whole.slices} slices. Restore the "
+                           "stack with restore(), or tile each slice on its own.")
+        cfg, op, f = whole.config, whole.operator, whole.operator.factor
+        net = cfg.network
+        if tile == "auto":
+            tile = choose_tile(cfg, whole.layout.channels, resolve_device(cfg.device), factor=f)
+        overlap = settle_overlap(tile, overlap, net, f)
+        spec = task_for(task, operator)
+        pass_through = spec.mask in ("required", "random") and op.identity
+        sub_task = None if spec.name == "custom" else {"random": "inpaint"}.get(spec.name, spec.name)
+        options = {} if spec.name == "custom" else {o.name: getattr(op, o.name) for o in spec.options}
+        tiles = plan(whole.images.shape[2:], tile, overlap)
+        parts = []
+        for index in tiles_to_run(tiles, whole.masks[0] if pass_through else None):
+            rows, cols, _ = tiles[index]
+            ref = None if whole.references is None else whole.references[0][(slice(None), *scaled(rows, cols, f))]
+            parts.append((index, prepare(whole.images[0][:, rows, cols], whole.masks[0][:, rows, cols],
+                                         task=sub_task, reference=ref, channel_axis=0, config=cfg,
+                                         keep_observed=whole.keep_observed, validate=validate,
+                                         classical=classical, threads=threads,
+                                         operator=op if spec.name == "custom" else None, **options)))
+        # a tile is already in [0, 1] units: its PSNRs count the whole image's range as the peak
+        parts = [(index, replace(part, psnr_peak=whole.psnr_peak)) for index, part in parts]
+        return cls(whole, tile, overlap, tiles, parts)
+
+    def estimate(self, measure: bool = True) -> timing.Estimate:
+        """How long the tiles that run take here (:meth:`Problem.estimate` of each; tiles of one
+        size share their calibration, and their classical answers are kept for the run)."""
+        if not self.parts:
+            return replace(self.whole.estimate(measure=False), iterations=0, total_s=0.0, runs=0)
+        return timing.combine([part.estimate(measure) for _, part in self.parts])
+
+    def restore(self, callback=None, stop=None, client=None, checkpoint_dir=None,
+                checkpoint_every_s: float = 300.0) -> "RestoreResult":
+        """Run the tiles (see :func:`restore_tiled`) and blend them."""
+        store = (PartStore(checkpoint_dir, self.fingerprint(), checkpoint_every_s, kind="tile")
+                 if checkpoint_dir is not None else None)
+        for kind, index, payload in self.solve(stop=stop, store=store, client=client):
+            if kind == "event" and callback is not None:
+                callback(payload, index)
+        return self.result()
+
+    def fingerprint(self) -> str:
+        """Of the whole problem and the tiling (a store of other tiles is refused)."""
+        first = self.parts[0][1] if self.parts else self.whole
+        return self.whole.fingerprint(self.tile, self.overlap, first.validate, first.classical)
+
+    def solve(self, stop=None, store=None, client=None):
+        """The tiles that run, here in turn or on a Dask ``client`` at once (see
+        :func:`src_core.parts.solve_parts`); answers are kept for :meth:`result`."""
+        threads = 1 if client is not None and self.whole.threads is not None else None
+        parts = [(i, replace(part, threads=threads) if threads else part) for i, part in self.parts]
+        for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client,
+                                                notes=self.whole.notes, what="tile"):
+            if kind in ("answer", "loaded"):
+                self.answers[index] = payload  # (answer, history, classical answer or None)
+            self.stopped = self.stopped or kind == "stopped" or (
+                kind == "answer" and cut_short(payload[1], self.whole.config))
+            yield kind, index, payload
+
+    def span(self, index: int) -> tuple[slice, slice]:
+        """Where tile ``index`` lies in the answer (rows, columns; super-resolution's are larger)."""
+        from .tiles import scaled
+
+        rows, cols, _ = self.tiles[index]
+        return scaled(rows, cols, self.whole.operator.factor)
+
+    def blend(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The blended answer and classical answer, (1, C, H, W) in [0, 1]: tiles that ran give
+        theirs, the others (and tiles a stop left out) the input, each weighted by its
+        raised-cosine weight.  Adds the tiling and, with a reference, the PSNRs to the notes."""
+        whole, f = self.whole, self.whole.operator.factor
+        c, h, w = whole.images.shape[1:]
+        acc = np.zeros((c, h * f, w * f))
+        acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
+        weight = np.zeros((h * f, w * f))
+        with_classical = bool(self.answers) and all(a[2] is not None for a in self.answers.values())
+        for index, (rows, cols, wt) in enumerate(self.tiles):
+            out_rows, out_cols = self.span(index)
+            if index in self.answers:
+                answer = np.asarray(self.answers[index][0], dtype=np.float64)
+                classical_part = self.answers[index][2] if with_classical else None
+            else:
+                answer = classical_part = enlarge(whole.images[0][:, rows, cols], f)
+            wt = enlarge(wt, f)
+            acc[:, out_rows, out_cols] += wt * answer
+            if with_classical:
+                acc_classical[:, out_rows, out_cols] += wt * classical_part
+            weight[out_rows, out_cols] += wt
+        final = (acc / weight).astype(np.float32)[None]
+        classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical else None
+        ran = sorted(self.answers)
+        whole.notes.append(f"tiled: {len(self.tiles)} tile(s) of {self.tile} px with {self.overlap} px overlap, "
+                           f"blended with raised-cosine weights; {len(ran)} ran "
+                           f"({'all' if len(ran) == len(self.tiles) else ran})")
+        if whole.references is not None:
+            ref = whole.references[0]
+            versus = "" if classical_final is None else (
+                f", the {self.answers[ran[0]][1].summary.get('classical_method')} answer tiled alike "
+                f"{psnr_ssim(classical_final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB")
+            whole.notes.append(f"PSNR of the whole tiled answer: "
+                               f"{psnr_ssim(final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB"
+                               + versus)
+        return final, classical_final
+
+    def result(self) -> RestoreResult:
+        """The blended answer in the user's form (see :meth:`blend`)."""
+        whole = self.whole
+        final, classical_final = self.blend()
+        histories = [self.answers[i][1] for i in sorted(self.answers)]
+        return RestoreResult(whole.to_user(final), whole.corrupted(), whole.masks, histories, whole.config,
+                             whole.task, list(whole.notes),
+                             None if classical_final is None else whole.to_user(classical_final),
+                             whole.keep_observed, 0.0, self.stopped)
