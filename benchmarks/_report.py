@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src_core.reproduce.common import write_json, write_text_atomic  # noqa: E402
+from src_core.reports import write_json, write_text_atomic  # noqa: E402
 
 
 def command_line(script: str, argv=None) -> str:

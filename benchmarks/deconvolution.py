@@ -33,7 +33,7 @@ from src_core.classical import richardson_lucy  # noqa: E402
 from src_core.io import json_default  # noqa: E402
 from src_core.operators import gaussian_psf  # noqa: E402
 from src_core.plots import plot_panel  # noqa: E402
-from src_core.reproduce.common import md_table, write_json, write_text_atomic  # noqa: E402
+from src_core.reports import md_table, write_json, write_text_atomic  # noqa: E402
 from _report import command_line  # noqa: E402
 
 

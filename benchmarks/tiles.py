@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src_core  # noqa: E402
 from src_core.plots import plot_panel  # noqa: E402
-from src_core.reproduce.common import md_table  # noqa: E402
+from src_core.reports import md_table  # noqa: E402
 from _report import command_line, write_report  # noqa: E402
 from src_core.tiles import plan  # noqa: E402
 

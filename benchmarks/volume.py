@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src_core  # noqa: E402
 from src_core.plots import plot_panel  # noqa: E402
-from src_core.reproduce.common import md_table, write_json, write_text_atomic  # noqa: E402
+from src_core.reports import md_table, write_json, write_text_atomic  # noqa: E402
 from _report import command_line  # noqa: E402
 
 

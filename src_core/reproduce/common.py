@@ -8,8 +8,10 @@
 * the run environment (device, library versions, git commit) for table
   headers;
 * loading, cropping and downscaling the images with errors that name the file;
-* one DIP run with a progress bar, PSNR helpers, Markdown tables and labels
-  that say whether a result was produced with the paper's setting.
+* one DIP run with a progress bar, PSNR helpers, and labels that say whether
+  a result was produced with the paper's setting.
+
+The files themselves are written by :mod:`src_core.reports`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import speed
+from ..config import HOW_IT_RUNS
 from ..errors import DIPError
-from ..io import atomic_path, write_text
+from ..io import atomic_path
+from ..reports import clean_json, fmt_ms, read_json, write_json, write_markdown_and_json  # noqa: F401 (fmt_ms: tests)
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -67,6 +71,11 @@ def setting_label(preset: str, overrides: dict, details: str) -> tuple[str, bool
     raise DIPError(f"unknown reproduction preset {preset!r}; choose one of {PRESET_NAMES}.")
 
 
+def not_paper_banner(label: str, is_paper: bool, note: str = "") -> str:
+    """The quote that opens a report not made with the paper's setting (empty if it was)."""
+    return "" if is_paper else f"> **{NOT_PAPER.upper()}.** {label}.{note}\n\n"
+
+
 def _fmt_overrides(overrides: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items()))
 
@@ -76,44 +85,7 @@ def check_preset(preset: str) -> None:
         raise DIPError(f"unknown reproduction preset {preset!r}; choose one of {PRESET_NAMES}.")
 
 
-# ----------------------------------------------------------------------------- JSON helpers
-
-def clean_json(value, digits: int = 7):
-    """Round floats to ``digits`` significant digits, map NaN/inf to None, numpy to Python."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v, digits) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        if not math.isfinite(value):
-            return None
-        return float(f"{value:.{digits}g}")
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return clean_json(value.tolist(), digits)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_text(path, text)
-
-
-def write_json(path: Path, data) -> Path:
-    return write_text_atomic(path, json.dumps(clean_json(data), indent=1, allow_nan=False) + "\n")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DIPError(f"could not read {path}: {exc}") from None
-
+# ----------------------------------------------------------------------------- fingerprints
 
 def fingerprint(settings: dict) -> str:
     """A short hash of everything that decides the results (canonical JSON)."""
@@ -281,43 +253,6 @@ def run_env(env: dict) -> dict:
     return {k: env.get(k) for k in RUN_ENV_KEYS}
 
 
-def describe_environment(env: dict, devices: list[str], records=()) -> list[str]:
-    """Header lines: device, libraries, commit, from the runs themselves.
-
-    ``env``: the environment recorded when the results folder was created
-    (used for units that do not carry their own); ``records``: the units.
-    """
-    envs = [r.get("environment") or env for r in records] or [env]
-
-    def distinct(fn):
-        values = []
-        for e in envs:
-            v = fn(e)
-            if v not in values:
-                values.append(v)
-        return "; ".join(str(v) for v in values)
-
-    def hardware(e):
-        if e.get("gpu"):
-            return e["gpu"]
-        n = e.get("torch_threads")
-        return f"{e.get('cpu')}, {n} torch thread{'' if n == 1 else 's'}"
-
-    def commit(e):
-        c = e.get("git_commit") or "unknown"
-        return f"{c} (with uncommitted local changes)" if e.get("git_dirty") else c
-
-    device = (f"Device: {', '.join(sorted(set(devices)))} ({distinct(hardware)})" if devices else
-              f"Device: no DIP run yet; the baselines ran on {distinct(hardware)}")
-    return [
-        device,
-        "Libraries: " + distinct(lambda e: f"python {e.get('python')}, torch {e.get('torch')}, numpy "
-                                           f"{e.get('numpy')}, scikit-image {e.get('scikit-image')}, "
-                                           f"napari-dip {e.get('napari-dip')}"),
-        f"Commit of the runs (git HEAD recorded with each run): {distinct(commit)}",
-    ]
-
-
 # ----------------------------------------------------------------------------- images
 
 def file_sha256(path: Path) -> str:
@@ -371,10 +306,15 @@ def load_unit_image(path: Path) -> np.ndarray:
     return data[None] if data.ndim == 2 else np.ascontiguousarray(np.moveaxis(data, -1, 0))
 
 
-def load_mask_file(path: Path) -> np.ndarray:
+def load_matching_mask(mask_path: Path, image_path: Path, original_chw: np.ndarray) -> np.ndarray:
+    """The observed-pixel mask of an image, refused unless it has the image's size."""
     from ..masks import load_mask
 
-    return load_mask(path)
+    mask = load_mask(mask_path)
+    if mask.shape != original_chw.shape[1:]:
+        raise DIPError(f"mask {mask_path} is {mask.shape[::-1]} but image {image_path} is "
+                       f"{original_chw.shape[:0:-1]}; they must have the same size.")
+    return mask
 
 
 def prepare_image(chw: np.ndarray, prep: dict) -> np.ndarray:
@@ -477,16 +417,9 @@ def mean_std(values) -> tuple[float | None, float | None, int]:
     return float(np.mean(vals)), std, len(vals)
 
 
-def fmt_ms(mean, std, digits: int = 2) -> str:
-    if mean is None:
-        return "n/a"
-    if std is None:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def fmt(value, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def psnr_curve(history: dict) -> tuple[list, list]:
+    """(iterations, PSNR) of a run's reports, as the plots take a curve."""
+    return history["iterations"], history["psnr"]
 
 
 def history_at(history: dict, iteration: int) -> float | None:
@@ -613,6 +546,11 @@ def run_dip_restarts(image_chw: np.ndarray, masks_hw: list, reference_chw: np.nd
     return outcomes
 
 
+def to_8bit(array: np.ndarray) -> np.ndarray:
+    """An output as 8-bit levels, the copy a unit keeps for its figures (PSNRs use the float output)."""
+    return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def Progress(total: int, done: int, desc: str, quiet: bool = False):
     """One bar over all iterations of a reproduction command (:class:`src_core.progress.ProgressBar`)."""
     from ..progress import ProgressBar
@@ -620,25 +558,25 @@ def Progress(total: int, done: int, desc: str, quiet: bool = False):
     return ProgressBar(total, desc, quiet, done=done)
 
 
-# ----------------------------------------------------------------------------- Markdown
-
-def md_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(str(c) for c in row) + " |")
-    return "\n".join(lines)
-
+# ----------------------------------------------------------------------------- how it runs, and the record of it
 
 def run_options(overrides: dict, device: str, compile_mode: str) -> dict:
-    """Take out of ``overrides`` the settings that choose where and with which kernels the runs
-    go, not what they compute (device, compile): they stay outside the results folder's
-    fingerprint, and each unit records its own.  Returned as ``RunConfig.replace`` takes them."""
-    return {"device": overrides.pop("device", device), "compile": overrides.pop("compile", compile_mode)}
+    """Take out of ``overrides`` the settings that choose how the runs go, not what they compute
+    (:data:`src_core.config.HOW_IT_RUNS`: device, precision, memory format, compile): they stay
+    outside the results folder's fingerprint, and each unit records its own.  Returned as
+    ``RunConfig.replace`` takes them; precision and memory format only when given."""
+    run = {"device": overrides.pop("device", device), "compile": overrides.pop("compile", compile_mode)}
+    run.update({key: overrides.pop(key) for key in HOW_IT_RUNS if key in overrides})
+    return run
 
 
-def recorded(run: dict) -> dict:
-    """:func:`run_options`' result as :func:`python_command` records it (compile unless "auto")."""
-    return {"device": run["device"], "compile_mode": None if run["compile"] == "auto" else run["compile"]}
+def recorded(run: dict, overrides: dict) -> dict:
+    """The overrides and :func:`run_options`' result as :func:`python_command` records them: a
+    precision or memory format given goes back among the overrides (where the call takes it),
+    compile only unless "auto"."""
+    given = dict(overrides, **{k: v for k, v in run.items() if k not in ("device", "compile")})
+    return {"overrides": given or None, "device": run["device"],
+            "compile_mode": None if run["compile"] == "auto" else run["compile"]}
 
 
 def python_command(function: str, **kwargs) -> str:
@@ -646,17 +584,7 @@ def python_command(function: str, **kwargs) -> str:
     return f"python: src_core.reproduce.{function}({args})"
 
 
-def write_csv(path: Path, headers: list[str], rows: list[list]) -> Path:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(headers)
-    for row in rows:
-        writer.writerow(["" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for v in row])
-    return write_text_atomic(path, buf.getvalue())
-
-
-def config_block(config: dict) -> str:
-    return "```json\n" + json.dumps(clean_json(config), indent=1, sort_keys=False) + "\n```"
+def report_result(folder: ResultsFolder, stem: str, lines: list[str], summary: dict) -> dict:
+    """Write ``<stem>.md`` and ``<stem>.json``: what every reproduction command answers."""
+    markdown = write_markdown_and_json(folder.root, stem, lines, summary)
+    return {"folder": str(folder.root), "markdown": str(markdown), "summary": clean_json(summary)}

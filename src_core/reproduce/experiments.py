@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DIPError
+from ..reports import clean_json, config_block, environment_bullets, fmt, md_table, write_csv
 from . import common as C
 from .figures import plot_curves, plot_xy
 from .table1 import PRESETS as T1_PRESETS
@@ -160,10 +161,7 @@ def _load_problems(settings, table1_image, data_dir):
     path = C.resolve_image("kate.png", data_dir, "dip")
     mask_path = C.resolve_image("kate_mask.png", data_dir, "dip")
     original = C.load_unit_image(path)
-    mask_full = C.load_mask_file(mask_path)
-    if mask_full.shape != original.shape[1:]:
-        raise DIPError(f"mask {mask_path} is {mask_full.shape[::-1]} but image {path} is "
-                       f"{original.shape[:0:-1]}; they must have the same size.")
+    mask_full = C.load_matching_mask(mask_path, path, original)
     ref = C.prepare_image(original, p["prepare"])
     out["kate"] = dict(reference=ref, mask=C.prepare_mask(mask_full, p["prepare"]), path=path,
                        sha256=C.file_sha256(path), mask_path=mask_path, mask_sha256=C.file_sha256(mask_path))
@@ -189,38 +187,20 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
 
     overrides = dict(overrides or {})
     run = C.run_options(overrides, device, compile_mode)
-    device = run["device"]
-    only = list(only) if only else list(EXPERIMENTS)
-    unknown = [e for e in only if e not in EXPERIMENTS]
-    if unknown:
-        raise DIPError(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}.")
-    only = [e for e in EXPERIMENTS if e in only]
+    only = _selected(only)
     settings = experiments_settings(preset, overrides)
     label, is_paper = C.setting_label(preset, overrides, _details(settings))
     command = command or C.python_command("run_experiments", output_dir=str(output_dir), preset=preset,
-                                          only=only, table1_image=table1_image, overrides=overrides or None,
-                                          **C.recorded(run),
+                                          only=only, table1_image=table1_image, **C.recorded(run, overrides),
                                           data_dir=data_dir and str(data_dir))
-    resolve_device(device)
+    resolve_device(run["device"])
     problems = _load_problems(settings, table1_image, data_dir)
     min_side = {k: int(min(v["reference"].shape[1:])) for k, v in problems.items()}
     units, rows = plan(settings, only, table1_image, min_side)
 
     env = C.environment()
     folder = C.ResultsFolder(output_dir, COMMAND, settings).open(env)
-    pending = []
-    for uid, (problem, cfg) in units.items():
-        if folder.has(uid):
-            record = folder.load(uid)
-            want = dict(cfg.to_dict(), device=None)
-            have = dict(record.get("config", {}), device=None)
-            if have != want:
-                raise DIPError(f"{folder.unit_path(uid)} holds a run with another configuration "
-                               f"({C.settings_diff(have, want)}); refusing to mix it in.")
-            if record.get("image_sha256") != problems[problem]["sha256"]:
-                raise DIPError(f"{folder.unit_path(uid)} was computed from another image; refusing to mix it in.")
-        else:
-            pending.append(uid)
+    pending = _pending(folder, units, problems)
     total = sum(cfg.iterations for _, cfg in units.values())
     done = total - sum(units[u][1].iterations for u in pending)
     progress = C.Progress(total, done, f"experiments ({preset})", quiet)
@@ -230,35 +210,64 @@ def run_experiments(output_dir, preset: str = "quick", only=None, table1_image: 
         for uid in pending:
             problem, cfg = units[uid]
             progress.start(uid)
-            p = problems[problem]
-            cfg_run = cfg.replace(**run)
-            outcome = C.run_dip(p["reference"], p["mask"], p["reference"], cfg_run, progress)
-            history = outcome.history
-            best, best_it = C.oracle(history)
-            events = C.destabilisation_events(history["loss"], **EVENT_RULE)
-            history["loss"] = C.clean_json(history["loss"], 5)
-            record = {
-                "problem": problem, "image_file": C.display_path(p["path"]), "image_sha256": p["sha256"],
-                "mask_file": p["mask_path"] and C.display_path(p["mask_path"]), "mask_sha256": p["mask_sha256"],
-                "shape": list(p["reference"].shape), "observed_fraction": float(np.asarray(p["mask"]).mean()),
-                "parameters": _count_params(cfg, p["reference"].shape[0]),
-                "psnr_final": C.psnr(outcome.output, p["reference"]),
-                "ssim_final": C.ssim(outcome.output, p["reference"]) if cfg.compute_ssim else None,
-                "psnr_best_oracle": best, "best_iteration_oracle": best_it,
-                "destabilisation_events": events, "guard_recoveries": history["recoveries"],
-                "early_stop": history.get("early_stop"),
-                "timings": {"dip_s": outcome.wall_s, "s_per_iteration": history["timings"].get("s_per_iteration"),
-                            "iterations_done": history["timings"].get("iterations")},
-                "device": outcome.device, "config": dict(cfg.to_dict(), device=None),
-                "history": history, "command": command, "environment": C.run_env(env),
-            }
-            folder.save(uid, record)
+            folder.save(uid, _run_unit(problem, cfg, problems[problem], run, progress, command, env))
             progress.finish(cfg.iterations)
     finally:
         progress.close()
 
     records = {uid: folder.load(uid) for uid in units}
-    return _write_outputs(folder, settings, only, rows, records, problems, label, is_paper, command, env)
+    return _Report(folder, settings, only, rows, records, problems, label, is_paper, command).write()
+
+
+def _selected(only) -> list:
+    """The experiments asked for (default all), in the order of :data:`EXPERIMENTS`."""
+    only = list(only) if only else list(EXPERIMENTS)
+    unknown = [e for e in only if e not in EXPERIMENTS]
+    if unknown:
+        raise DIPError(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}.")
+    return [e for e in EXPERIMENTS if e in only]
+
+
+def _pending(folder, units: dict, problems: dict) -> list:
+    """The units still to run; a finished one with another configuration or image is refused."""
+    pending = []
+    for uid, (problem, cfg) in units.items():
+        if not folder.has(uid):
+            pending.append(uid)
+            continue
+        record = folder.load(uid)
+        want = dict(cfg.to_dict(), device=None)
+        have = dict(record.get("config", {}), device=None)
+        if have != want:
+            raise DIPError(f"{folder.unit_path(uid)} holds a run with another configuration "
+                           f"({C.settings_diff(have, want)}); refusing to mix it in.")
+        if record.get("image_sha256") != problems[problem]["sha256"]:
+            raise DIPError(f"{folder.unit_path(uid)} was computed from another image; refusing to mix it in.")
+    return pending
+
+
+def _run_unit(problem: str, cfg, p: dict, run: dict, progress, command: str, env: dict) -> dict:
+    """One DIP run of the plan; its record keeps the loss of every iteration (the fit's falls)."""
+    outcome = C.run_dip(p["reference"], p["mask"], p["reference"], cfg.replace(**run), progress)
+    history = outcome.history
+    best, best_it = C.oracle(history)
+    events = C.destabilisation_events(history["loss"], **EVENT_RULE)
+    history["loss"] = clean_json(history["loss"], 5)
+    return {
+        "problem": problem, "image_file": C.display_path(p["path"]), "image_sha256": p["sha256"],
+        "mask_file": p["mask_path"] and C.display_path(p["mask_path"]), "mask_sha256": p["mask_sha256"],
+        "shape": list(p["reference"].shape), "observed_fraction": float(np.asarray(p["mask"]).mean()),
+        "parameters": _count_params(cfg, p["reference"].shape[0]),
+        "psnr_final": C.psnr(outcome.output, p["reference"]),
+        "ssim_final": C.ssim(outcome.output, p["reference"]) if cfg.compute_ssim else None,
+        "psnr_best_oracle": best, "best_iteration_oracle": best_it,
+        "destabilisation_events": events, "guard_recoveries": history["recoveries"],
+        "early_stop": history.get("early_stop"),
+        "timings": {"dip_s": outcome.wall_s, "s_per_iteration": history["timings"].get("s_per_iteration"),
+                    "iterations_done": history["timings"].get("iterations")},
+        "device": outcome.device, "config": dict(cfg.to_dict(), device=None),
+        "history": history, "command": command, "environment": C.run_env(env),
+    }
 
 
 def _count_params(cfg, channels: int) -> int:
@@ -273,11 +282,11 @@ def _count_params(cfg, channels: int) -> int:
 # ----------------------------------------------------------------------------- outputs
 
 def _final(r):
-    return C.fmt(r["psnr_final"]) if r else "n/a"
+    return fmt(r["psnr_final"]) if r else "n/a"
 
 
 def _best(r):
-    return f"{C.fmt(r['psnr_best_oracle'])} (it {r['best_iteration_oracle']})" if r else "n/a"
+    return f"{fmt(r['psnr_best_oracle'])} (it {r['best_iteration_oracle']})" if r else "n/a"
 
 
 def _fall_after_best(r) -> float | None:
@@ -302,72 +311,104 @@ def _fit_db(r):
     return its.tolist(), (-10 * np.log10(np.maximum(loss, 1e-30) / max(r["observed_fraction"], 1e-12))).tolist()
 
 
-def _write_outputs(folder, settings, only, rows, records, problems, label, is_paper, command, env) -> dict:
-    root = folder.root
-    sw = settings["sweeps"]
-    md = ["# Experiments of the reproduction reports", ""]
-    if not is_paper:
-        md += [f"> **{C.NOT_PAPER.upper()}.** {label}.", ""]
-    md += [f"Setting: **{label}**", "",
-           "PSNR in dB against the clean image. *final*: the last iteration (what a user gets). *ORACLE*: "
-           "the best PSNR over the iterations, chosen with the ground truth: not available in practice, "
-           "shown only to measure how much early stopping could add. *Destabilisations*: falls of the fit, "
-           f"i.e. the fit PSNR (output against the observed pixels, from the loss of every iteration) more than "
-           f"{EVENT_RULE['drop_db']:g} dB below its best of the previous {EVENT_RULE['window']} iterations; one "
-           "event per fall, counted the same way with and without the guard, no ground truth needed. "
-           "*Recoveries*: the guard restored the last good weights.", ""]
-    csv_rows = []
-    summary = {"setting": label, "paper_setting": is_paper, "not_the_paper_setting": not is_paper,
-               "command": command, "fingerprint": folder.fingerprint, "settings": settings,
-               "environment_at_folder_creation": folder.created_env, "environment_of_each_run": "units/<unit>.json",
-               "experiments": {}}
+#: how a row's setting is named in the CSV and the JSON ("3 skip", "lr 0.1 guard on"; else str)
+_SETTING_NAMES = {"depth": lambda s: f"{s[0]} {s[1]}", "guard": lambda s: f"lr {s[0]} guard {s[1]}"}
 
-    def rec(uid):
-        return records.get(uid) if uid else None
 
-    def csv_add(experiment, setting, uid, reason=None):
-        r = rec(uid)
-        csv_rows.append([experiment, str(setting), uid or "", reason or "",
-                         r and r["psnr_final"], r and r["psnr_best_oracle"], r and r["best_iteration_oracle"],
-                         r and len(_events(r)), r and len(r["guard_recoveries"]),
-                         r and r["parameters"], r and r["timings"]["s_per_iteration"], r and r["timings"]["dip_s"],
-                         label])
+class _Report:
+    """experiments.md, .csv, .json and the plots: one section per experiment that was asked for."""
 
-    base_k = settings["base"]["kate"]
-    kate_desc = (f"Kate text inpainting ({C.describe_prep(settings['problems']['kate']['prepare'])}, "
-                 f"{problems['kate']['reference'].shape[2]}x{problems['kate']['reference'].shape[1]}, "
-                 f"{problems['kate']['mask'].mean():.1%} of pixels observed)")
+    def __init__(self, folder, settings, only, rows, records, problems, label, is_paper, command):
+        self.folder, self.root, self.settings, self.only, self.rows = folder, folder.root, settings, only, rows
+        self.records, self.problems, self.command = records, problems, command
+        self.label, self.is_paper = label, is_paper
+        self.sw, self.base_k = settings["sweeps"], settings["base"]["kate"]
+        kate = problems["kate"]
+        self.kate_desc = (f"Kate text inpainting ({C.describe_prep(settings['problems']['kate']['prepare'])}, "
+                          f"{kate['reference'].shape[2]}x{kate['reference'].shape[1]}, "
+                          f"{kate['mask'].mean():.1%} of pixels observed)")
 
-    if "width" in only:
+    def rec(self, uid):
+        return self.records.get(uid) if uid else None
+
+    def write(self) -> dict:
+        summary = {"setting": self.label, "paper_setting": self.is_paper, "not_the_paper_setting": not self.is_paper,
+                   "command": self.command, "fingerprint": self.folder.fingerprint, "settings": self.settings,
+                   "environment_at_folder_creation": self.folder.created_env,
+                   "environment_of_each_run": "units/<unit>.json", "experiments": {}}
+        md, csv_rows = self._introduction(), []
+        for experiment in self.only:
+            md += getattr(self, f"_{experiment}")()
+            name, rows = _SETTING_NAMES.get(experiment, str), self.rows[experiment]
+            csv_rows += [self._csv_row(experiment, name(setting), uid, reason) for setting, uid, reason in rows]
+            summary["experiments"][experiment] = {name(setting): _short(self.rec(uid), reason)
+                                                  for setting, uid, reason in rows}
+        md += self._destabilisations() + self._run_section()
+        write_csv(self.root / "experiments.csv",
+                  ["experiment", "setting", "unit", "not_run_reason", "psnr_final", "oracle_psnr_best",
+                   "oracle_best_iteration", "destabilisations", "guard_recoveries", "parameters", "s_per_iteration",
+                   "dip_seconds", "setting_label"], csv_rows)
+        summary["devices"] = self._devices()
+        summary["total_dip_s"] = self._total_s()
+        return C.report_result(self.folder, "experiments", md, summary)
+
+    def _csv_row(self, experiment: str, setting: str, uid, reason) -> list:
+        r = self.rec(uid)
+        return [experiment, setting, uid or "", reason or "",
+                r and r["psnr_final"], r and r["psnr_best_oracle"], r and r["best_iteration_oracle"],
+                r and len(_events(r)), r and len(r["guard_recoveries"]),
+                r and r["parameters"], r and r["timings"]["s_per_iteration"], r and r["timings"]["dip_s"],
+                self.label]
+
+    def _curves(self, experiment: str, name) -> dict:
+        """The PSNR curve of every run of an experiment, named by ``name(setting)``."""
+        return {name(s): C.psnr_curve(self.rec(u)["history"]) for s, u, _ in self.rows[experiment] if u}
+
+    def _devices(self) -> list:
+        return sorted({r["device"] for r in self.records.values()})
+
+    def _total_s(self) -> float:
+        return sum(r["timings"]["dip_s"] for r in self.records.values())
+
+    def _introduction(self) -> list[str]:
+        return ["# Experiments of the reproduction reports", "",
+                C.not_paper_banner(self.label, self.is_paper) + f"Setting: **{self.label}**", "",
+                "PSNR in dB against the clean image. *final*: the last iteration (what a user gets). *ORACLE*: "
+                "the best PSNR over the iterations, chosen with the ground truth: not available in practice, "
+                "shown only to measure how much early stopping could add. *Destabilisations*: falls of the fit, "
+                f"i.e. the fit PSNR (output against the observed pixels, from the loss of every iteration) more than "
+                f"{EVENT_RULE['drop_db']:g} dB below its best of the previous {EVENT_RULE['window']} iterations; one "
+                "event per fall, counted the same way with and without the guard, no ground truth needed. "
+                "*Recoveries*: the guard restored the last good weights.", ""]
+
+    # --------------------------------------------------------------------- one section per experiment
+
+    def _width(self) -> list[str]:
+        base_k, scales = self.base_k, self.base_k["network"]["scales"]
         table, xs, finals, bests = [], [], [], []
-        for w, uid, reason in rows["width"]:
-            r = rec(uid)
-            csv_add("width", w, uid, reason)
+        for w, uid, reason in self.rows["width"]:
+            r = self.rec(uid)
             table.append([w, r["parameters"] if r else "", _final(r) if r else reason, _best(r),
-                          r and len(_events(r)), C.fmt(r and r["timings"]["s_per_iteration"], 4),
-                          C.fmt(r and r["timings"]["dip_s"], 0)])
+                          r and len(_events(r)), fmt(r and r["timings"]["s_per_iteration"], 4),
+                          fmt(r and r["timings"]["dip_s"], 0)])
             if r:
                 xs.append(w), finals.append(r["psnr_final"]), bests.append(r["psnr_best_oracle"])
-        md += [f"## Width: channels per layer at depth {base_k['network']['scales']} (report 2, experiment 2)", "",
-               f"{kate_desc}; n_d = n_u = n_s = width at all {base_k['network']['scales']} scales, "
-               f"{base_k['network']['upsample']} "
-               f"upsampling, Adam lr {base_k['lr']}, {base_k['iterations']} iterations.", "",
-               C.md_table(["width", "parameters", "final PSNR", "ORACLE best PSNR (iteration)", "destabilisations",
-                           "s/iteration", "time (s)"], table), "", "![width](width.png)", ""]
-        plot_xy({"final": (xs, finals), "ORACLE best iteration": (xs, bests)}, root / "width.png",
-                f"Width sweep (depth {base_k['network']['scales']}): PSNR against channels per layer",
-                "channels per layer", label,
+        plot_xy({"final": (xs, finals), "ORACLE best iteration": (xs, bests)}, self.root / "width.png",
+                f"Width sweep (depth {scales}): PSNR against channels per layer", "channels per layer", self.label,
                 logx=True, xticks=xs)
-        plot_curves({f"width {w}": (rec(u)["history"]["iterations"], rec(u)["history"]["psnr"])
-                     for w, u, _ in rows["width"] if u}, root / "width_curves.png",
-                    "Width sweep: PSNR over iterations", label)
-        summary["experiments"]["width"] = {str(w): _short(rec(u), reason) for w, u, reason in rows["width"]}
+        plot_curves(self._curves("width", lambda w: f"width {w}"), self.root / "width_curves.png",
+                    "Width sweep: PSNR over iterations", self.label)
+        return [f"## Width: channels per layer at depth {scales} (report 2, experiment 2)", "",
+                f"{self.kate_desc}; n_d = n_u = n_s = width at all {scales} scales, "
+                f"{base_k['network']['upsample']} "
+                f"upsampling, Adam lr {base_k['lr']}, {base_k['iterations']} iterations.", "",
+                md_table(["width", "parameters", "final PSNR", "ORACLE best PSNR (iteration)", "destabilisations",
+                          "s/iteration", "time (s)"], table), "", "![width](width.png)", ""]
 
-    if "depth" in only:
+    def _depth(self) -> list[str]:
         by_depth = {}
-        for (d, kind), uid, reason in rows["depth"]:
+        for (d, kind), uid, reason in self.rows["depth"]:
             by_depth.setdefault(d, {})[kind] = (uid, reason)
-            csv_add("depth", f"{d} {kind}", uid, reason)
         table = []
         series = {"with skips (final)": ([], []), "without skips (final)": ([], []),
                   "with skips (ORACLE)": ([], []), "without skips (ORACLE)": ([], [])}
@@ -375,7 +416,7 @@ def _write_outputs(folder, settings, only, rows, records, problems, label, is_pa
             row = [d]
             for kind in ("skip", "no skip"):
                 uid, reason = kinds[kind]
-                r = rec(uid)
+                r = self.rec(uid)
                 row += [r["parameters"] if r else "", _final(r) if r else reason, _best(r) if r else "",
                         len(_events(r)) if r else ""]
                 if r:
@@ -385,171 +426,157 @@ def _write_outputs(folder, settings, only, rows, records, problems, label, is_pa
                     series[f"{name} (ORACLE)"][0].append(d)
                     series[f"{name} (ORACLE)"][1].append(r["psnr_best_oracle"])
             table.append(row)
-        md += ["## Depth: 1 to 8 scales, with and without skip connections (report 2, experiment 2)", "",
-               f"{kate_desc}; {sw['depth_width']} channels per layer; with skips: n_s = {sw['depth_width']} at every "
-               f"scale, without: n_s = 0; Adam lr {base_k['lr']}, {base_k['iterations']} iterations.", "",
-               C.md_table(["depth", "params (skips)", "final (skips)", "ORACLE best (skips)", "destab. (skips)",
-                           "params (no skips)", "final (no skips)", "ORACLE best (no skips)", "destab. (no skips)"],
-                          table), "", "![depth](depth.png)", ""]
-        plot_xy(series, root / "depth.png", "Depth sweep: PSNR with and without skip connections",
-                "depth (scales)", label, xticks=sorted(by_depth))
-        summary["experiments"]["depth"] = {f"{d} {k}": _short(rec(u), reason) for (d, k), u, reason in rows["depth"]}
+        plot_xy(series, self.root / "depth.png", "Depth sweep: PSNR with and without skip connections",
+                "depth (scales)", self.label, xticks=sorted(by_depth))
+        width = self.sw["depth_width"]
+        return ["## Depth: 1 to 8 scales, with and without skip connections (report 2, experiment 2)", "",
+                f"{self.kate_desc}; {width} channels per layer; with skips: n_s = {width} at every "
+                f"scale, without: n_s = 0; Adam lr {self.base_k['lr']}, {self.base_k['iterations']} iterations.", "",
+                md_table(["depth", "params (skips)", "final (skips)", "ORACLE best (skips)", "destab. (skips)",
+                          "params (no skips)", "final (no skips)", "ORACLE best (no skips)", "destab. (no skips)"],
+                         table), "", "![depth](depth.png)", ""]
 
-    if "lr" in only:
+    def _lr(self) -> list[str]:
         table = []
-        for lr, uid, reason in rows["lr"]:
-            r = rec(uid)
-            csv_add("lr", lr, uid, reason)
-            table.append([lr, _final(r) if r else reason, _best(r), C.fmt(r and _fall_after_best(r)),
+        for lr, uid, reason in self.rows["lr"]:
+            r = self.rec(uid)
+            table.append([lr, _final(r) if r else reason, _best(r), fmt(r and _fall_after_best(r)),
                           r and len(_events(r)), r and len(r["guard_recoveries"])])
-        md += ["## Learning rate: Adam at 0.1, 0.01, 0.001 (report 2, experiment 3)", "",
-               f"{kate_desc}; base network, guard {'on' if base_k['guard'] else 'off'}, "
-               f"{base_k['iterations']} iterations.", "",
-               C.md_table(["lr", "final PSNR", "ORACLE best (iteration)", "lowest PSNR after the best, below it (dB)",
-                           "destabilisations", "guard recoveries"], table), "", "![lr](lr_curves.png)", ""]
-        plot_curves({f"Adam lr {lr}": (rec(u)["history"]["iterations"], rec(u)["history"]["psnr"])
-                     for lr, u, _ in rows["lr"] if u}, root / "lr_curves.png",
-                    "Learning rate: PSNR over iterations (Adam)", label)
-        summary["experiments"]["lr"] = {str(lr): _short(rec(u), reason) for lr, u, reason in rows["lr"]}
+        plot_curves(self._curves("lr", lambda lr: f"Adam lr {lr}"), self.root / "lr_curves.png",
+                    "Learning rate: PSNR over iterations (Adam)", self.label)
+        return ["## Learning rate: Adam at 0.1, 0.01, 0.001 (report 2, experiment 3)", "",
+                f"{self.kate_desc}; base network, guard {'on' if self.base_k['guard'] else 'off'}, "
+                f"{self.base_k['iterations']} iterations.", "",
+                md_table(["lr", "final PSNR", "ORACLE best (iteration)", "lowest PSNR after the best, below it (dB)",
+                          "destabilisations", "guard recoveries"], table), "", "![lr](lr_curves.png)", ""]
 
-    if "optimizer" in only:
+    def _optimizer(self) -> list[str]:
+        lr = self.sw["optimizer_lr"]
         table = []
-        for opt, uid, reason in rows["optimizer"]:
-            r = rec(uid)
-            csv_add("optimizer", opt, uid, reason)
-            table.append([opt, sw["optimizer_lr"], _final(r) if r else reason, _best(r),
-                          C.fmt(r and r["timings"]["s_per_iteration"], 4), C.fmt(r and r["timings"]["dip_s"], 0),
+        for opt, uid, reason in self.rows["optimizer"]:
+            r = self.rec(uid)
+            table.append([opt, lr, _final(r) if r else reason, _best(r),
+                          fmt(r and r["timings"]["s_per_iteration"], 4), fmt(r and r["timings"]["dip_s"], 0),
                           r and len(_events(r))])
-        md += ["## Optimiser: Adam against L-BFGS (report 2, experiment 3)", "",
-               f"{kate_desc}; lr {sw['optimizer_lr']}. L-BFGS as in the original code: the first 100 iterations "
-               "are Adam steps at lr 0.001, then one L-BFGS step (history 100, no line search) per iteration.", "",
-               C.md_table(["optimizer", "lr", "final PSNR", "ORACLE best (iteration)", "s/iteration", "time (s)",
-                           "destabilisations"], table), "", "![optimizer](optimizer_curves.png)", ""]
-        plot_curves({opt: (rec(u)["history"]["iterations"], rec(u)["history"]["psnr"])
-                     for opt, u, _ in rows["optimizer"] if u}, root / "optimizer_curves.png",
-                    "Adam against L-BFGS: PSNR over iterations", label)
-        summary["experiments"]["optimizer"] = {o: _short(rec(u), reason) for o, u, reason in rows["optimizer"]}
+        plot_curves(self._curves("optimizer", str), self.root / "optimizer_curves.png",
+                    "Adam against L-BFGS: PSNR over iterations", self.label)
+        return ["## Optimiser: Adam against L-BFGS (report 2, experiment 3)", "",
+                f"{self.kate_desc}; lr {lr}. L-BFGS as in the original code: the first 100 iterations "
+                "are Adam steps at lr 0.001, then one L-BFGS step (history 100, no line search) per iteration.", "",
+                md_table(["optimizer", "lr", "final PSNR", "ORACLE best (iteration)", "s/iteration", "time (s)",
+                          "destabilisations"], table), "", "![optimizer](optimizer_curves.png)", ""]
 
-    if "long" in only:
-        t = settings["base"]["table1"]
+    def _long(self) -> list[str]:
+        sw, t = self.sw, self.settings["base"]["table1"]
         n = t["iterations"]
         table, curves, marks, findings = [], {}, [(n, f"{n} it (Table 1 setting)")], []
-        for name, uid, reason in rows["long"]:
-            r = rec(uid)
-            csv_add("long", name, uid, reason)
-            if not r:
-                table.append([name, reason, "", "", "", "", "", ""])
-                continue
-            h = r["history"]
-            at_n = C.history_at(h, n)
-            es = r.get("early_stop")
-            is_es = bool(r["config"].get("early_stop"))
-            if es:
-                stop = f"ES-WMV stopped at {es['iteration']}, answer from {es['best_iteration']}"
-                marks.append((es["best_iteration"], "ES-WMV answer"))
-                findings.append(f"{name}: stopped at iteration {es['iteration']} with the output of iteration "
-                                f"{es['best_iteration']}: {r['psnr_final']:.2f} dB, "
-                                f"{r['psnr_best_oracle'] - r['psnr_final']:.2f} dB below the best PSNR seen up "
-                                "to the stop.")
-            elif is_es:
-                stop = f"ran {r['timings']['iterations_done']}; ES-WMV did not trigger"
-                findings.append(f"{name}: the running variance of the outputs was still falling, so ES-WMV "
-                                f"(patience {r['config']['es_patience']}) never stopped; its answer is the last "
-                                "output.")
-            else:
-                stop = f"ran {r['timings']['iterations_done']}"
-                curves[name] = (h["iterations"], h["psnr"])
-            table.append([name, stop, C.fmt(at_n), C.fmt(r["psnr_final"]), _best(r),
-                          C.fmt(r["psnr_best_oracle"] - r["psnr_final"]), len(_events(r)),
-                          len(r["guard_recoveries"])])
-            if not is_es and at_n is not None:
-                findings.append(f"{name}: PSNR {'rose' if r['psnr_final'] >= at_n else 'fell'} by "
-                                f"{abs(r['psnr_final'] - at_n):.2f} dB between iteration {n} and {2 * n}; the final "
-                                f"PSNR is {r['psnr_best_oracle'] - r['psnr_final']:.2f} dB below the best.")
-        t1 = problems["table1"]["reference"]
-        md += [f"## Long runs: {sw['long_factor']}x the Table 1 iterations (report 2, experiment 1; the "
-               "overfitting question)", "",
-               f"`{C.display_path(problems['table1']['path'])}`, "
-               f"{C.describe_prep(settings['problems']['table1']['prepare'])} ({t1.shape[2]}x{t1.shape[1]}), 50% "
-               f"missing (mask seed 0); Table 1 network, lr {t['lr']}, {sw['long_factor'] * n} iterations. "
-               f"ES-WMV: running variance of the last {sw['es_window']} outputs, patience {sw['es_patience']} "
-               "(no ground truth).", "",
-               C.md_table(["run", "iterations", f"PSNR at {n}", f"final PSNR ({sw['long_factor'] * n}, or the "
-                           "ES-WMV answer)", "ORACLE best (iteration)", "best − final (dB)", "destabilisations",
-                           "guard recoveries"], table), "",
-               *[f"- {f}" for f in findings], "", "![long](long_curves.png)", ""]
-        plot_curves(curves, root / "long_curves.png",
-                    f"Long runs ({sw['long_factor']}x iterations): does PSNR fall late?", label, vlines=marks)
-        summary["experiments"]["long"] = {nm: _short(rec(u), reason) for nm, u, reason in rows["long"]}
+        for name, uid, reason in self.rows["long"]:
+            r = self.rec(uid)
+            not_run = [name, reason, "", "", "", "", "", ""]
+            table.append(_long_row(name, r, n, curves, marks, findings) if r else not_run)
+        plot_curves(curves, self.root / "long_curves.png",
+                    f"Long runs ({sw['long_factor']}x iterations): does PSNR fall late?", self.label, vlines=marks)
+        t1 = self.problems["table1"]["reference"]
+        return [f"## Long runs: {sw['long_factor']}x the Table 1 iterations (report 2, experiment 1; the "
+                "overfitting question)", "",
+                f"`{C.display_path(self.problems['table1']['path'])}`, "
+                f"{C.describe_prep(self.settings['problems']['table1']['prepare'])} ({t1.shape[2]}x{t1.shape[1]}), "
+                f"50% missing (mask seed 0); Table 1 network, lr {t['lr']}, {sw['long_factor'] * n} iterations. "
+                f"ES-WMV: running variance of the last {sw['es_window']} outputs, patience {sw['es_patience']} "
+                "(no ground truth).", "",
+                md_table(["run", "iterations", f"PSNR at {n}", f"final PSNR ({sw['long_factor'] * n}, or the "
+                          "ES-WMV answer)", "ORACLE best (iteration)", "best − final (dB)", "destabilisations",
+                          "guard recoveries"], table), "",
+                *[f"- {f}" for f in findings], "", "![long](long_curves.png)", ""]
 
-    if "guard" in only:
+    def _guard(self) -> list[str]:
+        base_k = self.base_k
         table, curves, fits = [], {}, {}
-        for (lr, guard), uid, reason in rows["guard"]:
-            r = rec(uid)
-            csv_add("guard", f"lr {lr} guard {guard}", uid, reason)
+        for (lr, guard), uid, reason in self.rows["guard"]:
+            r = self.rec(uid)
             if not r:
                 table.append([lr, guard, reason, "", "", "", "", ""])
                 continue
-            table.append([lr, guard, _final(r), _best(r), C.fmt(r["psnr_best_oracle"] - r["psnr_final"]),
-                          len(_events(r)), len(r["guard_recoveries"]), C.fmt(_worst_fit_fall(r))])
-            curves[f"lr {lr}, guard {guard}"] = (r["history"]["iterations"], r["history"]["psnr"])
+            table.append([lr, guard, _final(r), _best(r), fmt(r["psnr_best_oracle"] - r["psnr_final"]),
+                          len(_events(r)), len(r["guard_recoveries"]), fmt(_worst_fit_fall(r))])
+            curves[f"lr {lr}, guard {guard}"] = C.psnr_curve(r["history"])
             fits[f"lr {lr}, guard {guard}"] = _fit_db(r)
-        md += ["## Destabilisation with and without the guard (report 2, experiments 1 and 3)", "",
-               f"{kate_desc}; base network, {base_k['iterations']} iterations. The guard (from the original "
-               f"Barbara notebook): every {base_k['guard_every']} iterations, if the fit PSNR fell more than "
-               f"{base_k['guard_drop_db']:g} dB since the last check, restore the last good weights.", "",
-               C.md_table(["lr", "guard", "final PSNR", "ORACLE best (iteration)", "best − final (dB)",
-                           "destabilisations", "guard recoveries", "deepest fall of the fit (dB)"], table), "",
-               "![guard](guard_curves.png)", "", "![guard fit](guard_fit.png)", ""]
-        plot_curves(curves, root / "guard_curves.png", "Destabilisation: PSNR with and without the guard", label)
-        plot_curves(fits, root / "guard_fit.png", "Destabilisation: fit PSNR of every iteration (observed pixels)",
-                    label, ylabel="fit PSNR (dB)")
-        summary["experiments"]["guard"] = {f"lr {lr} guard {g}": _short(rec(u), reason)
-                                           for (lr, g), u, reason in rows["guard"]}
+        plot_curves(curves, self.root / "guard_curves.png", "Destabilisation: PSNR with and without the guard",
+                    self.label)
+        plot_curves(fits, self.root / "guard_fit.png", "Destabilisation: fit PSNR of every iteration (observed pixels)",
+                    self.label, ylabel="fit PSNR (dB)")
+        return ["## Destabilisation with and without the guard (report 2, experiments 1 and 3)", "",
+                f"{self.kate_desc}; base network, {base_k['iterations']} iterations. The guard (from the original "
+                f"Barbara notebook): every {base_k['guard_every']} iterations, if the fit PSNR fell more than "
+                f"{base_k['guard_drop_db']:g} dB since the last check, restore the last good weights.", "",
+                md_table(["lr", "guard", "final PSNR", "ORACLE best (iteration)", "best − final (dB)",
+                          "destabilisations", "guard recoveries", "deepest fall of the fit (dB)"], table), "",
+                "![guard](guard_curves.png)", "", "![guard fit](guard_fit.png)", ""]
 
-    unstable = [(uid, r) for uid, r in records.items() if _events(r)]
-    md += ["## Every destabilisation in these runs", ""]
-    if unstable:
-        md += [C.md_table(["run", "lr", "guard", "falls of the fit: iteration (depth, dB)", "guard recoveries",
-                           "final PSNR", "ORACLE best (iteration)"],
-                          [[f"`{uid}`", r["config"]["lr"], "on" if r["config"]["guard"] else "off",
-                            ", ".join(f"{e['iteration']} ({e['drop_db']:.1f})" for e in _events(r)),
-                            len(r["guard_recoveries"]), C.fmt(r["psnr_final"]), _best(r)]
-                           for uid, r in unstable]), "", "![destabilisations](destabilisations.png)", ""]
+    # --------------------------------------------------------------------- every run
+
+    def _destabilisations(self) -> list[str]:
+        unstable = [(uid, r) for uid, r in self.records.items() if _events(r)]
+        md = ["## Every destabilisation in these runs", ""]
+        if not unstable:
+            return md + [f"None: no run's fit fell by more than {EVENT_RULE['drop_db']:g} dB.", ""]
         curves, marks = {}, []
         for uid, r in unstable[:4]:
             curves[f"{uid}: fit PSNR"] = _fit_db(r)
-            curves[f"{uid}: PSNR"] = (r["history"]["iterations"], r["history"]["psnr"])
+            curves[f"{uid}: PSNR"] = C.psnr_curve(r["history"])
             marks += [(e["iteration"], "fall") for e in _events(r)]
-        plot_curves(curves, root / "destabilisations.png", "Destabilisations: fit PSNR of every iteration and PSNR",
-                    label, vlines=marks)
-    else:
-        md += [f"None: no run's fit fell by more than {EVENT_RULE['drop_db']:g} dB.", ""]
+        plot_curves(curves, self.root / "destabilisations.png",
+                    "Destabilisations: fit PSNR of every iteration and PSNR", self.label, vlines=marks)
+        return md + [md_table(["run", "lr", "guard", "falls of the fit: iteration (depth, dB)", "guard recoveries",
+                               "final PSNR", "ORACLE best (iteration)"],
+                              [[f"`{uid}`", r["config"]["lr"], "on" if r["config"]["guard"] else "off",
+                                ", ".join(f"{e['iteration']} ({e['drop_db']:.1f})" for e in _events(r)),
+                                len(r["guard_recoveries"]), fmt(r["psnr_final"]), _best(r)]
+                               for uid, r in unstable]), "", "![destabilisations](destabilisations.png)", ""]
 
-    devices = sorted({r["device"] for r in records.values()})
-    total_s = sum(r["timings"]["dip_s"] for r in records.values())
-    md += ["## Run", "",
-           f"- Command: `{command}`",
-           f"- Setting: {label}",
-           *[f"- {line}" for line in C.describe_environment(folder.created_env, devices, records.values())],
-           f"- {len(records)} distinct DIP runs (shared between experiments where the settings coincide); total "
-           f"DIP time {total_s / 60:.1f} min",
-           f"- Results folder fingerprint: `{folder.fingerprint}`", "",
-           "## Base configurations (each experiment changes only the fields it sweeps)", "",
-           "Kate (text inpainting):", "", C.config_block(settings["base"]["kate"]), "",
-           "Table 1 image (long runs):", "", C.config_block(settings["base"]["table1"]), "",
-           "Sweeps:", "", C.config_block(sw), "",
-           "Files: `experiments.csv`, `experiments.json`, the plots, `units/` (one JSON per run, with the loss "
-           "of every iteration).", ""]
-    C.write_text_atomic(root / "experiments.md", "\n".join(md))
-    C.write_csv(root / "experiments.csv",
-                ["experiment", "setting", "unit", "not_run_reason", "psnr_final", "oracle_psnr_best",
-                 "oracle_best_iteration", "destabilisations", "guard_recoveries", "parameters", "s_per_iteration",
-                 "dip_seconds", "setting_label"], csv_rows)
-    summary["devices"] = devices
-    summary["total_dip_s"] = total_s
-    C.write_json(root / "experiments.json", summary)
-    return {"folder": str(root), "markdown": str(root / "experiments.md"), "summary": C.clean_json(summary)}
+    def _run_section(self) -> list[str]:
+        return ["## Run", "",
+                f"- Command: `{self.command}`",
+                f"- Setting: {self.label}",
+                *environment_bullets(self.folder.created_env, self._devices(), self.records.values()),
+                f"- {len(self.records)} distinct DIP runs (shared between experiments where the settings coincide); "
+                f"total DIP time {self._total_s() / 60:.1f} min",
+                f"- Results folder fingerprint: `{self.folder.fingerprint}`", "",
+                "## Base configurations (each experiment changes only the fields it sweeps)", "",
+                "Kate (text inpainting):", "", config_block(self.settings["base"]["kate"]), "",
+                "Table 1 image (long runs):", "", config_block(self.settings["base"]["table1"]), "",
+                "Sweeps:", "", config_block(self.sw), "",
+                "Files: `experiments.csv`, `experiments.json`, the plots, `units/` (one JSON per run, with the loss "
+                "of every iteration).", ""]
+
+
+def _long_row(name: str, r: dict, n: int, curves: dict, marks: list, findings: list) -> list:
+    """A long run's row of the table; its curve, ES-WMV mark and findings go to the section's lists."""
+    h = r["history"]
+    at_n = C.history_at(h, n)
+    es = r.get("early_stop")
+    is_es = bool(r["config"].get("early_stop"))
+    if es:
+        stop = f"ES-WMV stopped at {es['iteration']}, answer from {es['best_iteration']}"
+        marks.append((es["best_iteration"], "ES-WMV answer"))
+        findings.append(f"{name}: stopped at iteration {es['iteration']} with the output of iteration "
+                        f"{es['best_iteration']}: {r['psnr_final']:.2f} dB, "
+                        f"{r['psnr_best_oracle'] - r['psnr_final']:.2f} dB below the best PSNR seen up "
+                        "to the stop.")
+    elif is_es:
+        stop = f"ran {r['timings']['iterations_done']}; ES-WMV did not trigger"
+        findings.append(f"{name}: the running variance of the outputs was still falling, so ES-WMV "
+                        f"(patience {r['config']['es_patience']}) never stopped; its answer is the last "
+                        "output.")
+    else:
+        stop = f"ran {r['timings']['iterations_done']}"
+        curves[name] = C.psnr_curve(h)
+    if not is_es and at_n is not None:
+        findings.append(f"{name}: PSNR {'rose' if r['psnr_final'] >= at_n else 'fell'} by "
+                        f"{abs(r['psnr_final'] - at_n):.2f} dB between iteration {n} and {2 * n}; the final "
+                        f"PSNR is {r['psnr_best_oracle'] - r['psnr_final']:.2f} dB below the best.")
+    return [name, stop, fmt(at_n), fmt(r["psnr_final"]), _best(r), fmt(r["psnr_best_oracle"] - r["psnr_final"]),
+            len(_events(r)), len(r["guard_recoveries"])]
 
 
 def _short(r, reason=None) -> dict:

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..reports import config_block, environment_bullets, fmt, md_table
 from . import common as C
 from .figures import plot_curve_grid, plot_image_rows
 
@@ -149,7 +150,7 @@ def _pil_resize(chw: np.ndarray, size_hw: tuple, method: str) -> np.ndarray:
     """Pillow's resize of an 8-bit RGB/grey image, as the original notebooks do."""
     from PIL import Image
 
-    u8 = (np.clip(chw, 0, 1) * 255 + 0.5).astype(np.uint8)
+    u8 = C.to_8bit(chw)
     img = Image.fromarray(u8[0] if len(u8) == 1 else np.moveaxis(u8, 0, -1))
     out = np.asarray(img.resize(size_hw[::-1], getattr(Image, method)), dtype=np.float32) / 255.0
     return out[None] if out.ndim == 2 else np.ascontiguousarray(np.moveaxis(out, -1, 0))
@@ -165,18 +166,17 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
     kind = COMMANDS[command]
     overrides = dict(overrides or {})
     run = C.run_options(overrides, device, compile_mode)
-    device = run["device"]
     settings = restoration_settings(command, preset, overrides)
     details = (f"{_describe_prep(settings['prepare'])}, "
                f"{next(iter(settings['configs'].values()))['network']['down_channels']}-channel network")
     label, is_paper = C.setting_label(preset, overrides, details)
     command_line = command_line or C.python_command("run_restoration", command=command, output_dir=str(output_dir),
-                                                    preset=preset, overrides=overrides or None, **C.recorded(run))
-    resolve_device(device)
+                                                    preset=preset, **C.recorded(run, overrides))
+    resolve_device(run["device"])
     folder_name, file_name = kind.image
     path = C.resolve_image(file_name, data_dir, folder_name)
-    reference = _prepare(C.load_unit_image(path), settings["prepare"])
-    sha = C.file_sha256(path)
+    image = {"reference": _prepare(C.load_unit_image(path), settings["prepare"]), "path": path,
+             "sha256": C.file_sha256(path)}
     units = {str(u): RunConfig.from_dict(settings["configs"][str(u)]).replace(**run).validate()
              for u in SPECS[command][preset]["units"]}
 
@@ -190,45 +190,58 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
     progress.write(f"{command}: {len(units) - len(pending)} of {len(units)} units already done in {output_dir}; {label}")
     try:
         for unit in pending:
-            uid = kind.unit_id(unit)
-            progress.start(uid)
-            t0 = time.perf_counter()
-            observation, baselines = kind.observe(reference, int(unit))  # before any DIP run
-            baseline_s = time.perf_counter() - t0
-            options = kind.task(int(unit))
-            outcome = C.run_dip(observation, None, reference, units[unit], progress, **options)
-            progress.finish(units[unit].iterations)
-            history = outcome.history
-            best, best_it = C.oracle(history)
-            history.pop("loss")
-            psnr = {"input": C.psnr(observation, reference) if kind.scores_input else None,
-                    **{k: C.psnr(v, reference) for k, v in baselines.items()},
-                    "dip_final": C.psnr(outcome.output, reference), "dip_best_oracle": best}
-            record = {"unit": uid, "image_file": C.display_path(path), "image_sha256": sha,
-                      "shape": list(reference.shape), "observation_shape": list(observation.shape),
-                      "psnr": psnr, "ssim": {"dip_final": C.ssim(outcome.output, reference)},
-                      "best_iteration_oracle": best_it,
-                      "timings": {"dip_s": outcome.wall_s, "baselines_s": baseline_s,
-                                  "dip_s_per_iteration": history["timings"].get("s_per_iteration")},
-                      "device": outcome.device, "config": dict(units[unit].to_dict(), device=outcome.device),
-                      "history": history, "command": command_line, "environment": C.run_env(env)}
-            answers = {"dip": outcome.output, "observation": observation, **baselines}
-            if kind.second_run:
-                stopped = C.run_dip(observation, None, reference,
-                                    units[unit].replace(**kind.second_run).validate(), progress, **options)
-                progress.finish(units[unit].iterations)
-                psnr["dip_early_stop"] = C.psnr(stopped.output, reference)
-                record["ssim"]["dip_early_stop"] = C.ssim(stopped.output, reference)
-                record["early_stop"] = stopped.history.get("early_stop")  # None: it ran to the end
-                record["timings"]["dip_early_stop_s"] = stopped.wall_s
-                answers["dip_early_stop"] = stopped.output
-            arrays = {k: (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8) for k, v in answers.items()}
-            folder.save(uid, record, arrays)
+            progress.start(kind.unit_id(unit))
+            folder.save(kind.unit_id(unit), *_run_unit(kind, unit, units[unit], image, progress, command_line, env))
     finally:
         progress.close()
     records = {u: folder.load(kind.unit_id(u)) for u in units}
     arrays = {u: folder.load_arrays(kind.unit_id(u)) for u in units}
-    return _write_outputs(kind, folder, reference, records, arrays, settings, label, is_paper, command_line)
+    return _write_outputs(kind, folder, image["reference"], records, arrays, settings, label, is_paper, command_line)
+
+
+def _run_unit(kind: _Command, unit: str, config, image: dict, progress, command_line: str,
+              env: dict) -> tuple[dict, dict]:
+    """One unit: the observation and its baselines (before any DIP run), DIP, and the second DIP
+    run if the command has one; the unit's record and 8-bit copies of every answer."""
+    reference = image["reference"]
+    t0 = time.perf_counter()
+    observation, baselines = kind.observe(reference, int(unit))
+    baseline_s = time.perf_counter() - t0
+    options = kind.task(int(unit))
+    outcome = C.run_dip(observation, None, reference, config, progress, **options)
+    progress.finish(config.iterations)
+    history = outcome.history
+    best, best_it = C.oracle(history)
+    history.pop("loss")
+    psnr = {"input": C.psnr(observation, reference) if kind.scores_input else None,
+            **{k: C.psnr(v, reference) for k, v in baselines.items()},
+            "dip_final": C.psnr(outcome.output, reference), "dip_best_oracle": best}
+    record = {"unit": kind.unit_id(unit), "image_file": C.display_path(image["path"]),
+              "image_sha256": image["sha256"], "shape": list(reference.shape),
+              "observation_shape": list(observation.shape),
+              "psnr": psnr, "ssim": {"dip_final": C.ssim(outcome.output, reference)},
+              "best_iteration_oracle": best_it,
+              "timings": {"dip_s": outcome.wall_s, "baselines_s": baseline_s,
+                          "dip_s_per_iteration": history["timings"].get("s_per_iteration")},
+              "device": outcome.device, "config": dict(config.to_dict(), device=outcome.device),
+              "history": history, "command": command_line, "environment": C.run_env(env)}
+    answers = {"dip": outcome.output, "observation": observation, **baselines}
+    if kind.second_run:
+        answers["dip_early_stop"] = _second_run(kind, observation, reference, config, progress, options, record)
+    return record, {k: C.to_8bit(v) for k, v in answers.items()}
+
+
+def _second_run(kind: _Command, observation, reference, config, progress, options: dict, record: dict):
+    """The same fit with the command's second-run changes (ES-WMV stopping), added to ``record``;
+    returns its answer."""
+    stopped = C.run_dip(observation, None, reference, config.replace(**kind.second_run).validate(), progress,
+                        **options)
+    progress.finish(config.iterations)
+    record["psnr"]["dip_early_stop"] = C.psnr(stopped.output, reference)
+    record["ssim"]["dip_early_stop"] = C.ssim(stopped.output, reference)
+    record["early_stop"] = stopped.history.get("early_stop")  # None: it ran to the end
+    record["timings"]["dip_early_stop_s"] = stopped.wall_s
+    return stopped.output
 
 
 def _early_stop_cell(record: dict) -> str:
@@ -236,7 +249,7 @@ def _early_stop_cell(record: dict) -> str:
     stop = record.get("early_stop")
     where = (f"it {stop['best_iteration']}, stopped at {stop['iteration']}" if stop
              else "ran to the end")
-    return f"{C.fmt(record['psnr']['dip_early_stop'])} ({where})"
+    return f"{fmt(record['psnr']['dip_early_stop'])} ({where})"
 
 
 def _write_outputs(kind, folder, reference, records, arrays, settings, label, is_paper, command_line) -> dict:
@@ -252,13 +265,12 @@ def _write_outputs(kind, folder, reference, records, arrays, settings, label, is
                      (u8("dip"), f"Deep image prior, ours ({r['dip_final']:.2f} dB)"), *stopped,
                      (reference, "Original")])
         titles.append(kind.unit_title(unit))
-        h = rec["history"]
-        panels[titles[-1]] = {"curves": {"DIP": (h["iterations"], h["psnr"])},
+        panels[titles[-1]] = {"curves": {"DIP": C.psnr_curve(rec["history"])},
                               "levels": [(r[n], n) for n in names]}
         table.append([titles[-1], "x".join(map(str, rec["observation_shape"][:0:-1])),
-                      *([C.fmt(r["input"])] if noisy else []), *[C.fmt(r[n]) for n in names],
-                      f"**{C.fmt(r['dip_final'])}**", *([_early_stop_cell(rec)] if stops else []),
-                      f"{C.fmt(r['dip_best_oracle'])} (it {rec['best_iteration_oracle']})",
+                      *([fmt(r["input"])] if noisy else []), *[fmt(r[n]) for n in names],
+                      f"**{fmt(r['dip_final'])}**", *([_early_stop_cell(rec)] if stops else []),
+                      f"{fmt(r['dip_best_oracle'])} (it {rec['best_iteration_oracle']})",
                       f"{rec['timings']['dip_s']:.0f}"])
     plot_image_rows(rows, root / f"{command}.png", f"{kind.what}: {kind.panels}", label,
                     row_titles=titles)
@@ -268,10 +280,9 @@ def _write_outputs(kind, folder, reference, records, arrays, settings, label, is
                *(["Ours: DIP, ES-WMV stop (no ground truth)"] if stops else []),
                "ORACLE: DIP best iteration (ground truth)", "DIP time (s)"]
     devices = sorted({rec["device"] for rec in records.values()})
-    warning = "" if is_paper else f"> **{C.NOT_PAPER.upper()}.** {label}.\n\n"
     md = [f"# {kind.what}: reproduction (PSNR, dB, against the original)", "",
-          warning + f"Setting: **{label}**", "", f"![{command}]({command}.png)", "",
-          C.md_table(headers, table), "",
+          C.not_paper_banner(label, is_paper) + f"Setting: **{label}**", "", f"![{command}]({command}.png)", "",
+          md_table(headers, table), "",
           f"- {kind.paper}",
           *(["- ES-WMV stop: the same run with `early_stop=True` and nothing held out: it stops "
              "once the running variance of the last `es_window` outputs has not fallen for "
@@ -283,16 +294,14 @@ def _write_outputs(kind, folder, reference, records, arrays, settings, label, is
           f"- Image: `{next(iter(records.values()))['image_file']}`, "
           f"{_describe_prep(settings['prepare'], 'centre-cropped to a multiple of 32 (as the SR notebook)')}",
           f"- Protocol: {settings['protocol']}",
-          *[f"- {line}" for line in C.describe_environment(folder.created_env, devices, records.values())],
+          *environment_bullets(folder.created_env, devices, records.values()),
           f"- Results folder fingerprint: `{folder.fingerprint}`", "", "## Configuration of the DIP runs", ""]
     for unit in records:
-        md += [f"{titles[list(records).index(unit)]}:", "", C.config_block(settings["configs"][unit]), ""]
-    C.write_text_atomic(root / f"{command}.md", "\n".join(md))
+        md += [f"{titles[list(records).index(unit)]}:", "", config_block(settings["configs"][unit]), ""]
     summary = {"command": command_line, "setting": label, "paper_setting": is_paper, "fingerprint": folder.fingerprint,
                "settings": settings, "devices": devices,
                "units": {u: {"psnr": rec["psnr"], "ssim": rec["ssim"], "timings": rec["timings"],
                              "best_iteration_oracle": rec["best_iteration_oracle"],
                              **({"early_stop": rec.get("early_stop")} if stops else {})}
                          for u, rec in records.items()}}
-    C.write_json(root / f"{command}.json", summary)
-    return {"folder": str(root), "markdown": str(root / f"{command}.md"), "summary": C.clean_json(summary)}
+    return C.report_result(folder, command, md, summary)
