@@ -77,6 +77,8 @@ class Captured:
     mask_sliced: bool = False          # the mask layer has stack axes (cut to the slice)
     mask_channels: bool = False        # the mask layer has the RGB image's channel axis
     task_options: dict = field(default_factory=dict)  # e.g. {"factor": 4}, {"psf": 2.0 or an array}
+    #: options a layer stood for: name -> (the layer's name, the plane of a 3D stack or None)
+    option_layers: dict = field(default_factory=dict)
     tile: int | str | None = None      # region "tiles": the tile side, or "auto"
     scheduler: str | None = None       # a Dask scheduler's address: the slices or tiles run there
     client: object = None              # or a distributed.Client of the caller's
@@ -170,8 +172,8 @@ def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: st
     if image_layer is None:
         raise DIPError("no image layer: open an image (or File > Open Sample > napari-dip) "
                        "and choose it as the image to restore.")
-    if task not in src_core.TASKS:
-        raise DIPError(f"task must be one of {src_core.TASKS} (got {task!r}).")
+    if task not in src_core.tasks.TASKS_BY_NAME:
+        raise DIPError(f"task must be one of {tuple(src_core.tasks.TASKS_BY_NAME)} (got {task!r}).")
     for layer, what in ((image_layer, "image"), (reference_layer, "reference")):
         kind = type(layer).__name__
         if layer is not None and kind != "Image":
@@ -181,9 +183,10 @@ def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: st
     shape = tuple(np.shape(_plain_data(image_layer, "image")))
     plane = shape[-3:-1] if rgb else shape[-2:]
     no_channel = shape[:-1] if rgb else shape
-    if task == "random":
+    mask_kind = src_core.get_task(task).mask
+    if mask_kind == "random":
         mask_layer = None  # the engine draws its own Bernoulli mask
-    if task == "inpaint" and mask_layer is None:
+    if mask_kind == "required" and mask_layer is None:
         raise DIPError("inpainting needs a mask: choose a Labels layer with the damaged region "
                        "painted (painted = to fill), or make a random mask.")
     if mask_layer is not None:
@@ -243,7 +246,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
             missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
             keep_observed: bool | None = None, region: str = "whole",
             task_options: dict | None = None, tile="auto", scheduler: str | None = None,
-            client=None) -> Captured:
+            client=None, option_layers: dict | None = None) -> Captured:
     """Check the chosen layers and copy what the run needs.
 
     ``slice_index``: restore only this stack position (``None``: every slice).
@@ -257,8 +260,9 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     layers themselves are only read.
     """
     task_options = dict(task_options or {})
+    painted_mask = src_core.get_task(task).mask == "required"  # (check_layers checks the task)
     mask_layer = check_layers(image_layer, mask_layer, reference_layer, task=task,
-                              factor=int(task_options.get("factor", 1)))
+                              factor=src_core.get_task(task).operator(**task_options).factor)
     if region not in REGIONS:
         raise DIPError(f"region must be one of {REGIONS} (got {region!r}).")
     source = _layer_source(image_layer)
@@ -287,7 +291,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
         mask_name = str(mask_layer.name)
         observed, mask_sliced, mask_rgb = read_mask(mask_layer, image_layer, slice_index, label)
         painted = int(observed.size - np.count_nonzero(observed))
-        if task == "inpaint" and painted == 0:
+        if painted_mask and painted == 0:
             which = f" with label {label}" if label else ""
             raise DIPError(
                 f"mask '{mask_name}' has no painted pixels{which}"
@@ -300,13 +304,14 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
 
     reference = take(reference_layer.data) if reference_layer is not None else None
     image = take(data)
-    box = damage_region(mask, config, mask_rgb) if region == "damage" and task == "inpaint" else None
+    box = damage_region(mask, config, mask_rgb) if region == "damage" and painted_mask else None
     captured = Captured(source=source, image=image, full_image=image, mask=mask, reference=reference, task=task,
                         threads=threads, keep_observed=keep_observed, config=config,
                         missing_fraction=float(missing_fraction), mask_seed=int(mask_seed),
                         slice_index=None if slice_index is None else tuple(slice_index),
                         mask_name=mask_name, label=label, mask_sliced=mask_sliced,
                         mask_channels=mask_rgb, task_options=task_options,
+                        option_layers=dict(option_layers or {}),
                         reference_name=None if reference_layer is None else str(reference_layer.name),
                         tile=tile if region == "tiles" else None, scheduler=(scheduler or "").strip() or None,
                         client=client)

@@ -84,8 +84,12 @@ def _differences(config: dict) -> dict:
     name = config.get("preset", "custom")
     if name not in src_core.PRESETS:
         return None
-    base = src_core.preset(name).to_dict()
+    preset = src_core.preset(name)
+    architecture = config.get("network", {}).get("architecture", preset.network.architecture)
+    base = preset.replace(architecture=architecture).to_dict()  # another network: from its defaults
     out = {k: v for k, v in config.items() if k not in ("network", "preset") and base.get(k) != v}
+    if architecture != preset.network.architecture:
+        out["network.architecture"] = architecture
     for k, v in config.get("network", {}).items():
         if base["network"].get(k) != v:
             out[f"network.{k}"] = v
@@ -109,7 +113,8 @@ def python_call(layer) -> str:
         rgb = bool(getattr(layer, "rgb", False))
         crop = f"[..., {r0}:{r1}, {c0}:{c1}{', :' if rgb else ''}]"
     args = ["image" + crop]
-    if meta.get("mask") and task != "random":
+    spec = src_core.get_task(task)
+    if meta.get("mask") and spec.mask != "random":  # (a random task draws its own)
         label = meta.get("label")
         lines.append(f"labels = viewer.layers[{meta['mask']!r}].data{index if meta.get('mask_sliced') else ''}")
         lines.append(f"mask = src_core.mask_from_labels(labels{', ' + str(label) if label else ''})"
@@ -117,6 +122,9 @@ def python_call(layer) -> str:
         plane_crop = f"[..., {region[0][0]}:{region[0][1]}, {region[1][0]}:{region[1][1]}]" if region else ""
         args.append("mask" + (crop if meta.get("mask_channels") else plane_crop))
     args.append(f"task={task!r}")
+    args.extend(f"{k}={v!r}" for k, v in (meta.get("task_options") or {}).items())
+    for name, (layer_name, plane) in (meta.get("option_layers") or {}).items():  # e.g. a bead image's PSF
+        args.append(f"{name}=viewer.layers[{layer_name!r}].data" + ("" if plane is None else f"[{plane}]"))
     if meta.get("reference"):
         lines.append(f"reference = viewer.layers[{meta['reference']!r}].data{index}")
         args.append("reference=reference" + crop)
@@ -124,7 +132,7 @@ def python_call(layer) -> str:
         args.append("channel_axis=-1")
     else:
         args.append("channel_axis=None")
-    if task != "denoise":
+    if spec.keep_observed:
         args.append(f"keep_observed={bool(meta.get('keep_observed'))}")
     changed = _differences(config)
     if changed is None:

@@ -330,6 +330,7 @@ class OutputLayers:
             "mask_channels": self.captured.mask_channels,
             "keep_observed": problem.keep_observed,
             "task_options": {k: v for k, v in self.captured.task_options.items() if np.isscalar(v)},
+            "option_layers": {k: list(v) for k, v in self.captured.option_layers.items()},
         }
         layer = self._add("result", made.data, name, metadata=metadata,
                           **self._source_kwargs(cropped=False, factor=self.factor))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from napari.layers import Layer
+
 import src_core
 from src_core import DIPError
 
@@ -75,8 +77,11 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
         task = "inpaint"
     spec = src_core.get_task(task)
     task_options = src_core.tasks.take_options(spec, settings)
-    if hasattr(task_options.get("psf"), "data"):  # an Image layer of the PSF
-        task_options["psf"] = task_options["psf"].data
+    option_layers = {}  # an Image layer may stand for an option (a bead's PSF): named in the result
+    for option in spec.options:
+        if option.image and isinstance(task_options.get(option.name), Layer):
+            option_layers[option.name] = (str(task_options[option.name].name), None)
+            task_options[option.name] = task_options[option.name].data
     spec.operator(**task_options)  # checks the options before any copy of the layers
     if slices not in ("all", "current"):
         raise DIPError(f"slices must be 'all' or 'current' (got {slices!r}).")
@@ -88,7 +93,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                        slice_index=slice_index, missing_fraction=missing_fraction,
                        mask_seed=mask_seed, threads=threads, region=region,
                        keep_observed=keep_observed, task_options=task_options, tile=tile,
-                       scheduler=scheduler, client=client)
+                       scheduler=scheduler, client=client, option_layers=option_layers)
     run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
     run.prepare()  # the engine's refusal raises here, in the caller's console
     if not wait:

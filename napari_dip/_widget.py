@@ -35,6 +35,7 @@ from ._driver import describe_time, run_threads
 from ._export import python_call, save_run
 from ._layers import ROLE_KEY
 from ._run import LayerRun
+from ._task_fields import TaskFields
 
 NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
 #: the progress bar, status and curve move on at most this often during a run: each change
@@ -44,7 +45,9 @@ NO_THREAD_ENV = "NAPARI_DIP_NO_THREAD"
 PANEL_EVERY_S = 0.5
 #: runs from napari learn how much slower than their calibration they run here (src_core.timing)
 TIMING_CONTEXT = "napari"
-TASK_CHOICES = [(f"{task}: {words}", task) for task, words in src_core.TASK_HELP.items()]
+def task_choices() -> list:
+    """The task list, read from the task registry when the panel is made."""
+    return [(f"{task.name}: {task.help}", task.name) for task in src_core.tasks.TASKS_BY_NAME.values()]
 
 
 REGION_CHOICES = [("whole image", "whole"), ("around the mask", "damage"), ("tiles (large image)", "tiles")]
@@ -69,6 +72,10 @@ def help_url() -> str | None:
 
 def _threaded_default() -> bool:
     return os.environ.get(NO_THREAD_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+#: network fields that only some generators have (shown for those)
+NETWORK_OWN_FIELDS = ("skip_channels", "upsample")
 
 
 def _first(value):
@@ -128,18 +135,10 @@ class DIPWidget(QWidget):
         W = widgets
         self.image = W.ComboBox(label="image", choices=self._image_choices, nullable=True,
                                 tooltip="The image layer to restore.")
-        self.task = W.ComboBox(label="task", choices=TASK_CHOICES, value="inpaint",
+        self.task = W.ComboBox(label="task", choices=task_choices(), value=src_core.TASKS[0],
                                tooltip="What to restore: fill a painted mask, drop random pixels "
                                "and restore them (to test on a clean image), or remove noise.")
-        self.factor = W.SpinBox(label="SR factor", value=4, min=2, max=16,
-                                tooltip="Super-resolution: the result is this many times larger along "
-                                "X and Y (the paper: 4 and 8); its layer has the same extent.")
-        self.psf_sigma = W.FloatSpinBox(label="PSF sigma (px)", value=2.0, min=0.1, max=50.0, step=0.1,
-                                        tooltip="Deconvolution: the blur as a Gaussian of this "
-                                        "standard deviation, in pixels (used when no PSF layer is chosen).")
-        self.psf = W.ComboBox(label="PSF layer", choices=self._image_choices, nullable=True,
-                              tooltip="Deconvolution: an image of the point-spread function (a bead; "
-                              "2D, or the in-focus plane of a 3D PSF). Empty: the Gaussian above.")
+        self.task_fields = TaskFields(self._image_choices)  # each task's own options (src_core.tasks)
         self.mask = W.ComboBox(label="mask", choices=self._label_choices, nullable=True,
                                tooltip="Labels layer: painted pixels are the ones to fill.")
         self.label = W.SpinBox(label="mask label", value=0, min=0, max=2**31 - 1,
@@ -197,6 +196,21 @@ class DIPWidget(QWidget):
         self.optimizer = W.ComboBox(label="optimiser", choices=["adam", "lbfgs"],
                                     tooltip="Adam (the paper's default) or L-BFGS after 100 "
                                     "Adam steps.")
+        self.architecture = W.ComboBox(
+            label="network", choices=list(src_core.NETWORKS),
+            tooltip="The generator: skip (the paper's encoder-decoder) or decoder (the Deep Decoder, "
+                    "Heckel & Hand 2019: fewer weights than pixels, for very noisy data). "
+                    "Choosing one fills its depth and channels.")
+        self.fidelity = W.ComboBox(
+            label="data term", choices=list(src_core.FIDELITIES),
+            tooltip="How the fit is scored: mse (the paper's) or poisson (the likelihood of photon "
+                    "counts, for photon-limited fluorescence; set the camera's gain and offset).")
+        self.photon_gain = W.FloatSpinBox(
+            label="photon gain", value=1.0, min=1e-6, max=1e6, step=0.1,
+            tooltip="Poisson data term: the image's units per photon (the camera's gain).")
+        self.photon_offset = W.FloatSpinBox(
+            label="photon offset", value=0.0, min=-1e6, max=1e6, step=1.0,
+            tooltip="Poisson data term: the image's value at zero photons (the camera's offset).")
         self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
                               tooltip="Seed of the network's weights and input: the same seed and "
                               "settings give the same result on the same device.")
@@ -242,7 +256,7 @@ class DIPWidget(QWidget):
                                         tooltip="Copy the src_core.restore(...) call that repeats "
                                         "the last run, for the napari console or a notebook.")
 
-        inputs = W.Container(widgets=[self.image, self.task, self.factor, self.psf_sigma, self.psf,
+        inputs = W.Container(widgets=[self.image, self.task, *self.task_fields.widgets,
                                       self.mask, self.label,
                                       self.missing_fraction, self.mask_seed,
                                       self.random_mask_button, self.reference, self.slices,
@@ -252,8 +266,8 @@ class DIPWidget(QWidget):
                                      self.keep_observed, self.early_stop, self.keep_earlier],
                              labels=True)
         self.advanced = W.Container(
-            widgets=[self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
-                     self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
+            widgets=[self.architecture, self.scales, self.channels, self.skip_channels, self.upsample,
+                     self.input_kind, self.fidelity, self.photon_gain, self.photon_offset, self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
                      self.scheduler, self.preview_every, self.report_every, self.defaults_button], labels=True)
         buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
                               labels=False)
@@ -266,14 +280,14 @@ class DIPWidget(QWidget):
         self.advanced_toggle.setCheckable(True)
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
-        self.advanced_toggle.setToolTip("Network shape, learning rate, input noise, optimiser, "
+        self.advanced_toggle.setToolTip("Network and its shape, data term, learning rate, input noise, optimiser, "
                                         "seed, device, threads and update intervals.")
         self.advanced_toggle.toggled.connect(self._show_advanced)
         self.advanced.native.setVisible(False)
         self.form = W.Container(widgets=[inputs, basic], labels=False)
         # long layer names and preset descriptions must not widen the dock over the canvas
         for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.region,
-                      self.preset, self.psf,
+                      self.preset, *self.task_fields.layer_pickers, self.architecture, self.fidelity,
                       self.upsample, self.input_kind, self.optimizer, self.device):
             combo.native.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -344,14 +358,18 @@ class DIPWidget(QWidget):
         self.preset.changed.connect(self._fill_from_preset)
         self.image.changed.connect(self._image_changed)
         self.task.changed.connect(self._task_changed)
+        self.architecture.changed.connect(self._architecture_changed)
+        self.fidelity.changed.connect(self._fidelity_changed)
         for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
                   self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
                   self.report_every, self.task, self.early_stop, self.mask, self.reference,
-                  self.label, self.region, self.slices, self.threads, self.device, self.factor,
-                  self.psf_sigma, self.psf, self.tile):
+                  self.label, self.region, self.slices, self.threads, self.device, self.tile,
+                  self.architecture, self.fidelity, self.photon_gain, self.photon_offset,
+                  *self.task_fields.widgets):
             w.changed.connect(self.check)
         self.region.changed.connect(self._region_changed)
         self._task_changed()
+        self._fidelity_changed()
 
     # ------------------------------------------------------------------ layer choices
     def _image_choices(self, _widget=None):
@@ -384,7 +402,7 @@ class DIPWidget(QWidget):
         removed the selector goes empty and says so (a running run keeps its copy).
         """
         before = self.image.value
-        for combo in (self.image, self.mask, self.reference):
+        for combo in (self.image, self.mask, self.reference, *self.task_fields.layer_pickers):
             combo.reset_choices()
         if self._image_auto:
             self._pick_default_image()
@@ -420,7 +438,7 @@ class DIPWidget(QWidget):
         image = self.image.value
         self.slices.enabled = image is not None and image.ndim > 2
         task = None if image is None else image.metadata.get(TASK_FOR_KEY)
-        if task in src_core.TASKS and task != self.task.value:  # a sample says what it is for
+        if task in src_core.tasks.TASKS_BY_NAME and task != self.task.value:  # a sample says what it is for
             self.task.value = task
         self._pick_partners()
         self.check()
@@ -447,21 +465,21 @@ class DIPWidget(QWidget):
                 self.mask.value = fitting[-1]
 
     def _task_changed(self, *_) -> None:
-        """Show only the fields that apply to the task."""
-        task = self.task.value
+        """Show only the fields that apply to the task (as the task registry describes it)."""
+        task = src_core.get_task(self.task.value)
+        painted = task.mask == "required"
         for w in (self.mask, self.label, self.random_mask_button):
-            w.visible = task == "inpaint"
+            w.visible = painted
         for w in (self.missing_fraction, self.mask_seed):
-            w.visible = task == "random"
-        self.keep_observed.visible = src_core.get_task(task).keep_observed  # observed pixels are answer pixels
-        self.factor.visible = task == "sr"
-        self.psf_sigma.visible = self.psf.visible = task == "deconvolve"
-        if task != "inpaint" and self.region.value == "damage":
+            w.visible = task.mask == "random"
+        self.keep_observed.visible = task.keep_observed  # observed pixels are answer pixels
+        self.task_fields.show(task.name)
+        if not painted and self.region.value == "damage":
             self.region.value = "whole"
         # "around the mask" needs a painted mask
-        self.region.choices = [c for c in REGION_CHOICES if task == "inpaint" or c[1] != "damage"]
+        self.region.choices = [c for c in REGION_CHOICES if painted or c[1] != "damage"]
         self._region_changed()
-        self.early_stop.value = task in ("denoise", "deconvolve")  # noisy data: stop before fitting it
+        self.early_stop.value = task.noisy  # noisy data: stop before fitting it
 
     def _region_changed(self, *_) -> None:
         self.tile.visible = self.region.value == "tiles"
@@ -484,23 +502,13 @@ class DIPWidget(QWidget):
         name = self.preset.value
         entry = src_core.PRESETS[name]
         cfg = entry.config
-        net = cfg.network
-        channels = net.down_channels
         filled = dict(
-            scales=net.scales,
-            channels=max(channels) if isinstance(channels, (list, tuple)) else channels,
-            skip_channels=_first(net.skip_channels), upsample=_first(net.upsample),
+            **self._network_values(cfg.network),
             input_kind=cfg.input_kind, iterations=cfg.iterations, lr=cfg.lr,
-            sigma_p=round(cfg.sigma_p, 4), optimizer=cfg.optimizer,
+            sigma_p=round(cfg.sigma_p, 4), optimizer=cfg.optimizer, fidelity=cfg.fidelity,
+            photon_gain=cfg.photon_gain, photon_offset=cfg.photon_offset,
         )
-        self._filling = True
-        try:
-            for key, value in filled.items():
-                getattr(self, key).value = value
-        finally:
-            self._filling = False
-        # read back what the widgets hold (spin boxes round) so "unchanged" compares equal
-        self._filled = {key: getattr(self, key).value for key in filled}
+        self._fill(filled, replace=True)
         task = src_core.tasks.preset_task(name)  # None: a preset for any task (cpu)
         if task is not None and task != self.task.value:  # the paper's presets are per task
             self.task.value = task
@@ -510,34 +518,79 @@ class DIPWidget(QWidget):
         self.preset_info.tooltip = text
         self.check()
 
+    def _fill(self, filled: dict, replace: bool = False) -> None:
+        """Put ``filled`` into the fields of those names and remember what they hold (spin boxes
+        round), so that a field left as filled compares unchanged."""
+        self._filling = True
+        try:
+            for key, value in filled.items():
+                getattr(self, key).value = value
+        finally:
+            self._filling = False
+        held = {key: getattr(self, key).value for key in filled}
+        self._filled = held if replace else {**self._filled, **held}
+        self._fidelity_changed()
+
+    def _network_values(self, net) -> dict:
+        """The network fields' values for generator settings ``net``; the fields of settings it
+        does not have are hidden."""
+        values = {"architecture": net.architecture, "scales": net.scales, "channels": net.width()}
+        names = net.field_names()
+        for key in NETWORK_OWN_FIELDS:
+            getattr(self, key).visible = key in names
+            if key in names:
+                values[key] = _first(getattr(net, key))
+        return values
+
+    def _architecture_changed(self, *_) -> None:
+        """Another generator: its depth and channels (the preset's own, or the generator's defaults)."""
+        if self._filling:
+            return
+        preset_net = src_core.PRESETS[self.preset.value].config.network
+        architecture = self.architecture.value
+        net = (preset_net if architecture == preset_net.architecture
+               else src_core.network.network_settings(architecture))
+        self._fill(self._network_values(net))
+        self.check()
+
+    def _fidelity_changed(self, *_) -> None:
+        for w in (self.photon_gain, self.photon_offset):
+            w.visible = self.fidelity.value == "poisson"
+
     def build_config(self) -> src_core.RunConfig:
         """The run's configuration: the preset plus every field that was changed.
 
         Network fields the user left as the preset filled them are not
         overridden, so per-scale lists (the library preset's channels) survive
-        (a new depth cuts or extends them, ``NetworkConfig.with_scales``).
+        (a new depth cuts or extends them, ``with_scales``).  Another network
+        starts from its own defaults.
         """
-        name = self.preset.value
-        config = src_core.preset(name)
+        config = src_core.preset(self.preset.value)
         filled = self._filled
-        if self.input_kind.value != filled.get("input_kind"):
+
+        def changed(key):
+            return getattr(self, key).value != filled.get(key)
+
+        if self.architecture.value != config.network.architecture:
+            config = config.replace(architecture=self.architecture.value)
+        if changed("input_kind"):
             config = config.with_input_kind(self.input_kind.value)
-        if self.scales.value != filled.get("scales"):
-            config.network = config.network.with_scales(int(self.scales.value))
-        net = {}
-        if self.channels.value != filled.get("channels"):
-            net["down_channels"] = net["up_channels"] = int(self.channels.value)
-        if self.skip_channels.value != filled.get("skip_channels"):
-            net["skip_channels"] = int(self.skip_channels.value)
-        if self.upsample.value != filled.get("upsample"):
-            net["upsample"] = self.upsample.value
+        net = config.network
+        if changed("scales"):
+            net = net.with_scales(int(self.scales.value))
+        if changed("channels"):
+            net = net.with_width(int(self.channels.value))
+        config.network = net
+        own = {f"network.{key}": getattr(self, key).value for key in NETWORK_OWN_FIELDS
+               if key in net.field_names() and changed(key)}
         return config.replace(
             iterations=int(self.iterations.value), lr=float(self.lr.value),
             sigma_p=float(self.sigma_p.value), optimizer=self.optimizer.value,
             seed=int(self.seed.value), device=self.device.value,
             snapshot_every=int(self.preview_every.value), report_every=int(self.report_every.value),
-            early_stop=bool(self.early_stop.value),
-            **{f"network.{k}": v for k, v in net.items()}).validate()
+            early_stop=bool(self.early_stop.value), fidelity=self.fidelity.value,
+            photon_gain=float(self.photon_gain.value), photon_offset=float(self.photon_offset.value),
+            **own).validate()
 
     def check(self, *_) -> list:
         """Flag what cannot work before a run (above the Run button, which stays disabled
@@ -556,10 +609,10 @@ class DIPWidget(QWidget):
         plane = None
         try:
             options = self.task_options()
+            operator = src_core.get_task(self.task.value).operator(**options)  # checks the factor, the PSF
             mask = check_layers(image, self.mask.value, self.reference.value, task=self.task.value,
-                                factor=options.get("factor", 1))
+                                factor=operator.factor)
             plane = self._run_plane(image, mask, config)
-            src_core.get_task(self.task.value).operator(**options)  # checks the factor, the PSF
         except DIPError as exc:
             problems.append(str(exc))
         if config is not None and plane is not None:
@@ -581,7 +634,7 @@ class DIPWidget(QWidget):
     def _memory_problem(self, config, image, plane) -> list:
         """The engine's refusal of a run too large for the device, before Run (not after)."""
         device = src_core.resolve_device(config.device)
-        factor = self.task_options().get("factor", 1)
+        factor = self._answer_factor()
         try:
             src_core.speed.check_memory(config.network, 3 if getattr(image, "rgb", False) else 1,
                                         (plane[0] * factor, plane[1] * factor),
@@ -589,6 +642,10 @@ class DIPWidget(QWidget):
         except DIPError as exc:
             return [str(exc)]
         return []
+
+    def _painted_mask(self) -> bool:
+        """The task fills a mask the user paints (its mask layer counts)."""
+        return src_core.get_task(self.task.value).mask == "required"
 
     def _threads(self) -> int:
         return run_threads(int(self.threads.value))
@@ -600,13 +657,13 @@ class DIPWidget(QWidget):
 
     def _tiling(self, image, config) -> tuple[int, int, int]:
         """(tile side, tiles that run, tiles) of a tiled run as set."""
-        factor = self.task_options().get("factor", 1)
+        factor = self._answer_factor()
         channels = 3 if getattr(image, "rgb", False) else 1
         tile = int(self.tile.value) or tiles.choose_tile(
             config, channels, src_core.resolve_device(config.device), factor=factor)
         spans = tiles.spans(image_plane(image), tile, tiles.default_overlap(tile, config.network))
         observed = None
-        if self.task.value == "inpaint" and self.mask.value is not None:
+        if self._painted_mask() and self.mask.value is not None:
             observed, _, per_channel = read_mask(self.mask.value, image, self._slice_index(image),
                                                  int(self.label.value) or None)
             observed = observed.all(axis=-1) if per_channel else observed
@@ -619,7 +676,7 @@ class DIPWidget(QWidget):
         if region == "tiles" and config is not None:
             tile = self._tiling(image, config)[0]
             return min(plane[0], tile), min(plane[1], tile)
-        if region != "damage" or self.task.value != "inpaint" or mask_layer is None or config is None:
+        if region != "damage" or not self._painted_mask() or mask_layer is None or config is None:
             return plane
         observed, _, per_channel = read_mask(mask_layer, image, self._slice_index(image),
                                              int(self.label.value) or None)
@@ -646,7 +703,7 @@ class DIPWidget(QWidget):
             operator = task.operator(**self.task_options())
             request = dict(config=config, channels=channels, observed_hw=plane, operator=operator,
                            threads=self._threads())
-            holes = {"inpaint": "strokes", "random": "random"}.get(task.name, "none")
+            holes = {"required": "strokes", "random": "random"}.get(task.mask, "none")
             blends = operator.factor == 1  # the blend times the classical answer from the fitted pixels too
             classical = dict(method=task.classical, channels=channels, observed_hw=plane, operator=operator,
                              holes=holes)
@@ -714,22 +771,18 @@ class DIPWidget(QWidget):
             mask_seed=int(self.mask_seed.value), threads=self._threads(),
             keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,
             region=self.region.value, task_options=self.task_options(), tile=int(self.tile.value) or "auto",
-            scheduler=self.scheduler.value)
+            scheduler=self.scheduler.value, option_layers=self.task_fields.layer_sources(task))
 
     def task_options(self) -> dict:
         """The chosen task's own settings (src_core.tasks), from their fields."""
-        task = self.task.value
-        if task == "sr":
-            return {"factor": int(self.factor.value)}
-        if task == "deconvolve":
-            layer = self.psf.value
-            if layer is None:
-                return {"psf": float(self.psf_sigma.value)}
-            psf = np.asarray(layer.data, dtype=np.float64)
-            if psf.ndim == 3 and not getattr(layer, "rgb", False):
-                psf = psf[psf.shape[0] // 2]  # a 3D bead stack: its middle plane
-            return {"psf": psf}
-        return {}
+        return self.task_fields.values(self.task.value)
+
+    def _answer_factor(self) -> int:
+        """How many times larger than the input the answer is along Y and X (the task's operator)."""
+        try:
+            return src_core.get_task(self.task.value).operator(**self.task_options()).factor
+        except DIPError:
+            return 1  # check() reports the bad option
 
     def run(self, *_) -> None:
         """Capture the inputs and settings now, then restore in a worker thread."""
@@ -973,6 +1026,6 @@ class DIPWidget(QWidget):
             metadata={MASK_FOR_KEY: image.name}, opacity=0.5)
         self.mask.reset_choices()
         self.mask.value = layer
-        self.task.value = "inpaint"
+        self.task.value = next(t.name for t in src_core.tasks.TASKS_BY_NAME.values() if t.mask == "required")
         self.image.value = image
         return layer

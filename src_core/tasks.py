@@ -38,8 +38,9 @@ class Option:
     label: str = ""
     low: float = 0
     high: float = 1e9
-    #: an image may stand for the value (a PSF from a bead image)
-    image: bool = False
+    #: an image may stand for the value (a PSF from a bead image): the label of a form's field
+    #: that picks it ("" = only the number)
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (
          cpu_settings=_NOISY, ema=0.99, headroom=2.0, noisy=True,
          options=(Option("psf", 2.0, "the point-spread function: a Gaussian sigma in pixels, "
                          "or an image of it", kind=float, label="PSF sigma (px)", low=0.1, high=50.0,
-                         image=True),),
+                         image="PSF layer"),),
          build=_blur),
 )}
 

@@ -58,7 +58,8 @@ def make_widget(viewer, threaded=False, **settings):
     viewer.window.add_dock_widget(widget, name="Deep Image Prior")
     widget.preset.value = "cpu"
     for key, value in {**TINY, **settings}.items():
-        getattr(widget, key).value = value
+        field = widget.task_fields.fields.get(key) or getattr(widget, key)  # a task's option, or a setting
+        field.value = value
     return widget
 
 
@@ -853,6 +854,66 @@ def test_save_run_and_copy_as_python(viewer, errors, tmp_path):
     assert diff < 0.02 * 60000, diff                                     # the same run again
 
 
+def test_the_task_fields_come_from_the_task_registry(viewer, monkeypatch):
+    """A task added to src_core.tasks appears in the panel with a field for its option, and the
+    fields of other tasks hide: the plugin names no task."""
+    from src_core.operators import Identity
+    from src_core.tasks import TASKS_BY_NAME, Option, Task
+
+    sharpen = Task("sharpen", "a test task", mask="optional", presets=("restore",), classical=None,
+                   keep_observed=False, noisy=True, build=lambda amount: Identity(),
+                   options=(Option("amount", 1.5, "how much to sharpen", kind=float, label="amount",
+                                   low=0.0, high=5.0),))
+    monkeypatch.setitem(TASKS_BY_NAME, "sharpen", sharpen)
+    viewer.add_image(smooth(), name="img")
+    widget = make_widget(viewer)
+    assert "sharpen" in widget.task.choices
+    widget.task.value = "sharpen"
+    shown = lambda w: not w.native.isHidden()  # noqa: E731
+    fields = widget.task_fields
+    assert shown(fields.field("amount")) and not shown(fields.field("factor")) and not shown(widget.mask)
+    assert widget.early_stop.value  # a noisy task stops early by default
+    fields.field("amount").value = 2.5
+    assert widget.task_options() == {"amount": 2.5}
+    widget.task.value = "sr"
+    assert not shown(fields.field("amount")) and widget.task_options() == {"factor": 4}
+
+
+def test_another_network_and_data_term_run_and_copy_as_they_ran(viewer, errors):
+    """Advanced: the Deep Decoder and the Poisson data term reach the run, and Copy as Python
+    repeats that run (its settings and the PSF layer it used)."""
+    clean = smooth() * 200 + 10
+    viewer.add_image(clean, name="cells")
+    psf = np.zeros((2, 9, 9))
+    psf[:, 3:6, 3:6] = 1.0
+    viewer.add_image(psf, name="bead")
+    widget = make_widget(viewer, task="deconvolve", iterations=10)
+    widget.image.value = viewer.layers["cells"]
+    widget.task_fields.layers["psf"].value = viewer.layers["bead"]
+    shown = lambda w: not w.native.isHidden()  # noqa: E731
+    assert not shown(widget.photon_gain)
+    widget.architecture.value = "decoder"
+    assert widget.channels.value == src_core.DecoderConfig().channels  # the decoder's own defaults
+    assert not shown(widget.skip_channels) and shown(widget.upsample)
+    widget.scales.value, widget.channels.value = 2, 8
+    widget.fidelity.value = "poisson"
+    widget.photon_gain.value, widget.photon_offset.value = 2.0, 5.0
+    assert shown(widget.photon_gain)
+    config = widget.build_config()
+    assert (config.network.architecture, config.network.scales, config.network.channels) == ("decoder", 2, 8)
+    assert (config.fidelity, config.photon_gain, config.photon_offset) == ("poisson", 2.0, 5.0)
+    assert widget.check() == []
+    widget.run()
+    assert errors == []
+    ran = viewer.layers["cells DIP"].metadata
+    assert ran["config"]["network"]["architecture"] == "decoder" and ran["config"]["fidelity"] == "poisson"
+    code = widget.copy_as_python()
+    assert "psf=viewer.layers['bead'].data[1]" in code  # the stack's middle plane, as the run took it
+    namespace = {"viewer": viewer}
+    exec(code, namespace)
+    assert namespace["result"].config.to_dict() == ran["config"]
+
+
 def test_a_hand_painted_mask_of_the_image_size_is_picked(viewer):
     viewer.add_image(smooth((32, 32)), name="img")
     viewer.add_labels(np.zeros((16, 16), np.uint8), name="other size")
@@ -869,7 +930,8 @@ def test_super_resolution_result_covers_the_input_at_a_finer_scale(viewer, error
     widget = make_widget(viewer, task="sr", factor=2)
     widget.image.value = image
     shown = lambda w: not w.native.isHidden()  # noqa: E731 (the dock itself is not on screen)
-    assert shown(widget.factor) and not shown(widget.keep_observed) and not shown(widget.psf)
+    fields = widget.task_fields
+    assert shown(fields.field("factor")) and not shown(widget.keep_observed) and not shown(fields.layers["psf"])
     widget.reference.value = viewer.layers["small"]  # the wrong size for a 2x answer: flagged
     assert any("(40, 48)" in p for p in widget.check())
     widget.reference.value = viewer.layers["big"]
@@ -897,9 +959,10 @@ def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):
     widget = make_widget(viewer, task="deconvolve", iterations=10)
     widget.image.value = image
     shown = lambda w: not w.native.isHidden()  # noqa: E731
-    assert shown(widget.psf) and shown(widget.psf_sigma) and not shown(widget.factor)
+    fields = widget.task_fields
+    assert shown(fields.layers["psf"]) and shown(fields.field("psf")) and not shown(fields.field("factor"))
     assert widget.task_options() == {"psf": 2.0}
-    widget.psf.value = psf_layer
+    fields.layers["psf"].value = psf_layer
     assert np.array_equal(widget.task_options()["psf"], psf)
     psf_layer.data = -psf
     assert any("negative" in p for p in widget.check())
