@@ -91,9 +91,9 @@ def cases() -> dict:
     return out
 
 
-def run_case(name, kind, builder, every: int, iterations: int | None) -> dict:
+def run_case(name, kind, builder, every: int, iterations: int | None, settings: dict | None = None) -> dict:
     image, mask, reference = builder()
-    overrides = {"device": "cpu", "snapshot_every": every, "report_every": every}
+    overrides = {"device": "cpu", "snapshot_every": every, "report_every": every, **(settings or {})}
     if iterations:
         overrides["iterations"] = iterations
     t0 = time.process_time()
@@ -121,6 +121,9 @@ def run_case(name, kind, builder, every: int, iterations: int | None) -> dict:
     s = finished.history.summary
     h = finished.history
     return {"case": name, "task": kind, "shape": list(np.shape(image)), "preset": problem.config.preset,
+            "settings": dict(settings or {}), "architecture": problem.config.network.architecture,
+            "parameters": src_core.count_parameters(src_core.build_network(problem.config.network,
+                                                                            problem.images.shape[1])),
             "iterations_run": h.timings["iterations"], "cpu_s": time.process_time() - t0,
             "wall_optimise_s": h.timings["optimise_s"], "setup_cpu_s": setup_cpu,
             "classical": problem.classical, "classical_cpu_s": classical_cpu,
@@ -131,6 +134,26 @@ def run_case(name, kind, builder, every: int, iterations: int | None) -> dict:
             "cpu_s_to_classical": next((p["cpu_s"] for p in points if p["psnr_answer"] >= s["psnr_classical"]), None),
             "points": points, "final_answer_check": src_core.psnr_ssim(final, ref, False)[0],
             "torch_threads": __import__("torch").get_num_threads()}
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with the value read as JSON where it is (numbers, true/false), else a string."""
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _settings_lines(records: dict) -> list[str]:
+    """What the runs set on top of the default (``--set``), and the network they ran."""
+    first = records[next(iter(records))]
+    if not first.get("settings"):
+        return []
+    weights = sorted({r["parameters"] for r in records.values() if "parameters" in r})
+    return [f"**Settings on top of the default**: `{first['settings']}`: the {first['architecture']} "
+            f"network ({weights[0]:,} to {weights[-1]:,} weights); the text below describes the "
+            "default otherwise.", ""]
 
 
 def _write_json(path: Path, data) -> None:
@@ -167,6 +190,7 @@ def report(out: Path, records: dict, command: str) -> None:
     text = "\n".join([
         "# Quality at the default CPU budget: napari-dip against the instant classical answer", "",
         f"Made by `{command}` ({env}). PSNR in dB against the clean image, data range 1.", "",
+        *_settings_lines(records),
         "Every run is the user's default: no preset (so the `cpu` preset on a CPU: 4 scales x 32 "
         "channels, 800 iterations), observed pixels kept, 5% of the observed pixels held out to "
         "validate, and the answer is DIP's best-validated estimate blended with the classical answer "
@@ -222,7 +246,10 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, default=100, help="iterations between answer points")
     parser.add_argument("--iterations", type=int, help="override the preset's iterations")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting on top of the default (e.g. architecture=decoder); repeatable")
     args = parser.parse_args(argv)
+    settings = dict(_setting(text) for text in args.set)
     src_core.speed.choose_threads(args.threads)  # every run uses this count, not the free cores
     out = args.output_dir
     (out / "cases").mkdir(parents=True, exist_ok=True)
@@ -234,7 +261,7 @@ def main(argv=None) -> int:
         path = out / "cases" / f"{name}.json"
         if path.exists():
             continue
-        record = run_case(name, kind, builder, args.every, args.iterations)
+        record = run_case(name, kind, builder, args.every, args.iterations, settings)
         record["group"] = group
         _write_json(path, record)
         print(f"{name}: corrupted {record['psnr_corrupted']:.2f}, {record['classical']} "
