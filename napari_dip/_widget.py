@@ -132,6 +132,25 @@ class DIPWidget(QWidget):
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
+        """The panel in parts, each built by its own method so that each reads on its own."""
+        inputs = self._build_inputs()
+        basic = self._build_run_settings()
+        self._build_advanced()
+        buttons = self._build_buttons()
+        for c in (inputs, basic, self.advanced, buttons, self.after):
+            c.margins = (0, 0, 0, 0)
+        self.form = widgets.Container(widgets=[inputs, basic], labels=False)
+        self._keep_narrow()
+        self._build_feedback()
+        self._build_plot()
+        self._lay_out(buttons)
+        self._connect()
+        # show only the fields of the default task and data term
+        self._task_changed()
+        self._fidelity_changed()
+
+    def _build_inputs(self) -> widgets.Container:
+        """The layers and the task come first: every run starts from what it restores."""
         W = widgets
         self.image = W.ComboBox(label="image", choices=self._image_choices, nullable=True,
                                 tooltip="The image layer to restore.")
@@ -165,10 +184,47 @@ class DIPWidget(QWidget):
                     "without seams; for inpainting only the tiles with painted pixels run.")
         self.tile = W.SpinBox(label="tile size (px)", value=0, min=0, max=16384, step=32,
                               tooltip="The side of a tile; 0 = auto: the largest the device takes.")
+        return W.Container(widgets=[self.image, self.task, *self.task_fields.widgets,
+                                    self.mask, self.label,
+                                    self.missing_fraction, self.mask_seed,
+                                    self.random_mask_button, self.reference, self.slices,
+                                    self.region, self.tile],
+                           labels=True)
+
+    def _build_run_settings(self) -> widgets.Container:
+        """The few settings most runs change stay in view; the rest fold away under Advanced."""
+        W = widgets
         self.preset = W.ComboBox(label="preset", choices=src_core.preset_names(),
                                  tooltip="Choosing a preset fills the fields below; it also "
                                  "supplies every setting the widget does not show.")
         self.preset_info = W.Label(value="")
+        self.iterations = W.SpinBox(label="iterations", value=800, min=1, max=1_000_000,
+                                    tooltip="Optimisation steps. More fits more detail, and for "
+                                    "noisy images eventually the noise too.")
+        self.keep_observed = W.CheckBox(
+            label="keep observed pixels", value=True,
+            tooltip="The result equals the input wherever it was observed; only the missing "
+                    "pixels come from the network (off: the network's output everywhere).")
+        self.early_stop = W.CheckBox(
+            label="early stop", value=False,
+            tooltip="Stop when the quality measured on 5% held-out pixels has not improved for "
+                    "a while, and keep the best result (on by default for denoising).")
+        self.keep_earlier = W.CheckBox(
+            label="keep earlier results", value=False,
+            tooltip="Off: a new run of the same image replaces the layers the last run added "
+                    "(a layer you renamed is always kept).")
+        return W.Container(widgets=[self.preset, self.preset_info, self.iterations,
+                                    self.keep_observed, self.early_stop, self.keep_earlier],
+                           labels=True)
+
+    def _build_network_fields(self) -> None:
+        """The generator's shape, for those who change what the preset chose."""
+        W = widgets
+        self.architecture = W.ComboBox(
+            label="network", choices=list(src_core.NETWORKS),
+            tooltip="The generator: skip (the paper's encoder-decoder) or decoder (the Deep Decoder, "
+                    "Heckel & Hand 2019: fewer weights than pixels, for very noisy data). "
+                    "Choosing one fills its depth and channels.")
         self.scales = W.SpinBox(label="scales (depth)", value=5, min=1, max=8,
                                 tooltip="How many times the network halves the image. Deeper "
                                 "sees larger structures but needs larger images.")
@@ -182,9 +238,20 @@ class DIPWidget(QWidget):
         self.input_kind = W.ComboBox(label="input", choices=["uniform", "gaussian", "meshgrid"],
                                      tooltip="The fixed random code the network turns into the "
                                      "image (meshgrid: x/y coordinates, for large holes).")
-        self.iterations = W.SpinBox(label="iterations", value=800, min=1, max=1_000_000,
-                                    tooltip="Optimisation steps. More fits more detail, and for "
-                                    "noisy images eventually the noise too.")
+
+    def _build_fit_fields(self) -> None:
+        """The data term and the optimiser decide what the fit converges to; the seed repeats it."""
+        W = widgets
+        self.fidelity = W.ComboBox(
+            label="data term", choices=list(src_core.FIDELITIES),
+            tooltip="How the fit is scored: mse (the paper's) or poisson (the likelihood of photon "
+                    "counts, for photon-limited fluorescence; set the camera's gain and offset).")
+        self.photon_gain = W.FloatSpinBox(
+            label="photon gain", value=1.0, min=1e-6, max=1e6, step=0.1,
+            tooltip="Poisson data term: the image's units per photon (the camera's gain).")
+        self.photon_offset = W.FloatSpinBox(
+            label="photon offset", value=0.0, min=-1e6, max=1e6, step=1.0,
+            tooltip="Poisson data term: the image's value at zero photons (the camera's offset).")
         self.lr = W.FloatSpinBox(label="learning rate", value=0.01, min=1e-6, max=1.0, step=0.0005,
                                  tooltip="Adam's step size. Too high makes the fit jump; the "
                                  "guard then goes back to the last good state.")
@@ -196,24 +263,13 @@ class DIPWidget(QWidget):
         self.optimizer = W.ComboBox(label="optimiser", choices=["adam", "lbfgs"],
                                     tooltip="Adam (the paper's default) or L-BFGS after 100 "
                                     "Adam steps.")
-        self.architecture = W.ComboBox(
-            label="network", choices=list(src_core.NETWORKS),
-            tooltip="The generator: skip (the paper's encoder-decoder) or decoder (the Deep Decoder, "
-                    "Heckel & Hand 2019: fewer weights than pixels, for very noisy data). "
-                    "Choosing one fills its depth and channels.")
-        self.fidelity = W.ComboBox(
-            label="data term", choices=list(src_core.FIDELITIES),
-            tooltip="How the fit is scored: mse (the paper's) or poisson (the likelihood of photon "
-                    "counts, for photon-limited fluorescence; set the camera's gain and offset).")
-        self.photon_gain = W.FloatSpinBox(
-            label="photon gain", value=1.0, min=1e-6, max=1e6, step=0.1,
-            tooltip="Poisson data term: the image's units per photon (the camera's gain).")
-        self.photon_offset = W.FloatSpinBox(
-            label="photon offset", value=0.0, min=-1e6, max=1e6, step=1.0,
-            tooltip="Poisson data term: the image's value at zero photons (the camera's offset).")
         self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
                               tooltip="Seed of the network's weights and input: the same seed and "
                               "settings give the same result on the same device.")
+
+    def _build_machine_fields(self) -> None:
+        """Where the run works and how often it reports: these change its speed, not its result."""
+        W = widgets
         self.device = W.ComboBox(label="device", choices=["auto", *src_core.available_devices()],
                                  tooltip="Where the network runs; auto prefers a CUDA GPU, then "
                                  "Apple's MPS, then the CPU.")
@@ -230,51 +286,21 @@ class DIPWidget(QWidget):
                                        tooltip="Iterations between previews (0 = only the end).")
         self.report_every = W.SpinBox(label="curve every", value=10, min=1, max=100_000,
                                       tooltip="Iterations between PSNR points and progress.")
-        self.keep_observed = W.CheckBox(
-            label="keep observed pixels", value=True,
-            tooltip="The result equals the input wherever it was observed; only the missing "
-                    "pixels come from the network (off: the network's output everywhere).")
-        self.early_stop = W.CheckBox(
-            label="early stop", value=False,
-            tooltip="Stop when the quality measured on 5% held-out pixels has not improved for "
-                    "a while, and keep the best result (on by default for denoising).")
-        self.keep_earlier = W.CheckBox(
-            label="keep earlier results", value=False,
-            tooltip="Off: a new run of the same image replaces the layers the last run added "
-                    "(a layer you renamed is always kept).")
-        self.run_button = W.PushButton(text="Run", tooltip="Start restoring in the background.")
-        self.stop_button = W.PushButton(text="Stop", enabled=False,
-                                        tooltip="End after the current step and keep the partial "
-                                        "result.")
-        self.defaults_button = W.PushButton(text="Restore defaults",
-                                            tooltip="Put the preset's values back into every field.")
-        self.save_button = W.PushButton(text="Save run...", enabled=False,
-                                        tooltip="Write the last result (TIFF or PNG, in the input's "
-                                        "type), its history with the full settings (JSON) and "
-                                        "its PSNR curve (PNG).")
-        self.copy_button = W.PushButton(text="Copy as Python", enabled=False,
-                                        tooltip="Copy the src_core.restore(...) call that repeats "
-                                        "the last run, for the napari console or a notebook.")
 
-        inputs = W.Container(widgets=[self.image, self.task, *self.task_fields.widgets,
-                                      self.mask, self.label,
-                                      self.missing_fraction, self.mask_seed,
-                                      self.random_mask_button, self.reference, self.slices,
-                                      self.region, self.tile],
-                             labels=True)
-        basic = W.Container(widgets=[self.preset, self.preset_info, self.iterations,
-                                     self.keep_observed, self.early_stop, self.keep_earlier],
-                             labels=True)
-        self.advanced = W.Container(
+    def _build_advanced(self) -> None:
+        """The expert fields fold away behind a toggle, so that the panel's first view stays short."""
+        self._build_network_fields()
+        self._build_fit_fields()
+        self._build_machine_fields()
+        self.defaults_button = widgets.PushButton(text="Restore defaults",
+                                                  tooltip="Put the preset's values back into every field.")
+        self.advanced = widgets.Container(
             widgets=[self.architecture, self.scales, self.channels, self.skip_channels, self.upsample,
-                     self.input_kind, self.fidelity, self.photon_gain, self.photon_offset, self.lr, self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
-                     self.scheduler, self.preview_every, self.report_every, self.defaults_button], labels=True)
-        buttons = W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
-                              labels=False)
-        self.after = W.Container(widgets=[self.save_button, self.copy_button], layout="horizontal",
-                                 labels=False)
-        for c in (inputs, basic, self.advanced, buttons, self.after):
-            c.margins = (0, 0, 0, 0)
+                     self.input_kind, self.fidelity, self.photon_gain, self.photon_offset, self.lr,
+                     self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
+                     self.scheduler, self.preview_every, self.report_every, self.defaults_button],
+            labels=True)
+        self.advanced.native.setVisible(False)
         self.advanced_toggle = QToolButton()
         self.advanced_toggle.setText("Advanced settings")
         self.advanced_toggle.setCheckable(True)
@@ -282,10 +308,28 @@ class DIPWidget(QWidget):
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.setToolTip("Network and its shape, data term, learning rate, input noise, optimiser, "
                                         "seed, device, threads and update intervals.")
-        self.advanced_toggle.toggled.connect(self._show_advanced)
-        self.advanced.native.setVisible(False)
-        self.form = W.Container(widgets=[inputs, basic], labels=False)
-        # long layer names and preset descriptions must not widen the dock over the canvas
+
+    def _build_buttons(self) -> widgets.Container:
+        """Run/Stop (returned) stay in view below the scrolling part; Save/Copy scroll with the curve."""
+        W = widgets
+        self.run_button = W.PushButton(text="Run", tooltip="Start restoring in the background.")
+        self.stop_button = W.PushButton(text="Stop", enabled=False,
+                                        tooltip="End after the current step and keep the partial "
+                                        "result.")
+        self.save_button = W.PushButton(text="Save run...", enabled=False,
+                                        tooltip="Write the last result (TIFF or PNG, in the input's "
+                                        "type), its history with the full settings (JSON) and "
+                                        "its PSNR curve (PNG).")
+        self.copy_button = W.PushButton(text="Copy as Python", enabled=False,
+                                        tooltip="Copy the src_core.restore(...) call that repeats "
+                                        "the last run, for the napari console or a notebook.")
+        self.after = W.Container(widgets=[self.save_button, self.copy_button], layout="horizontal",
+                                 labels=False)
+        return W.Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
+                           labels=False)
+
+    def _keep_narrow(self) -> None:
+        """Long layer names and preset descriptions must not widen the dock over the canvas."""
         for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.region,
                       self.preset, *self.task_fields.layer_pickers, self.architecture, self.fidelity,
                       self.upsample, self.input_kind, self.optimizer, self.device):
@@ -293,6 +337,8 @@ class DIPWidget(QWidget):
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.native.setMinimumContentsLength(10)
 
+    def _build_feedback(self) -> None:
+        """What the user reads before and during a run: the checks, the progress and the status."""
         self.check_label = QLabel("")
         self.check_label.setWordWrap(True)
         self.check_label.setStyleSheet("color: #f0a030;")
@@ -305,6 +351,8 @@ class DIPWidget(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+    def _build_plot(self) -> None:
+        """The live PSNR curve shows whether more iterations would still help."""
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
@@ -314,12 +362,13 @@ class DIPWidget(QWidget):
         self._curves = LiveCurves(self.figure, self.axes)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(160)
-        self.setMaximumWidth(520)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._draw_plot(force=True)
 
-        # The form and the plot scroll; what a run needs at hand (the checks, Run/Stop, the
-        # progress) stays below them, so the panel fits a 1366x768 screen.
+    def _lay_out(self, buttons: widgets.Container) -> None:
+        """The form and the plot scroll; what a run needs at hand (the checks, Run/Stop, the
+        progress) stays below them, so that the panel fits a 1366x768 screen."""
+        self.setMaximumWidth(520)
         body = QWidget()
         body_layout = QVBoxLayout(body)
         body_layout.setContentsMargins(0, 0, 0, 0)
@@ -348,6 +397,9 @@ class DIPWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
+    def _connect(self) -> None:
+        """Every field that changes a run checks it again, so that Run is enabled only when it can work."""
+        self.advanced_toggle.toggled.connect(self._show_advanced)
         self.run_button.changed.connect(self.run)
         self.timing_measured.connect(self.check)
         self.stop_button.changed.connect(self.stop)
@@ -368,8 +420,6 @@ class DIPWidget(QWidget):
                   *self.task_fields.widgets):
             w.changed.connect(self.check)
         self.region.changed.connect(self._region_changed)
-        self._task_changed()
-        self._fidelity_changed()
 
     # ------------------------------------------------------------------ layer choices
     def _image_choices(self, _widget=None):
