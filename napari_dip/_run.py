@@ -79,6 +79,7 @@ class LayerRun:
         self.outputs: OutputLayers | None = None
         self.iterations = captured.config.iterations
         self.total = 0  # iterations of every slice or tile that runs, once prepared
+        self._iterations_before = lambda n: n * self.iterations  # of the first n parts (see _count_work)
         self.on_update, self.on_done = on_update, on_done
         self.worker = None
         self.activity = None
@@ -97,8 +98,11 @@ class LayerRun:
 
     def _count_work(self) -> None:
         self.problem = self.driver.problem
-        self.iterations = self.problem.config.iterations
-        self.total = self.driver.count * self.iterations
+        config = self.problem.config
+        self.iterations = config.iterations
+        warm = not self.driver.remote and not self.driver.tiled  # a stack here: later slices may start warm
+        self._iterations_before = config.stack_iterations if warm else (lambda n: n * config.iterations)
+        self.total = self._iterations_before(self.driver.count)
 
     # ------------------------------------------------------------------ control
     def start(self, threaded: bool = True):
@@ -155,8 +159,8 @@ class LayerRun:
     def done_iterations(self, update: Update) -> int:
         """Iterations done so far (a cluster's slices count whole as they arrive)."""
         if update.kind == "finished" or not isinstance(update.event, Progress):
-            return self.arrived * self.iterations
-        return update.position * self.iterations + update.event.iteration
+            return self._iterations_before(self.arrived)
+        return self._iterations_before(update.position) + update.event.iteration
 
     def _on_prepared(self, first_plane) -> None:
         """The problem is ready: the run's layers (the preview shows ``first_plane``)."""

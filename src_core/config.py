@@ -56,6 +56,10 @@ class RunConfig:
     ``fidelity``: the data term (:mod:`src_core.fidelity`): "mse", the paper's, or
     "poisson" for photon counts, with ``photon_gain`` (the input's units per photon) and
     ``photon_offset`` (the input's value at zero photons) saying how a value is counted.
+    ``warm_start`` (0 = off): in a stack run here slice by slice, each slice after the first
+    starts from the last one's final weights instead of random ones and runs ``warm_start``
+    times the iterations (its neighbour's answer is most of the way to its own:
+    docs/results/warm_start). Tiles and a cluster's slices always start from random weights.
     ``precision`` / ``memory_format`` / ``compile``: the fast path; "auto"
     picks what measured fastest at equal PSNR on the device
     (docs/benchmarks.md); "float32"/"contiguous"/"off" is the original code's path.
@@ -84,6 +88,7 @@ class RunConfig:
     fidelity: str = "mse"
     photon_gain: float = 1.0
     photon_offset: float = 0.0
+    warm_start: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     memory_format: str = "auto"
@@ -119,6 +124,7 @@ class RunConfig:
             raise DIPError(f"fidelity must be one of {FIDELITIES} (got {self.fidelity!r}).")
         _number("photon_gain", self.photon_gain, 0, MAX_PHOTON_GAIN, low_open=True)
         _number("photon_offset", self.photon_offset, -MAX_PHOTON_OFFSET, MAX_PHOTON_OFFSET)
+        _number("warm_start", self.warm_start, 0, 1)
         for name in ("guard", "early_stop", "compute_ssim"):
             if not isinstance(getattr(self, name), bool):
                 raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
@@ -131,13 +137,21 @@ class RunConfig:
                 raise DIPError(f"{name} must be one of {allowed} (got {getattr(self, name)!r}).")
         return self
 
+    def warm_iterations(self) -> int:
+        """The iterations of a warm-started slice."""
+        return max(1, round(self.iterations * self.warm_start)) if self.warm_start > 0 else self.iterations
+
+    def stack_iterations(self, slices: int) -> int:
+        """The iterations of ``slices`` slices run here in turn (the first from random weights)."""
+        return self.iterations + (slices - 1) * self.warm_iterations() if slices > 0 else 0
+
     def to_dict(self) -> dict:
         """The settings as saved; a later setting at its default is left out, so the
         fingerprints of results folders made before it existed still match."""
         data = asdict(self)
         data["network"] = self.network.to_dict()
         for name, default in (("guard_restore", "all"), ("fidelity", "mse"), ("photon_gain", 1.0),
-                              ("photon_offset", 0.0)):
+                              ("photon_offset", 0.0), ("warm_start", 0.0)):
             if data[name] == default:
                 del data[name]
         return data
@@ -358,11 +372,12 @@ PRESETS: dict[str, Preset] = {
                   sigma_p=1 / 30),
     ),
     "cpu": Preset("cpu", "small and honest CPU setting (NOT the paper's): the text-inpainting net "
-                  "shrunk to 4 scales x 32 channels, 800 steps, early-stop patience 200",
+                  "shrunk to 4 scales x 32 channels, 800 steps, early-stop patience 200; a stack's "
+                  "later slices start from the slice before (a third of the steps)",
         RunConfig(network=_standard(scales=4, down_channels=32, up_channels=32,
                                     skip_channels=32, upsample="nearest"),
                   lr=0.01, iterations=800, sigma_p=0.03, report_every=25,
-                  es_patience=200),
+                  es_patience=200, warm_start=1 / 3),
     ),
 }
 

@@ -45,8 +45,10 @@ class PartStore:
     def finished(self, index: int) -> bool:
         return self._done(index).is_file()
 
-    def save(self, index: int, answer: np.ndarray, history: History, classical=None) -> None:
+    def save(self, index: int, answer: np.ndarray, history: History, classical=None, weights=None) -> None:
+        """Keep a finished part (and its network's final weights, where a neighbour starts from them)."""
         extra = {} if classical is None else {"classical": classical}
+        extra.update({WEIGHTS + name: t.float().numpy() for name, t in (weights or {}).items()})
         with atomic_path(self._done(index)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, answer=answer, fingerprint=self.fingerprint,
@@ -69,6 +71,19 @@ class PartStore:
         return answer, history, classical
 
 
+    def weights(self, index: int) -> dict | None:
+        """A finished part's final network weights, if they were kept (a warm start's)."""
+        import torch
+
+        with np.load(self._done(index)) as data:
+            names = [k for k in data.files if k.startswith(WEIGHTS)]
+            return {k[len(WEIGHTS):]: torch.from_numpy(data[k]) for k in names} or None
+
+
+#: the prefix of a kept part's network weights in its .done.npz
+WEIGHTS = "weights/"
+
+
 def solve_part(part, stop=None, checkpoint=None):
     """Run a one-slice problem to its end: ``(answer, history, classical answer or None)``.
 
@@ -82,8 +97,8 @@ def solve_part(part, stop=None, checkpoint=None):
     raise DIPError("the part ended without an answer")  # pragma: no cover (the engine always finishes)
 
 
-def _solve_here(part, index: int, stop, checkpoint):
-    run = part.run(0, stop=stop, checkpoint=checkpoint)
+def _solve_here(part, index: int, stop, checkpoint, start=None):
+    run = part.run(0, stop=stop, checkpoint=checkpoint, start=start)
     finished = None
     try:
         yield "start", index, run
@@ -100,7 +115,7 @@ def _solve_here(part, index: int, stop, checkpoint):
 
 
 def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None, notes=None,
-                what: str = "slice"):
+                what: str = "slice", warm: bool = False):
     """Restore ``parts`` (``(index, one-slice Problem)`` pairs, or ``(index, function making
     it)`` so a lazy stack's slice is read only when its turn comes): the one loop of slices
     and tiles.
@@ -112,22 +127,35 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
     on the cluster), ``("loaded", i, ...)`` the same for a part the ``store``
     finished earlier, and ``("stopped", i, None)`` once ``stop`` is set (no
     further part starts; on a cluster, what finished is kept and the rest is
-    cancelled: a running part's work is lost).  ``history.part`` is ``i``.
+    cancelled: a running part's work is lost).  ``history.part`` is ``i``.  ``warm``: the
+    parts are neighbours (a stack's slices), so ``config.warm_start`` applies to them here.
     Here, errors propagate from the part they happen in; on a cluster, from
     the first part that fails, after the others that finished with it.
     """
     notes = [] if notes is None else notes
     todo = []
+    kept = {}  # finished parts' final weights, for warm starts
     for index, part in parts:
         if store is not None and store.finished(index):
             answer, history, classical = store.load(index)
             history.part = index
+            kept[index] = store.weights(index)
             yield "loaded", index, (answer, history, classical)
         else:
             todo.append((index, part))
     if client is not None:
-        yield from _solve_on_cluster(client, [(i, _made(p)) for i, p in todo], stop, store, notes, what)
+        todo = [(i, _made(p)) for i, p in todo]
+        if warm and todo and todo[0][1].config.warm_start > 0:
+            notes.append(f"warm_start: on a cluster every {what} runs at once, so each starts from random weights")
+        yield from _solve_on_cluster(client, todo, stop, store, notes, what)
         return
+    yield from _solve_in_turn(todo, kept, stop, store, notes, what, warm)
+
+
+def _solve_in_turn(todo, kept: dict, stop, store, notes, what, warm: bool):
+    """The parts here, one after another; with ``warm_start`` each starts from the weights of
+    the part before it (the last one finished here or kept in the store)."""
+    previous = None
     for position, (index, part) in enumerate(todo):
         if position > 0 and stop is not None and stop.is_set():
             left = [i for i, _ in todo[position:]]
@@ -135,14 +163,19 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
             yield "stopped", index, None
             return
         part = _made(part)
-        stopped = False
+        warmed = warm and part.config.warm_start > 0
+        earlier = [i for i in kept if i < index]
+        start = previous if previous is not None else (kept[max(earlier)] if earlier else None)
+        stopped, weights = False, None
         with _naming(index):
-            for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None):
+            for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None,
+                                                start if warmed else None):
                 if isinstance(payload, Finished):
-                    stopped = payload.stopped
+                    stopped, weights = payload.stopped, payload.weights if warmed else None
                 if kind == "answer" and store is not None and not stopped:
-                    store.save(index, *payload)
+                    store.save(index, *payload, weights=weights)
                 yield kind, i, payload
+        previous = weights
 
 
 def _solve_on_cluster(client, todo, stop, store, notes, what):

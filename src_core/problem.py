@@ -92,16 +92,22 @@ class Problem:
         mask = self.masks[index]
         return mask if self.held_out is None else mask & ~self.held_out[index]
 
-    def run(self, index: int = 0, stop=None, checkpoint=None) -> DIPRun:
+    def run(self, index: int = 0, stop=None, checkpoint=None, start: dict | None = None) -> DIPRun:
+        """Slice ``index``'s run; ``start``: a neighbour's final weights (``config.warm_start``),
+        from which it runs that share of the iterations."""
         ref = None if self.references is None else self.references[index]
         mask = self.fitted_mask(index)
         if not mask.any():
             raise DIPError(f"slice {index} has no observed pixel; nothing to fit there.")
         held = None if self.held_out is None else self.held_out[index]
-        return DIPRun(self.images[index], mask, self.config, ref, validation=held,
-                      keep_observed=self.keep_observed, stop=stop, threads=self.threads,
+        return DIPRun(self.images[index], mask, self.warm_config() if start is not None else self.config, ref,
+                      validation=held, keep_observed=self.keep_observed, stop=stop, threads=self.threads,
                       checkpoint=checkpoint, operator=self.operator, psnr_peak=self.psnr_peak,
-                      fidelity=self.fidelity)
+                      fidelity=self.fidelity, start=start)
+
+    def warm_config(self) -> RunConfig:
+        """The settings of a warm-started slice: ``warm_start`` times the iterations."""
+        return self.config.replace(iterations=self.config.warm_iterations())
 
     def part(self, index: int, threads: int | None = None) -> "Problem":
         """Slice ``index`` alone, as a one-slice problem (views of in-memory arrays; a lazy
@@ -132,7 +138,8 @@ class Problem:
         """
         threads = 1 if client is not None and self.threads is not None else None
         parts = [(i, partial(self.part, i, threads)) for i in range(self.slices)]
-        for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes):
+        for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes,
+                                                warm=True):
             if kind in ("answer", "loaded") and payload[2] is not None:
                 self._classical_cache[(index, False)] = (payload[2], payload[1].summary.get("classical_seconds", 0.0))
             yield kind, index, payload

@@ -376,7 +376,7 @@ def estimate(config, channels: int, observed_hw: tuple, *, slices: int = 1, oper
     step = step_time(config, channels, observed_hw, operator=operator, threads=threads, window=window,
                      measure=measure)
     per_step = step.step_s * context_factor(context) if step.measured else step.step_s
-    iterations = config.iterations * slices
+    iterations = config.stack_iterations(slices)  # a stack's later slices may start warm
     total = slices * step.setup_s + iterations * per_step + classical_s
     return Estimate(per_step, iterations, total, str(device), threads, slices, step.setup_s,
                     classical_s, step.measured, bool(config.early_stop), step.step_s)

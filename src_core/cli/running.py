@@ -43,7 +43,9 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     estimate = problem.estimate()
     _announce(task, cfg.preset, estimate)
     label = f"DIP {task} ({cfg.preset}, {estimate.device})"
-    bar = ProgressBar(cfg.iterations * problem.slices, label, quiet)
+    # a stack here may start its later slices warm; a cluster's start cold
+    bar = ProgressBar(cfg.iterations * problem.slices if client is not None else cfg.stack_iterations(problem.slices),
+                      label, quiet)
 
     t0 = time.perf_counter()
     stop = threading.Event()

@@ -125,6 +125,8 @@ class Finished:
     completed: int
     stopped: bool = False
     kind: str = "finished"
+    #: the network's final state (CPU), for a neighbour's warm start (RunConfig.warm_start)
+    weights: dict | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -138,3 +140,5 @@ class EnsembleFinished:
     average_psnr: float | None
     stopped: bool = False
     kind: str = "finished"
+    #: a one-member run's final network state (CPU; None with several members)
+    weights: dict | None = field(default=None, repr=False)

@@ -65,6 +65,8 @@ class Fit:
         self.fidelity = spec.fidelity
         self.members = Members(spec.config, spec.output_shape[0], spec.seeds, spec.device,
                                spec.memory_format, spec.strategy)
+        if spec.start is not None:
+            self.members.start_from(spec.start)
         self.fmt = spec.memory_format
         self._data(spec)
         self._optimisation(spec)
@@ -397,8 +399,11 @@ class Fit:
         if average is not None and self.spec.references is not None:
             average_psnr, _ = psnr_ssim(average, self.spec.references[0], with_ssim=False,
                                         peak=self.spec.psnr_peak)
+        weights = None  # one copy at the end: what a neighbouring part may start from
+        if self.k == 1:
+            weights = {n: t.detach().to("cpu", copy=True) for n, t in self.members.module.state_dict().items()}
         return EnsembleFinished(outputs, self.histories, completed, average, average_psnr,
-                                stopped_by_user and completed < total)
+                                stopped_by_user and completed < total, weights=weights)
 
     # checkpoints -----------------------------------------------------------------
     def state(self, it: int) -> dict:

@@ -92,6 +92,17 @@ class Members:
             outs.append(functional_call(self.module, (params, buffers), (z[k:k + 1],)))
         return torch.cat(outs)
 
+    def start_from(self, weights: dict) -> None:
+        """A one-member run starts from another run's final weights (a warm start)."""
+        from ..errors import DIPError
+
+        try:
+            with torch.no_grad():
+                self.module.load_state_dict(weights)
+        except (RuntimeError, KeyError) as exc:
+            raise DIPError(f"the start weights are not of this run's network ({str(exc)[:200]}); a warm "
+                           "start needs the same network settings.") from None
+
     def named_buffers(self) -> dict:
         """The BatchNorm buffers by name (stacked over members when there are several)."""
         return dict(self.module.named_buffers()) if self.count == 1 else dict(self.buffers or {})

@@ -49,10 +49,11 @@ class DIPEnsemble:
                  seeds: list[int] | None = None, strategy: str = "auto", validation=None,
                  keep_observed: bool = False, stop: threading.Event | None = None,
                  threads: int | None = None, checkpoint: Checkpoint | None = None,
-                 operator: Operator | None = None, psnr_peak: float = 1.0, fidelity: Fidelity | None = None):
+                 operator: Operator | None = None, psnr_peak: float = 1.0, fidelity: Fidelity | None = None,
+                 start: dict | None = None):
         self.spec: RunSpec = build_spec(images, masks, config, references, seeds, strategy, validation,
                                         keep_observed, threads, operator, psnr_peak, fidelity,
-                                        checkpointed=checkpoint is not None)
+                                        checkpointed=checkpoint is not None, start=start)
         self.checkpoint = checkpoint
         self._stop = stop if stop is not None else threading.Event()
         self.fit: Fit | None = None
@@ -146,7 +147,7 @@ class DIPRun:
                  validation: np.ndarray | None = None, keep_observed: bool = False,
                  stop: threading.Event | None = None, threads: int | None = None,
                  checkpoint: Checkpoint | None = None, operator: Operator | None = None,
-                 psnr_peak: float = 1.0, fidelity: Fidelity | None = None):
+                 psnr_peak: float = 1.0, fidelity: Fidelity | None = None, start: dict | None = None):
         image = check_chw(image, "image")
         if mask is not None:
             mask = check_mask(mask, image.shape)[None]
@@ -157,7 +158,7 @@ class DIPRun:
                                     validation=None if validation is None else np.asarray(validation)[None],
                                     keep_observed=keep_observed, stop=stop, threads=threads,
                                     checkpoint=checkpoint, operator=operator, psnr_peak=psnr_peak,
-                                    fidelity=fidelity)
+                                    fidelity=fidelity, start=start)
 
     def __iter__(self):
         return self
@@ -168,7 +169,8 @@ class DIPRun:
             return Progress(event.iteration, event.total, event.loss[0], event.fit_psnr[0], event.psnr[0],
                             event.ssim[0], event.elapsed, None if event.output is None else event.output[0])
         if isinstance(event, EnsembleFinished):
-            return Finished(event.outputs[0], event.histories[0], event.completed, event.stopped)
+            return Finished(event.outputs[0], event.histories[0], event.completed, event.stopped,
+                            weights=event.weights)
         return event
 
     def run(self):

@@ -87,6 +87,7 @@ class RunSpec:
     strategy: str
     grid: object              # the padded grids (operators.Grid)
     memory_needed: int
+    start: dict | None = None  # a one-member run's start weights (a warm start), or random ones
 
     @property
     def count(self) -> int:
@@ -127,7 +128,8 @@ def _per_member(value, k: int, mismatch: str) -> list:
 def build_spec(images, masks=None, config: RunConfig | None = None, references=None, seeds=None,
                strategy: str = "auto", validation=None, keep_observed: bool = False,
                threads: int | None = None, operator: Operator | None = None, psnr_peak: float = 1.0,
-               fidelity: Fidelity | None = None, checkpointed: bool = False) -> RunSpec:
+               fidelity: Fidelity | None = None, checkpointed: bool = False,
+               start: dict | None = None) -> RunSpec:
     """Check a run's inputs (see :class:`~src_core.engine.DIPEnsemble`) and fix its description."""
     config = (config or RunConfig()).validate()
     if isinstance(psnr_peak, bool) or not isinstance(psnr_peak, (int, float)) or not 0 < psnr_peak <= 1:
@@ -149,6 +151,8 @@ def build_spec(images, masks=None, config: RunConfig | None = None, references=N
         raise DIPError("runs of several members use Adam; run L-BFGS one image at a time (DIPRun).")
     if k > 1 and config.early_stop:
         raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
+    if start is not None and (k > 1 or not isinstance(start, dict)):
+        raise DIPError("start weights are a network's state_dict (Finished.weights), for a run of one member.")
     c, h, w = output_shape
     config.network.check_fits(h, w)
     amp, memory_format, compile_mode, graph = _kernels(config, device)
@@ -164,7 +168,7 @@ def build_spec(images, masks=None, config: RunConfig | None = None, references=N
     need = speed.check_memory(config.network, c, grid.output, amp, device, members=k, extra_images=extra)
     return RunSpec(config, chws, masks, held, refs, seeds, bool(keep_observed), operator,
                    fidelity, float(psnr_peak), output_shape, device, threads, amp, memory_format,
-                   compile_mode if k == 1 else False, graph, strategy, grid, need)
+                   compile_mode if k == 1 else False, graph, strategy, grid, need, start)
 
 
 def _members(images, masks, validation, references, seeds, operator: Operator, config: RunConfig):
