@@ -260,9 +260,10 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     layers themselves are only read.
     """
     task_options = dict(task_options or {})
-    painted_mask = src_core.get_task(task).mask == "required"  # (check_layers checks the task)
+    spec = src_core.get_task(task)
+    painted_mask = spec.mask == "required"
     mask_layer = check_layers(image_layer, mask_layer, reference_layer, task=task,
-                              factor=src_core.get_task(task).operator(**task_options).factor)
+                              factor=spec.operator(**task_options).factor)
     if region not in REGIONS:
         raise DIPError(f"region must be one of {REGIONS} (got {region!r}).")
     source = _layer_source(image_layer)

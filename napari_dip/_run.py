@@ -13,6 +13,7 @@ no layer.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress
@@ -79,7 +80,8 @@ class LayerRun:
         self.outputs: OutputLayers | None = None
         self.iterations = captured.config.iterations
         self.total = 0  # iterations of every slice or tile that runs, once prepared
-        self._iterations_before = lambda n: n * self.iterations  # of the first n parts (see _count_work)
+        # the iterations of the first n parts (see _count_work)
+        self._iterations_before = partial(captured.config.stack_iterations, warm=False)
         self.on_update, self.on_done = on_update, on_done
         self.worker = None
         self.activity = None
@@ -101,7 +103,7 @@ class LayerRun:
         config = self.problem.config
         self.iterations = config.iterations
         warm = not self.driver.remote and not self.driver.tiled  # a stack here: later slices may start warm
-        self._iterations_before = config.stack_iterations if warm else (lambda n: n * config.iterations)
+        self._iterations_before = partial(config.stack_iterations, warm=warm)
         self.total = self._iterations_before(self.driver.count)
 
     # ------------------------------------------------------------------ control

@@ -19,14 +19,12 @@ class TaskFields:
     """One field per task option (options of the same name share it) and its layer picker."""
 
     def __init__(self, image_choices):
-        self.options: dict[str, Option] = {}
         self.fields: dict[str, widgets.ValueWidget] = {}
         self.layers: dict[str, widgets.ComboBox] = {}   # options an image may stand for
         for task in TASKS_BY_NAME.values():
             for option in task.options:
                 if option.name in self.fields:
                     continue
-                self.options[option.name] = option
                 self.fields[option.name] = _number_field(option)
                 if option.image:
                     self.layers[option.name] = widgets.ComboBox(
@@ -55,12 +53,16 @@ class TaskFields:
             if name in self.layers:
                 self.layers[name].visible = name in names
 
+    def _chosen_layer(self, name: str):
+        """The layer chosen to stand for option ``name`` (None: its number stands)."""
+        return self.layers[name].value if name in self.layers else None
+
     def layer_sources(self, task: str) -> dict:
         """The options of ``task`` a layer stands for: name -> (the layer's name, the plane taken
         of a 3D stack or None), so that what the run used can be named again."""
         sources = {}
         for option in src_core.get_task(task).options:
-            layer = self.layers[option.name].value if option.name in self.layers else None
+            layer = self._chosen_layer(option.name)
             if layer is not None:
                 sources[option.name] = (str(layer.name), _plane_index(layer))
         return sources
@@ -69,7 +71,7 @@ class TaskFields:
         """``task``'s options as the fields hold them; a chosen layer stands for its option's number."""
         values = {}
         for option in src_core.get_task(task).options:
-            layer = self.layers[option.name].value if option.name in self.layers else None
+            layer = self._chosen_layer(option.name)
             values[option.name] = option.kind(self.fields[option.name].value) if layer is None else _plane(layer)
         return values
 

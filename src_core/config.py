@@ -141,8 +141,12 @@ class RunConfig:
         """The iterations of a warm-started slice."""
         return max(1, round(self.iterations * self.warm_start)) if self.warm_start > 0 else self.iterations
 
-    def stack_iterations(self, slices: int) -> int:
-        """The iterations of ``slices`` slices run here in turn (the first from random weights)."""
+    def stack_iterations(self, slices: int, warm: bool = True) -> int:
+        """The iterations of ``slices`` slices: run here in turn (``warm``: the first from random
+        weights, the others warm if ``warm_start``), or each from random weights (``warm=False``:
+        a cluster's slices, tiles)."""
+        if not warm:
+            return slices * self.iterations
         return self.iterations + (slices - 1) * self.warm_iterations() if slices > 0 else 0
 
     def to_dict(self) -> dict:

@@ -70,7 +70,6 @@ class PartStore:
         history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
         return answer, history, classical
 
-
     def weights(self, index: int) -> dict | None:
         """A finished part's final network weights, if they were kept (a warm start's)."""
         import torch
@@ -134,12 +133,12 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
     """
     notes = [] if notes is None else notes
     todo = []
-    kept = {}  # finished parts' final weights, for warm starts
+    loaded = []  # parts the store finished earlier (a warm start may begin from one)
     for index, part in parts:
         if store is not None and store.finished(index):
             answer, history, classical = store.load(index)
             history.part = index
-            kept[index] = store.weights(index)
+            loaded.append(index)
             yield "loaded", index, (answer, history, classical)
         else:
             todo.append((index, part))
@@ -149,12 +148,13 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
             notes.append(f"warm_start: on a cluster every {what} runs at once, so each starts from random weights")
         yield from _solve_on_cluster(client, todo, stop, store, notes, what)
         return
-    yield from _solve_in_turn(todo, kept, stop, store, notes, what, warm)
+    yield from _solve_in_turn(todo, loaded, stop, store, notes, what, warm)
 
 
-def _solve_in_turn(todo, kept: dict, stop, store, notes, what, warm: bool):
+def _solve_in_turn(todo, loaded: list, stop, store, notes, what, warm: bool):
     """The parts here, one after another; with ``warm_start`` each starts from the weights of
-    the part before it (the last one finished here or kept in the store)."""
+    the part before it (the last one finished here, or else the nearest earlier one the store
+    kept: read only then)."""
     previous = None
     for position, (index, part) in enumerate(todo):
         if position > 0 and stop is not None and stop.is_set():
@@ -164,8 +164,9 @@ def _solve_in_turn(todo, kept: dict, stop, store, notes, what, warm: bool):
             return
         part = _made(part)
         warmed = warm and part.config.warm_start > 0
-        earlier = [i for i in kept if i < index]
-        start = previous if previous is not None else (kept[max(earlier)] if earlier else None)
+        start = previous
+        if warmed and start is None and any(i < index for i in loaded):
+            start = store.weights(max(i for i in loaded if i < index))
         stopped, weights = False, None
         with _naming(index):
             for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None,

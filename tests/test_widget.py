@@ -966,6 +966,10 @@ def test_super_resolution_result_covers_the_input_at_a_finer_scale(viewer, error
                           result.translate[axis] + (result.data.shape[axis] - 0.5) * s_out)
     assert viewer.layers["small DIP iterations"].data.shape[1:] == (40, 48)
     assert result.metadata["history"]["summary"]["classical_method"] == "bicubic"
+    namespace = {"viewer": viewer}  # Copy as Python repeats the 2x run, not the default 4x
+    exec(widget.copy_as_python(), namespace)
+    assert namespace["result"].image.shape == (40, 48)
+    assert namespace["result"].config.to_dict() == result.metadata["config"]
 
 
 def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):

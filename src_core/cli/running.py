@@ -44,8 +44,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     _announce(task, cfg.preset, estimate)
     label = f"DIP {task} ({cfg.preset}, {estimate.device})"
     # a stack here may start its later slices warm; a cluster's start cold
-    bar = ProgressBar(cfg.iterations * problem.slices if client is not None else cfg.stack_iterations(problem.slices),
-                      label, quiet)
+    bar = ProgressBar(cfg.stack_iterations(problem.slices, warm=client is None), label, quiet)
 
     t0 = time.perf_counter()
     stop = threading.Event()

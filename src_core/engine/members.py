@@ -8,6 +8,7 @@ import threading
 import torch
 
 from ..config import RunConfig
+from ..errors import DIPError
 from ..network import build_network
 
 
@@ -94,8 +95,6 @@ class Members:
 
     def start_from(self, weights: dict) -> None:
         """A one-member run starts from another run's final weights (a warm start)."""
-        from ..errors import DIPError
-
         try:
             with torch.no_grad():
                 self.module.load_state_dict(weights)
