@@ -21,7 +21,7 @@ from .masks import bernoulli_mask, load_mask, mask_from_labels, text_mask
 from .network import NETWORKS, DecoderConfig, NetworkConfig, SkipNet, build_network, count_parameters
 from .operators import Blur, Compose, Downsample, Identity, Mask, Operator, gaussian_psf
 from .tasks import TASK_HELP, TASKS, get_task
-from . import speed, timing
+from . import budget, speed, timing
 
 
 def __getattr__(name):

@@ -61,7 +61,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
             preset: str | None = None, config: RunConfig | None = None,
             keep_observed: bool | None = None, validate: float | None = None,
             classical: str | None = "auto", threads=None, operator: Operator | None = None,
-            **overrides) -> Problem:
+            budget=None, **overrides) -> Problem:
     """Check everything and convert to engine form; no network is built yet.
 
     ``task``: one of ``src_core.TASKS`` (default "inpaint"), with its own
@@ -83,6 +83,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     than free cores is many times slower.
     """
     spec = task_for(task, operator)
+    budget_s = _budget_seconds(budget, overrides)
     task_options = take_options(spec, overrides)
     operator, mask = operator_and_mask(spec.operator(**task_options) if operator is None else operator, mask)
     cfg = make_config(spec, preset, config, task_options, **overrides)
@@ -102,17 +103,47 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     images, masks = _observed_only(images, masks, notes)
     references = _references(reference, image, layout, answer_layout, scaling, spec)
     held_out = _held_out(masks, validate, cfg.seed, notes)
+    default = preset is None and config is None
+    cfg, fitted = _fit_budget(cfg, budget_s, default, overrides, images.shape, operator, threads, classical,
+                      held_out is not None, spec, notes)
     problem = Problem(spec.name, cfg, layout, scaling, images, masks, references, notes,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
                       validate=float(validate) if held_out is not None else 0.0, threads=threads,
                       operator=operator, psnr_peak=plain.scale / scaling.scale,
-                      fidelity=fidelity_for(cfg, scaling))
+                      fidelity=fidelity_for(cfg, scaling), budget=fitted)
     if cfg.fidelity != "mse":
         notes.append(f"fidelity: {cfg.fidelity} ({problem.fidelity.describe()})")
     if problem.blends:
         notes.append(f"blend: DIP and the {classical} answer mixed by the weight that best fits the "
                      "held-out pixels" + ("" if operator.identity else f" (through {operator!r})"))
     return problem
+
+
+def _budget_seconds(budget, overrides: dict) -> float | None:
+    from .budget import parse_budget
+
+    seconds = parse_budget(budget)
+    if seconds is not None and "iterations" in overrides:
+        raise DIPError("give iterations or a budget, not both: a budget chooses the iteration count.")
+    return seconds
+
+
+def _fit_budget(cfg: RunConfig, seconds: float | None, default: bool, overrides: dict, shape, operator: Operator,
+                threads, classical, held_out: bool, spec: Task, notes: list):
+    """(the configuration with the iteration count that fits ``seconds`` per image, or the
+    default budget for a default run on a CPU, and the :class:`src_core.budget.Fitted`);
+    (unchanged, None) otherwise."""
+    from . import budget as budgets
+
+    if seconds is None:
+        if not default or "iterations" in overrides or cfg.preset != "cpu":
+            return cfg, None
+        seconds = budgets.DEFAULT_BUDGET_S
+    c, h, w = shape[1:]
+    fitted = budgets.fit_run(cfg, spec, c, (h, w), budget_s=seconds, operator=operator, threads=threads,
+                             classical=classical, blends=held_out, window=cfg.early_stop and not held_out)
+    notes.append(fitted.note())
+    return fitted.config, fitted
 
 
 def _answer_layout(operator: Operator, layout: Layout, chw_shape, cfg: RunConfig, notes: list) -> Layout:

@@ -52,6 +52,7 @@ class Problem:
     operator: Operator = field(default_factory=Identity)  # the degradation (the mask aside)
     psnr_peak: float = 1.0               # the input's range in [0, 1] units (less with headroom)
     fidelity: Fidelity = field(default_factory=MSE)  # the data term, in engine units
+    budget: object = None   # the src_core.budget.Fitted that chose the count, or None (given)
     _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
