@@ -60,6 +60,8 @@ def test_denoise_runs(tmp_path, photo):
     (["inpaint", "{photo}", "--mask", "{photo}", "--classical", "bicubic"], "'bicubic' needs a size-changing"),
     (["sr", "{photo}", "--classical", "biharmonic"], "'biharmonic' needs an answer of the observation's size"),
     (["denoise", "{photo}", "--channel-axis", "last"], "--channel-axis takes 'auto', 'none' or an axis number"),
+    (["random", "{photo}", "--budget", "soon"], "budget is a time: seconds, or a text like '90s'"),
+    (["random", "{photo}", "--budget", "5s", "--iterations", "3"], "give --iterations or --budget, not both"),
 ])
 def test_errors_are_one_clear_line_and_exit_code_2(args, words, photo, capsys, tmp_path):
     args = [a.replace("{photo}", str(photo)).replace("{folder}", str(tmp_path)) for a in args]

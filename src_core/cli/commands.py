@@ -15,6 +15,7 @@ from .running import run_task
 
 def cmd_demo(args) -> int:
     """Kate with the paper's text mask, at 256x256 with the CPU preset (the paper's is 512, 'text')."""
+    from ..budget import DEFAULT_BUDGET_S
     from ..io import load_sample
     from ..masks import load_mask
     from ..plots import plot_panel
@@ -24,7 +25,7 @@ def cmd_demo(args) -> int:
     if not args.full_size:
         image = _downscale2(image)
         mask = _downscale2(mask.astype(np.float32)) > 0.99  # a pixel touched by text stays missing
-    overrides = {"iterations": args.iterations} if args.iterations else {}
+    overrides = {"iterations": args.iterations} if args.iterations else {"budget": args.budget or DEFAULT_BUDGET_S}
     if args.device:
         overrides["device"] = args.device
     name = "kate"

@@ -39,7 +39,8 @@ def _add_demo_parser(sub) -> None:
     """``dip demo``: few flags, since the sample and its settings are fixed."""
     p = sub.add_parser("demo", help="restore the shipped text-corrupted photo (CPU-sized, a few minutes)")
     p.add_argument("-o", "--output-dir", type=Path, default=Path("dip_output"))
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--iterations", type=int, help="default: as many as fit --budget")
+    p.add_argument("--budget", metavar="TIME", help="time for the run, e.g. 5min (default 2min)")
     p.add_argument("--device")
     p.add_argument("--full-size", action="store_true", help="512x512 instead of 256x256 (for a GPU)")
     p.add_argument("--quiet", action="store_true")
@@ -73,7 +74,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="a JSON configuration (e.g. from a history file)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any setting, e.g. --set scales=4 --set up_channels=[64,64,64,64]")
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--iterations", type=int,
+                   help="exactly this many iterations (default on a CPU: as many as fit --budget)")
+    p.add_argument("--budget", metavar="TIME",
+                   help="time per image for the default run, e.g. 90s, 10min, 1h: the iteration count "
+                        "(and the cpu network's width) fitted to this machine's measured speed "
+                        "(default 2min on a CPU with no --preset, --config or --iterations)")
     p.add_argument("--lr", type=float)
     p.add_argument("--sigma-p", dest="sigma_p", type=float)
     p.add_argument("--optimizer", choices=["adam", "lbfgs"])

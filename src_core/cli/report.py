@@ -17,6 +17,8 @@ CLI_TERMS = (
     (re.compile(r"\bmissing_fraction\b"), "--fraction"),
     (re.compile(r"\(scales=(\d+)\)"), r"(--set scales=\1)"),
     (re.compile(r"\biterations=(\d+)"), r"--iterations \1"),
+    (re.compile(r"give iterations= or a longer budget= \(CLI: (--iterations N, --budget 10min)\)"), r"give \1"),
+    (re.compile(r"give iterations or a budget"), "give --iterations or --budget"),
     (re.compile(r"with task='inpaint'"), "with `dip inpaint`"),
     (re.compile(r"\(True = observed, False = missing\)"),
      "(in a mask file white = observed by default; --mask-observed black if yours is the other way)"),

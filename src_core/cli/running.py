@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DIPError
 from ..progress import ProgressBar
 from .outputs import OutputPlan, write_final, write_outputs
-from .report import note_lines, print_run_report, summary_lines
+from .report import in_cli_terms, note_lines, print_run_report, summary_lines
 
 
 def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_dir: Path, name: str,
@@ -41,7 +41,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     planned, checkpoints = plan.check(overwrite, resume, checkpoint_minutes)
     problem.run(0).close()  # the engine's own checks (memory above all) before the estimate is printed
     estimate = problem.estimate()
-    _announce(task, cfg.preset, estimate)
+    _announce(task, cfg.preset, estimate, problem.budget)
     label = f"DIP {task} ({cfg.preset}, {estimate.device})"
     # a stack here may start its later slices warm; a cluster's start cold
     bar = ProgressBar(cfg.stack_iterations(problem.slices, warm=client is None), label, quiet)
@@ -72,11 +72,14 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     return result, written
 
 
-def _announce(task: str, preset: str, estimate) -> None:
-    """The estimate before a run starts, and a warning with the ways to shorten a long CPU run."""
+def _announce(task: str, preset: str, estimate, budget=None) -> None:
+    """The estimate before a run starts (with the count the budget chose, and how to ask for
+    more), and a warning with the ways to shorten a long CPU run."""
     from ..timing import LONG_RUN_S
 
     print(f"dip: {task} with preset '{preset}': {estimate.describe()}", flush=True)
+    if budget is not None:
+        print(f"dip: {in_cli_terms(budget.note())}", flush=True)
     if estimate.total_s > LONG_RUN_S and not estimate.device.startswith("cuda"):
         faster = "fewer --iterations" if preset == "cpu" else "'--preset cpu' (the default on a CPU) or fewer --iterations"
         print(f"dip: warning: this is a long run on {estimate.device}; {faster} take minutes, and --tile "
@@ -104,6 +107,9 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     planned, checkpoints = plan.check(overwrite, resume, checkpoint_minutes)
     print(f"dip: {task} in {len(tiled.parts)} of {len(tiled.tiles)} tile(s) of {tiled.tile} px with preset "
           f"'{tiled.whole.config.preset}': {tiled.estimate().describe()}", flush=True)
+    if tiled.whole.budget is not None:
+        print(f"dip: {in_cli_terms(tiled.whole.budget.note())} (for the whole image, its tiles together)",
+              flush=True)
     bar = ProgressBar(1, f"DIP {task}, tiles", quiet)
 
     t0 = time.perf_counter()

@@ -72,6 +72,8 @@ def _run_settings(args, task, channel_axis) -> dict:
     kwargs = dict(channel_axis=channel_axis, keep_observed=args.keep_observed,
                   validate=args.validate, classical=None if args.classical == "none" else args.classical,
                   **_overrides(args))
+    if args.budget is not None:
+        kwargs["budget"] = args.budget
     if args.config:
         if args.preset:
             raise DIPError("give either --preset or --config, not both.")
