@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Layer
 
 import src_core
 from src_core import DIPError
 
 from ._capture import capture, current_index
+from ._driver import run_threads
 from ._run import LayerRun
 
 
@@ -21,12 +23,24 @@ def _layer(viewer, layer, what: str):
         raise DIPError(f"no {what} layer named {layer!r}; layers are {names}.") from None
 
 
+def _fitted_config(captured, spec, seconds: float, threads):
+    """The captured run's configuration with the count that fits ``seconds`` per image here
+    (a tiled run's tiles together), as :func:`src_core.prepare` fits it."""
+    shape = np.shape(captured.image)
+    plane = tuple(shape[-3:-1] if captured.source.rgb else shape[-2:])
+    tiled = captured.tile is not None
+    return src_core.budget.fit_run(
+        captured.config, spec, 3 if captured.source.rgb else 1, plane, budget_s=seconds,
+        operator=spec.operator(**captured.task_options), threads=run_threads(threads),
+        classical=None if tiled else "auto").config
+
+
 def restore_layer(viewer, image, mask=None, *, task: str | None = None, reference=None,
                   label: int | None = None, slices: str = "all", preset: str | None = None,
                   missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
                   region: str = "whole", keep_observed: bool | None = None,
                   keep_earlier: bool = False, wait: bool = True, tile="auto", scheduler: str | None = None,
-                  client=None, **settings):
+                  client=None, budget=None, **settings):
     """Restore ``image`` (a layer or its name) with Deep Image Prior and add the results.
 
     Takes the same options as the dock widget.  ``wait=True`` runs in the
@@ -52,7 +66,10 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     ``threads``: CPU threads (default: the free cores less one for napari).
     ``region="damage"``: restore only a box around the mask and paste it
     back; ``region="tiles"``: a large 2D image in overlapping tiles of ``tile``
-    pixels ("auto": the largest the device takes).  ``client`` (a
+    pixels ("auto": the largest the device takes).  With no preset and no
+    ``iterations`` on a CPU, the count (and the cpu network's width) fits about
+    2 minutes per image here, as in the API; ``budget`` ("10min", or seconds) gives
+    another time.  ``client`` (a
     ``distributed.Client``) or ``scheduler`` (its address): the slices or
     tiles run on that Dask cluster and arrive as they finish.  ``keep_observed`` (default on, except for denoising): the result
     equals the input wherever it was observed.  ``keep_earlier``: keep the
@@ -85,7 +102,12 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     spec.operator(**task_options)  # checks the options before any copy of the layers
     if slices not in ("all", "current"):
         raise DIPError(f"slices must be 'all' or 'current' (got {slices!r}).")
+    seconds = src_core.budget.parse_budget(budget)
+    if seconds is not None and "iterations" in settings:
+        raise DIPError("give iterations or a budget, not both: a budget chooses the iteration count.")
     config = src_core.make_config(task, preset, task_options=task_options, **settings)
+    if seconds is None and preset is None and "iterations" not in settings and config.preset == "cpu":
+        seconds = src_core.budget.DEFAULT_BUDGET_S
     slice_index = None
     if slices == "current" and image is not None and image.ndim > 2:
         slice_index = current_index(viewer, image)
@@ -94,6 +116,8 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                        mask_seed=mask_seed, threads=threads, region=region,
                        keep_observed=keep_observed, task_options=task_options, tile=tile,
                        scheduler=scheduler, client=client, option_layers=option_layers)
+    if seconds is not None:
+        captured.config = _fitted_config(captured, spec, seconds, threads)
     run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
     run.prepare()  # the engine's refusal raises here, in the caller's console
     if not wait:

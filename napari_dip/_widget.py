@@ -198,9 +198,19 @@ class DIPWidget(QWidget):
                                  tooltip="Choosing a preset fills the fields below; it also "
                                  "supplies every setting the widget does not show.")
         self.preset_info = W.Label(value="")
+        self.fit_budget = W.CheckBox(
+            label="fit a time budget", value=True,
+            tooltip="On: as many iterations as fit the time budget on this machine (measured "
+                    "here), and for the cpu preset a narrower network where the image is too large "
+                    "for the wide one to make progress. Typing an iteration count switches it off.")
+        self.budget = W.FloatSpinBox(label="time budget (min)", value=src_core.budget.DEFAULT_BUDGET_S / 60,
+                                     min=0.25, max=24 * 60, step=0.5,
+                                     tooltip="The time each image (each slice of a stack, or the "
+                                     "tiles of one image together) may take here.")
         self.iterations = W.SpinBox(label="iterations", value=800, min=1, max=1_000_000,
                                     tooltip="Optimisation steps. More fits more detail, and for "
-                                    "noisy images eventually the noise too.")
+                                    "noisy images eventually the noise too. With a time budget, "
+                                    "the count that fits it.")
         self.keep_observed = W.CheckBox(
             label="keep observed pixels", value=True,
             tooltip="The result equals the input wherever it was observed; only the missing "
@@ -213,8 +223,8 @@ class DIPWidget(QWidget):
             label="keep earlier results", value=False,
             tooltip="Off: a new run of the same image replaces the layers the last run added "
                     "(a layer you renamed is always kept).")
-        return W.Container(widgets=[self.preset, self.preset_info, self.iterations,
-                                    self.keep_observed, self.early_stop, self.keep_earlier],
+        return W.Container(widgets=[self.preset, self.preset_info, self.fit_budget, self.budget,
+                                    self.iterations, self.keep_observed, self.early_stop, self.keep_earlier],
                            labels=True)
 
     def _build_network_fields(self) -> None:
@@ -412,8 +422,11 @@ class DIPWidget(QWidget):
         self.task.changed.connect(self._task_changed)
         self.architecture.changed.connect(self._architecture_changed)
         self.fidelity.changed.connect(self._fidelity_changed)
+        # before the checks below: a typed count switches the budget off before the panel is checked
+        self.iterations.changed.connect(self._iterations_typed)
+        self.fit_budget.changed.connect(self._budget_toggled)
         for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
-                  self.iterations, self.lr, self.sigma_p, self.optimizer, self.preview_every,
+                  self.iterations, self.fit_budget, self.budget, self.lr, self.sigma_p, self.optimizer, self.preview_every,
                   self.report_every, self.task, self.early_stop, self.mask, self.reference,
                   self.label, self.region, self.slices, self.threads, self.device, self.tile,
                   self.architecture, self.fidelity, self.photon_gain, self.photon_offset,
@@ -534,6 +547,14 @@ class DIPWidget(QWidget):
     def _region_changed(self, *_) -> None:
         self.tile.visible = self.region.value == "tiles"
 
+    def _iterations_typed(self, *_) -> None:
+        """A count the user gives is the count run (the budget's own filling is not the user's)."""
+        if not self._filling:
+            self.fit_budget.value = False
+
+    def _budget_toggled(self, *_) -> None:
+        self.budget.visible = bool(self.fit_budget.value)
+
     def _show_advanced(self, shown: bool) -> None:
         self.advanced.native.setVisible(shown)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
@@ -566,6 +587,8 @@ class DIPWidget(QWidget):
         # explicit line breaks: a word-wrapped label in a form row gets a wrong height
         self.preset_info.value = textwrap.fill(text, 36)
         self.preset_info.tooltip = text
+        self.fit_budget.value = name == "cpu"  # the paper's presets are their own counts
+        self._budget_toggled()
         self.check()
 
     def _fill(self, filled: dict, replace: bool = False) -> None:
@@ -748,25 +771,29 @@ class DIPWidget(QWidget):
         if self.region.value == "tiles":
             _, slices, total = self._tiling(image, config)
             tiled = f" for {slices} of {total} tiles"
-        task = src_core.get_task(self.task.value)
         try:
-            operator = task.operator(**self.task_options())
+            wide = config
+            config, fitted = self.run_config(config, image)
+            operator, classical, each = self._classical(image, plane)
             request = dict(config=config, channels=channels, observed_hw=plane, operator=operator,
                            threads=self._threads())
-            holes = {"required": "strokes", "random": "random"}.get(task.mask, "none")
-            blends = operator.factor == 1  # the blend times the classical answer from the fitted pixels too
-            classical = dict(method=task.classical, channels=channels, observed_hw=plane, operator=operator,
-                             holes=holes)
-            each = src_core.timing.classical_seconds(**classical, measure=False) * (2 if blends else 1)
             estimate = src_core.timing.estimate(**request, slices=slices, classical_s=slices * each,
                                                 measure=False, context=TIMING_CONTEXT)
         except DIPError:
             return ""
         self.shown_estimate = estimate
-        if not estimate.measured and self.threaded:
-            self._measure_in_background(request, classical)
+        wanted = [request]
+        if fitted is not None:  # the budget weighed both widths at its own size (a tiled run's: the image)
+            wanted += [{**request, "config": c, "observed_hw": fitted.observed_hw} for c in (wide, config)]
+        unmeasured = [r for r in wanted if not src_core.timing.step_time(**r, measure=False).measured]
+        if unmeasured and self.threaded:
+            self._measure_in_background(unmeasured, classical)
         where = tiled or ("" if plane == image_plane(image) else f" for the {plane[0]}x{plane[1]} box")
         text = f"Estimate{where}: {estimate.describe()}"
+        if fitted is not None:
+            self._show_count(fitted.config.iterations)
+            text += (f"\nbudget: {fitted.describe()}{' for the tiles together' if tiled else ''}; for more, "
+                     "set iterations or a longer time budget")
         if estimate.total_s > src_core.timing.LONG_RUN_S and not estimate.device.startswith("cuda"):
             text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
             if self.region.value == "whole" and self.region.visible:
@@ -775,7 +802,45 @@ class DIPWidget(QWidget):
                     text += f"; 'around the mask' restores only a {box[0]}x{box[1]} box"
         return text
 
-    def _measure_in_background(self, request: dict, classical: dict) -> None:
+    def _show_count(self, iterations: int) -> None:
+        """The count the budget chose, in the iterations field (not taken as the user's)."""
+        self._filling = True
+        try:
+            self.iterations.value = iterations
+        finally:
+            self._filling = False
+
+    def _classical(self, image, plane) -> tuple:
+        """(the task's operator, the classical timing's request, its seconds per slice as known
+        here: the blend times it from the fitted pixels too)."""
+        channels = 3 if getattr(image, "rgb", False) else 1
+        task = src_core.get_task(self.task.value)
+        operator = task.operator(**self.task_options())
+        holes = {"required": "strokes", "random": "random"}.get(task.mask, "none")
+        classical = dict(method=task.classical, channels=channels, observed_hw=plane, operator=operator,
+                         holes=holes)
+        blends = operator.factor == 1
+        return operator, classical, src_core.timing.classical_seconds(**classical, measure=False) * (2 if blends else 1)
+
+    def run_config(self, config, image) -> tuple:
+        """(the configuration a run as set uses, the src_core.budget.Fitted that chose its count
+        or None): with iterations on auto, the count (and for the cpu preset the network's
+        width) that fits the time budget, from what this machine has measured and napari's
+        learned speed (no calibration here: the panel's background one measures what it
+        shows).  A tiled run's tiles share one budget, as from the command line."""
+        if not self.fit_budget.value or image is None or config is None:
+            return config, None
+        plane = (image_plane(image) if self.region.value == "tiles"
+                 else self._run_plane(image, self.mask.value, config))
+        task = src_core.get_task(self.task.value)
+        tiled = self.region.value == "tiles"  # (the whole image's fit has no classical answer)
+        fitted = src_core.budget.fit_run(
+            config, task, 3 if getattr(image, "rgb", False) else 1, plane, budget_s=60 * float(self.budget.value),
+            operator=task.operator(**self.task_options()), threads=self._threads(),
+            classical=None if tiled else "auto", measure=False, context=TIMING_CONTEXT)
+        return fitted.config, fitted
+
+    def _measure_in_background(self, requests: list, classical: dict) -> None:
         """Calibrate this machine for the settings as set (a second or so, once per setting),
         one calibration at a time; the panel checks again when it is done."""
         if self._measuring is not None and self._measuring.is_alive():
@@ -783,7 +848,8 @@ class DIPWidget(QWidget):
 
         def measure():
             try:
-                src_core.timing.step_time(**request, measure=True)
+                for request in requests:
+                    src_core.timing.step_time(**request, measure=True)
                 src_core.timing.classical_seconds(**classical, measure=True)
             except Exception:  # an estimate is never worth an error: the run's own checks speak
                 return
@@ -814,9 +880,10 @@ class DIPWidget(QWidget):
         """The chosen layers and settings, checked and copied (raises DIPError)."""
         image = self.image.value
         task = self.task.value
+        config, _ = self.run_config(self.build_config(), image)  # what the estimate said
         return capture(
             image, self.mask.value, self.reference.value, task=task,
-            label=int(self.label.value) or None, config=self.build_config(),
+            label=int(self.label.value) or None, config=config,
             slice_index=self._slice_index(image), missing_fraction=float(self.missing_fraction.value),
             mask_seed=int(self.mask_seed.value), threads=self._threads(),
             keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,

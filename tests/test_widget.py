@@ -533,6 +533,53 @@ def test_the_estimate_is_measured_on_this_machine_in_the_background(viewer, qtbo
     assert errors == []
 
 
+@pytest.fixture
+def slow_machine(monkeypatch):
+    """A machine where every iteration takes 0.2 s and setting up 0.1 s, as measured."""
+    monkeypatch.setattr(src_core.timing, "step_time",
+                        lambda *a, **k: src_core.timing.StepTime(0.2, 0.1, True))
+    monkeypatch.setattr(src_core.timing, "classical_seconds", lambda *a, **k: 0.0)
+
+
+def test_iterations_on_auto_fit_the_time_budget_and_the_run_is_what_the_panel_said(viewer, errors, slow_machine):
+    """The cpu preset's count is auto: the panel says how many iterations fit the time budget
+    here, and the run, its history and its copy as Python have exactly that count."""
+    viewer.add_image(smooth((32, 32)), name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer)   # (a count given: no budget)
+    assert not widget.fit_budget.value and widget.budget.native.isHidden()
+    widget.preset.value = "table1"
+    assert not widget.fit_budget.value and widget.iterations.value == 11000  # the paper's count
+    widget.preset.value = "cpu"   # the preset's own values: a time budget
+    assert widget.fit_budget.value and not widget.budget.native.isHidden()
+    for key, value in TINY.items():
+        if key != "iterations":
+            getattr(widget, key).value = value
+    widget.mask.value = viewer.layers["hole"]
+    widget.budget.value = 0.25   # 15 s: (15 - 0.1) / 0.2 = 74 iterations
+    text = widget.check_label.text()
+    assert "x 74 it on cpu" in text and "budget: 74 iterations fit about 15 s here (0.2 s/it" in text, text
+    assert widget.iterations.value == 74 and widget.fit_budget.value  # shown, still the budget's
+    widget.run()
+    history = widget.result_layer.metadata["history"]
+    assert history["config"]["iterations"] == 74 and history["iterations"][-1] == 74
+    assert "iterations=74" in widget.copy_as_python()
+    widget.iterations.value = 30    # a count given is the count run
+    assert not widget.fit_budget.value and widget.budget.native.isHidden()
+    assert "budget:" not in widget.check_label.text() and "x 30 it on cpu" in widget.check_label.text()
+    assert errors == []
+
+
+def test_restore_layer_fits_the_default_budget_as_the_api_does(viewer, slow_machine):
+    viewer.add_image((smooth() * 255).astype(np.uint8), name="img")
+    viewer.add_labels(square_labels(), name="hole")
+    small = dict(scales=2, down_channels=8, up_channels=8, skip_channels=2, report_every=10, device="cpu")
+    result = napari_dip.restore_layer(viewer, "img", "hole", budget="12s", **small)
+    assert result.metadata["history"]["config"]["iterations"] == 59   # (12 - 0.1) / 0.2
+    with pytest.raises(DIPError, match="give iterations or a budget, not both"):
+        napari_dip.restore_layer(viewer, "img", "hole", budget="12s", iterations=5, **small)
+
+
 def test_napari_s_in_progress_animation_holds_still_while_a_run_computes(viewer, qtbot, errors):
     """Its frames repaint the window (through the CPU under software OpenGL), which slowed runs
     1.4-1.8x; the Activity entry itself stays, with its Cancel."""
