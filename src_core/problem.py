@@ -10,6 +10,7 @@ converts answers back to the user's layout, dtype and range
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -53,6 +54,7 @@ class Problem:
     psnr_peak: float = 1.0               # the input's range in [0, 1] units (less with headroom)
     fidelity: Fidelity = field(default_factory=MSE)  # the data term, in engine units
     budget: object = None   # the src_core.budget.Fitted that chose the count, or None (given)
+    warnings: list = field(default_factory=list)  # the notes a user must see (bad pixels, no validation)
     _classical_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -206,6 +208,9 @@ class Problem:
         answer = np.clip(self.kept(index, answer), 0.0, 1.0).astype(np.float32)
         if self.references is not None:
             self._judge_on_reference(index, answer, dip, classical, history, summary)
+        verdict = classical_only_verdict(summary, history)
+        if verdict is not None:
+            summary["verdict"] = verdict
         history.summary = summary
         return answer
 
@@ -262,6 +267,55 @@ class Problem:
         if self.layout.channel_axis is None:
             return chw[0]
         return np.moveaxis(chw, 0, -1)
+
+
+#: a blend weight below this is "the answer is the classical one": DIP added nothing to see
+CLASSICAL_ONLY_WEIGHT = 0.05
+
+
+def classical_only_verdict(summary: dict, history: History) -> str | None:
+    """Plain words for an answer the blend took (almost) wholly from the classical method: what
+    DIP alone reached, and how many iterations it would need at its held-out curve's rate to
+    catch up (or that it no longer gains); None when DIP's weight is larger or there is no blend."""
+    alpha = summary.get("blend_alpha")
+    method = summary.get("classical_method")
+    dip_val, classical_val = summary.get("val_psnr_dip"), summary.get("val_psnr_classical")
+    if alpha is None or alpha >= CLASSICAL_ONLY_WEIGHT or dip_val is None or classical_val is None:
+        return None
+    if summary.get("psnr_dip") is not None and summary.get("psnr_classical") is not None:
+        scores = f"DIP alone reached {summary['psnr_dip']:.2f} dB, {method} {summary['psnr_classical']:.2f} dB"
+    else:
+        scores = f"DIP alone reached {dip_val:.2f} dB on the held-out pixels, {method} {classical_val:.2f} dB"
+    text = f"the answer is the {method} one (DIP's weight {alpha:.2f}): {scores}"
+    needed = iterations_to_reach(history, classical_val)
+    done = history.iterations[-1] if history.iterations else 0
+    if needed is None and history.still_improving is not None:
+        return text + ("; DIP was still improving, but at its rate it would need more than 100 times "
+                       "this run's iterations to catch up.")
+    if needed is None:
+        return text + "; DIP's fit had stopped gaining, so more iterations are unlikely to help here."
+    return text + f"; at its rate DIP would need about {needed:,} iterations in all (this run: {done:,})."
+
+
+def iterations_to_reach(history: History, level: float, most_times: float = 100.0) -> int | None:
+    """The iteration count at which the held-out PSNR would reach ``level``, extrapolated from its
+    last half as linear in log(iterations); None when it is not rising or would need more than
+    ``most_times`` the iterations run (an extrapolation that far says nothing)."""
+    pairs = [(it, v) for it, v in zip(history.iterations, history.val_psnr)
+             if it > 0 and v is not None and math.isfinite(v)]
+    if len(pairs) < 4:
+        return None
+    last_it, last_v = pairs[-1]
+    if last_v >= level:
+        return last_it
+    tail = [(math.log(it), v) for it, v in pairs if it >= last_it / 2]
+    if len(tail) < 3:
+        return None
+    slope = float(np.polyfit([x for x, _ in tail], [v for _, v in tail], 1)[0])  # dB per e-fold
+    if slope <= 0:
+        return None
+    factor = math.exp((level - last_v) / slope)
+    return None if factor > most_times else int(math.ceil(last_it * factor / 100.0) * 100)
 
 
 def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> float:

@@ -278,3 +278,35 @@ def test_a_classical_methods_time_is_measured_once_per_size(tmp_path, monkeypatc
     monkeypatch.setattr(timing, "CLASSICAL_PIXELS", 32 * 32)
     small = timing.classical_seconds("nlm", 1, (32, 32))
     assert timing.classical_seconds("nlm", 1, (64, 64), measure=False) == pytest.approx(4 * small)
+
+
+def _history(iterations, val):
+    return src_core.History(iterations=list(iterations), val_psnr=list(val),
+                            psnr=[None] * len(val), fit_psnr=[0.0] * len(val))
+
+
+def test_the_iterations_dip_would_need_come_from_its_held_out_curve():
+    its = list(range(100, 1100, 100))
+    rising = _history(its, [20 + 2 * np.log(i / 100) for i in its])   # +2 dB per e-fold
+    # from 1000 iterations at 24.6 dB to 26.6 dB: one more e-fold, about 2718 in all
+    assert src_core.problem.iterations_to_reach(rising, rising.val_psnr[-1] + 2) == 2800
+    assert src_core.problem.iterations_to_reach(rising, 10.0) == 1000      # reached already
+    assert src_core.problem.iterations_to_reach(rising, 60.0) is None      # > 100x: says nothing
+    flat = _history(its, [25.0] * len(its))
+    assert src_core.problem.iterations_to_reach(flat, 26.0) is None
+
+
+def test_an_answer_that_is_the_classical_one_says_so_in_plain_words():
+    """DIP's weight near 0: the summary, and so the CLI, the widget and the metadata, say that
+    the answer is the classical one, what DIP alone reached and what more iterations would do."""
+    img = _photo()
+    result = restore(img, task="random", iterations=3, **TINY)   # 3 steps: the network is noise
+    s = result.history.summary
+    assert s["blend_alpha"] < src_core.problem.CLASSICAL_ONLY_WEIGHT
+    assert s["verdict"].startswith(f"the answer is the biharmonic one (DIP's weight {s['blend_alpha']:.2f}): "
+                                   f"DIP alone reached {s['psnr_dip']:.2f} dB, biharmonic {s['psnr_classical']:.2f} dB")
+    added = {**s, "blend_alpha": 0.3}                                 # DIP added something: no verdict
+    assert src_core.problem.classical_only_verdict(added, result.history) is None
+    from src_core.cli.report import summary_lines
+
+    assert any(line.startswith("the answer is the biharmonic one") for line in summary_lines(result))

@@ -70,6 +70,8 @@ def summary_lines(result) -> list[str]:
             place = "in the holes" if s.get("keep_observed") else "everywhere"
             lines.append(where + f"answer = {s['blend_alpha']:.2f} x DIP + {1 - s['blend_alpha']:.2f} x "
                          f"{method} {place} (weights fitted on the held-out pixels)")
+        if s.get("verdict"):
+            lines.append(where + in_cli_terms(s["verdict"]))
         if s.get("keep_observed"):
             lines.append(where + "observed pixels kept as they were (--no-keep-observed to change)")
     return lines
