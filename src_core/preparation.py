@@ -100,9 +100,10 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         cfg = cfg.replace(ema=spec.ema)
         notes.append(f"{spec.name}: the answer is the EMA of outputs (ema={spec.ema})")
     answer_layout = _answer_layout(operator, layout, images.shape[1:], cfg, notes)
-    images, masks = _observed_only(images, masks, notes)
+    warned: list = []  # the notes a user must see (napari shows them; the CLI warns)
+    images, masks = _observed_only(images, masks, notes, warned)
     references = _references(reference, image, layout, answer_layout, scaling, spec)
-    held_out = _held_out(masks, validate, cfg.seed, notes)
+    held_out = _held_out(masks, validate, cfg.seed, notes, warned)
     default = preset is None and config is None
     cfg, fitted = _fit_budget(cfg, budget_s, default, overrides, images.shape, operator, threads, classical,
                       held_out is not None, spec, notes)
@@ -110,7 +111,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
                       validate=float(validate) if held_out is not None else 0.0, threads=threads,
                       operator=operator, psnr_peak=plain.scale / scaling.scale,
-                      fidelity=fidelity_for(cfg, scaling), budget=fitted)
+                      fidelity=fidelity_for(cfg, scaling), budget=fitted, warnings=warned)
     if cfg.fidelity != "mse":
         notes.append(f"fidelity: {cfg.fidelity} ({problem.fidelity.describe()})")
     if problem.blends:
@@ -227,7 +228,7 @@ def _task_masks(spec: Task, mask, layout: Layout, shape, image, reference, missi
     return layout.mask_to_nchw(_as_bool_mask(mask)).copy(), reference
 
 
-def _observed_only(images, masks, notes):
+def _observed_only(images, masks, notes, warned: list):
     """Non-finite values become missing pixels; every slice must observe something."""
     lazy = isinstance(images, LazySlices)
     finite = True if lazy else np.isfinite(images)  # (a lazy stack was checked as it was read)
@@ -236,6 +237,7 @@ def _observed_only(images, masks, notes):
         message = f"{bad} non-finite pixel values (NaN/inf) were treated as missing"
         warnings.warn(message, stacklevel=3)
         notes.append(message)
+        warned.append(message)
         masks &= finite
         images = np.where(finite, images, 0.0).astype(np.float32)
     if not masks.any():
@@ -270,7 +272,7 @@ def _references(reference, image, layout: Layout, answer_layout: Layout, scaling
     return np.clip(references, 0.0, 1.0)
 
 
-def _held_out(masks, validate: float, seed: int, notes: list):
+def _held_out(masks, validate: float, seed: int, notes: list, warned: list):
     """Observed pixels held out of the fit (drawn from the run's seed), or None."""
     if validate <= 0:
         return None
@@ -278,7 +280,10 @@ def _held_out(masks, validate: float, seed: int, notes: list):
     rng = np.random.default_rng([seed, 20181])
     held_out = masks & (rng.random((n, 1, h, w)) < validate)
     if held_out.reshape(len(held_out), -1).sum(axis=1).min() < MIN_HELD_OUT:
-        notes.append(f"too few observed pixels to hold {validate:.0%} out for validation; validation is off")
+        message = (f"too few observed pixels to hold {validate:.0%} out for validation; validation is off "
+                   "(so no blend with the classical answer)")
+        notes.append(message)
+        warned.append(message)
         return None
     notes.append(f"validation: {validate:.0%} of observed pixels held out of the fit "
                  f"(seed {seed}); the answer is the best-validated iterate")
