@@ -170,7 +170,7 @@ def check_layers(image_layer, mask_layer=None, reference_layer=None, *, task: st
     Returns ``mask_layer``, or None where the task ignores the mask.
     """
     if image_layer is None:
-        raise DIPError("no image layer: open an image (or File > Open Sample > napari-dip) "
+        raise DIPError("no image layer: open an image (or File > Open Sample > Deep Image Prior) "
                        "and choose it as the image to restore.")
     if task not in src_core.tasks.TASKS_BY_NAME:
         raise DIPError(f"task must be one of {tuple(src_core.tasks.TASKS_BY_NAME)} (got {task!r}).")
@@ -234,6 +234,22 @@ def read_mask(mask_layer, image_layer, slice_index: tuple | None = None,
     return src_core.mask_from_labels(np.asarray(labels), label or None), sliced, per_channel
 
 
+def check_painted(observed: np.ndarray, mask_name: str, label: int | None = None,
+                  slice_index: tuple | None = None, required: bool = True) -> None:
+    """A mask must leave something to learn from and, where the task fills it, something to
+    fill (raises DIPError); the panel checks this before Run, the capture again at Run."""
+    painted = int(observed.size - np.count_nonzero(observed))
+    if required and painted == 0:
+        which = f" with label {label}" if label else ""
+        raise DIPError(
+            f"mask '{mask_name}' has no painted pixels{which}"
+            f"{' in this slice' if slice_index is not None else ''}: paint the damaged "
+            "region (painted = to fill), or make a random mask.")
+    if painted == observed.size:
+        raise DIPError(f"mask '{mask_name}' covers every pixel: nothing is left to learn "
+                       "from. Paint only the damaged region.")
+
+
 def damage_region(observed: np.ndarray, config: RunConfig, per_channel: bool = False) -> tuple | None:
     """The part of the plane worth restoring around the holes (None: the whole image)."""
     net = config.network
@@ -291,16 +307,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     if mask_layer is not None:
         mask_name = str(mask_layer.name)
         observed, mask_sliced, mask_rgb = read_mask(mask_layer, image_layer, slice_index, label)
-        painted = int(observed.size - np.count_nonzero(observed))
-        if painted_mask and painted == 0:
-            which = f" with label {label}" if label else ""
-            raise DIPError(
-                f"mask '{mask_name}' has no painted pixels{which}"
-                f"{' in this slice' if slice_index is not None else ''}: paint the damaged "
-                "region (painted = to fill), or make a random mask.")
-        if painted == observed.size:
-            raise DIPError(f"mask '{mask_name}' covers every pixel: nothing is left to learn "
-                           "from. Paint only the damaged region.")
+        check_painted(observed, mask_name, label, slice_index, painted_mask)
         mask = observed
 
     reference = take(reference_layer.data) if reference_layer is not None else None

@@ -115,6 +115,17 @@ class Driver:
         self.work = work
 
     @property
+    def warnings(self) -> list:
+        """What the engine's checks warned of (non-finite pixels, no validation), once prepared;
+        a tiled run's tiles too, each said once."""
+        if self.work is None:
+            return []
+        said = list(self.problem.warnings)
+        for _, part in (self.work.parts if self.tiled else []):
+            said += part.warnings
+        return list(dict.fromkeys(said))
+
+    @property
     def remote(self) -> bool:
         """The work runs on a Dask cluster (its parts report only when they finish)."""
         return self.client is not None or self.scheduler is not None

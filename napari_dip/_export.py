@@ -60,9 +60,9 @@ def save_run(layer, path, overwrite: bool = False) -> dict:
     taken = [str(p) for p in files.values() if p.exists()]
     if taken and not overwrite:
         raise DIPError(f"{', '.join(taken)} already exist; choose another name.")
-    record = {key: meta.get(key) for key in ("task", "config", "notes", "stopped", "mask",
-                                             "reference", "slice_index", "region", "label",
-                                             "keep_observed", "histories")}
+    record = {key: meta.get(key) for key in ("task", "task_options", "option_layers", "config", "notes",
+                                             "stopped", "mask", "reference", "slice_index", "region",
+                                             "label", "keep_observed", "histories")}
     record.update(source=meta.get("source"), result=layer.name, napari_dip=src_core.__version__,
                   python=python_call(layer))
     write_image(files["image"], data)

@@ -1,9 +1,10 @@
 """A run's layers: built from the driver's updates, on the main thread only.
 
-One preview, one iteration stack, one curve and one result per source layer:
-a new run of the same source replaces the layers an earlier run left (unless
-asked to keep them; a layer the user renamed is theirs and always kept), so
-names never pile up napari's ``[1]``, ``[2]`` suffixes.
+A run adds its result layer (and, while it runs, a preview; on request, the
+iteration stack and the curve picture).  A new run of the same source replaces
+the layers of an earlier run whose result is of the same kind (task and slice)
+and shape, unless asked to keep them; a layer the user renamed is theirs and
+always kept, so names never pile up napari's ``[1]``, ``[2]`` suffixes.
 """
 
 from __future__ import annotations
@@ -47,12 +48,43 @@ def _removing(viewer):
             gc.unfreeze()
 
 
+RUN_KEY = "napari_dip_run"     # the layers one run added share this id
+
+
 def earlier_outputs(viewer, source_name: str) -> list:
     """The layers earlier runs of this source left, still under the names we gave them."""
     return [layer for layer in viewer.layers
             if layer.metadata.get(ROLE_KEY) in ROLES
             and layer.metadata.get("source") == source_name
             and layer.metadata.get(NAMED_KEY) == layer.name]
+
+
+def result_shape(captured: Captured, factor: int = 1) -> tuple:
+    """The shape of the result layer a run of ``captured`` adds (before it runs)."""
+    shape = list(np.shape(captured.full_image))
+    for axis in ((-3, -2) if captured.source.rgb else (-2, -1)):
+        shape[axis] *= factor
+    return (*(1,) * len(captured.slice_index or ()), *shape)
+
+
+def replaced_by(viewer, captured: Captured, factor: int = 1) -> list:
+    """The layers a new run replaces: those of each earlier run of the same source whose result
+    is of the same kind (task and slice) and shape, and those of runs that left no result (a
+    preview or stack of a run that failed); never a result of another kind, such as a whole
+    stack's when one slice runs."""
+    kind = (captured.task, tuple(captured.slice_index or ()))
+    shape = result_shape(captured, factor)
+    runs: dict = {}
+    for layer in earlier_outputs(viewer, captured.source.name):
+        runs.setdefault(layer.metadata.get(RUN_KEY), []).append(layer)
+    out = []
+    for layers in runs.values():
+        results = [layer for layer in layers if layer.metadata.get(ROLE_KEY) == "result"]
+        same = all((r.metadata.get("task"), tuple(r.metadata.get("slice_index") or ())) == kind
+                   and tuple(np.shape(r.data)) == shape for r in results)
+        if same:
+            out += layers
+    return out
 
 
 def place_like_source(captured: Captured, data: np.ndarray, leading: int = 0) -> np.ndarray:
@@ -90,15 +122,15 @@ class Finale:
     curve_image: np.ndarray | None   # RGB, or None when there is no curve point
 
 
-def finale(captured: Captured, problem, outcome: Outcome, unit: str) -> Finale | None:
+def finale(captured: Captured, problem, outcome: Outcome, unit: str, picture: bool = True) -> Finale | None:
     """What :meth:`OutputLayers.finish` shows, computed anywhere but touching no layer
-    (None when the run left no answer)."""
+    (None when the run left no answer); ``picture``: draw the curve picture too."""
     if outcome.error is not None or outcome.output is None:
         return None
     data = place_like_source(captured, captured.paste(problem.to_user(outcome.output)))
     curves = curves_by_position(outcome.histories)
     listed = labelled_curves(curves, unit, problem.slices)
-    image = (render_curves(listed, f"{captured.source.name}: PSNR") if any(len(c[1]) for c in listed)
+    image = (render_curves(listed, f"{captured.source.name}: PSNR") if picture and any(len(c[1]) for c in listed)
              else None)
     return Finale(data, curves, image)
 
@@ -119,11 +151,13 @@ class OutputLayers:
     preview_every_s = 0.25
 
     def __init__(self, viewer, captured: Captured, problem: src_core.Problem, live: bool = True,
-                 keep_earlier: bool = False, remote: bool = False, first_plane: np.ndarray | None = None):
+                 keep_earlier: bool = False, remote: bool = False, first_plane: np.ndarray | None = None,
+                 extra_layers: bool = False):
         self.viewer = viewer
         self.captured = captured
         self.problem = problem
         self.live = live
+        self.extra_layers = extra_layers  # also the iteration stack and the curve picture
         self.source = captured.source
         self.curves: dict[int, dict] = {}
         self.frames: list[tuple] = []          # (slice position, iteration, plane)
@@ -133,9 +167,11 @@ class OutputLayers:
         self.remote = remote  # the parts run on a cluster: no live preview, only their answers
         self.arrived = 0
         self._preview_at = -math.inf
+        self.factor = problem.operator.factor  # the answer's pixels are this much smaller
+        self.run_id = f"{time.time_ns():x}"
         if not keep_earlier:
             mine = {self.source.name, captured.mask_name, captured.reference_name}
-            earlier = [layer for layer in earlier_outputs(viewer, self.source.name) if layer.name not in mine]
+            earlier = [layer for layer in replaced_by(viewer, captured, self.factor) if layer.name not in mine]
             if earlier:
                 with _removing(viewer):
                     for layer in earlier:
@@ -145,7 +181,6 @@ class OutputLayers:
             self._add("input", self._place_like_source(problem.corrupted()),
                       f"{name} DIP input ({captured.missing_fraction:.0%} missing)",
                       **self._source_kwargs(cropped=True))
-        self.factor = problem.operator.factor  # the answer's pixels are this much smaller
         if live:  # the preview starts as ``first_plane``, made in the worker (Driver's 'prepared')
             self.preview = self._add("preview", first_plane, f"{name} DIP preview",
                                      rgb=self.source.rgb, **captured.placed(stack=False, factor=self.factor),
@@ -163,7 +198,8 @@ class OutputLayers:
 
     def _add(self, role: str, data, base: str, metadata: dict | None = None, **kwargs):
         name = self._free_name(base)
-        meta = {**(metadata or {}), ROLE_KEY: role, "source": self.source.name, NAMED_KEY: name}
+        meta = {**(metadata or {}), ROLE_KEY: role, "source": self.source.name, NAMED_KEY: name,
+                RUN_KEY: self.run_id}
         return self.viewer.add_image(data, name=name, metadata=meta, **kwargs)
 
     # conversions ---------------------------------------------------------------
@@ -227,12 +263,13 @@ class OutputLayers:
         if self.preview is not None and now - self._preview_at >= self.preview_every_s:
             self.preview.data = plane  # in place: same layer, new pixels
             self._preview_at = now
-        self.frames.append((position, iteration, plane))
+        if self.extra_layers:
+            self.frames.append((position, iteration, plane))
 
     def _stack_data(self) -> tuple[np.ndarray, list]:
         """(iteration, *stack axes, plane) array of the frames, and its iterations.  A slice
         without a frame at some iteration shows its latest earlier one (or its input)."""
-        iterations = sorted({it for _, it, _ in self.frames})
+        iterations = sorted({0, *(it for _, it, _ in self.frames)})  # 0: where each slice started
         row = {it: i for i, it in enumerate(iterations)}
         first = self._user_plane(self.problem.placeholder(0))
         count = self.problem.slices
@@ -262,7 +299,10 @@ class OutputLayers:
         kw["translate"] = (float(iterations[0]) if len(iterations) else 0.0, *kw["translate"])
         if len(iterations) > 1 and len(set(np.diff(iterations))) == 1:
             kw["scale"] = (float(iterations[1] - iterations[0]), *kw["scale"][1:])
-        kw["axis_labels"] = ("iteration", *kw["axis_labels"])
+        # napari's slider shows an index: where frames are every k iterations from 0, say so
+        step = iterations[1] - iterations[0] if len(iterations) > 1 else 0
+        even = step > 0 and iterations == list(range(0, step * len(iterations), step))
+        kw["axis_labels"] = (f"iteration / {step}" if even and step > 1 else "iteration", *kw["axis_labels"])
         if "units" in kw:
             kw["units"] = ("pixel", *kw["units"])
         self.stack = self._add("iterations", data, f"{self.source.name} DIP iterations",
@@ -300,7 +340,8 @@ class OutputLayers:
             return None
         if made is None:
             made = finale(self.captured, self.problem, outcome, self.unit)
-        self._add_stack()
+        if self.extra_layers:
+            self._add_stack()
         problem = self.problem
         name = f"{self.source.name} DIP"
         if outcome.stopped:
@@ -329,13 +370,16 @@ class OutputLayers:
             "mask_sliced": self.captured.mask_sliced,
             "mask_channels": self.captured.mask_channels,
             "keep_observed": problem.keep_observed,
-            "task_options": {k: v for k, v in self.captured.task_options.items() if np.isscalar(v)},
+            # every option as it ran: a number, or an array (a PSF) as lists unless a layer stood for it
+            "task_options": {k: (v if np.isscalar(v) else np.asarray(v).tolist())
+                             for k, v in self.captured.task_options.items()
+                             if np.isscalar(v) or k not in self.captured.option_layers},
             "option_layers": {k: list(v) for k, v in self.captured.option_layers.items()},
         }
         layer = self._add("result", made.data, name, metadata=metadata,
                           **self._source_kwargs(cropped=False, factor=self.factor))
         self.curves = made.curves  # from the histories: every report, not only the live ones
-        if made.curve_image is not None:
+        if made.curve_image is not None and self.extra_layers:
             self._show_curves(made.curve_image)
             self.curve_layer.metadata.update({"histories": histories})
         return layer

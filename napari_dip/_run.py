@@ -71,10 +71,11 @@ class LayerRun:
     """
 
     def __init__(self, viewer, captured: Captured, *, live: bool = True,
-                 keep_earlier: bool = False, on_update=None, on_done=None):
+                 keep_earlier: bool = False, extra_layers: bool = False, on_update=None, on_done=None):
         self.viewer = viewer
         self.captured = captured
         self.live, self.keep_earlier = live, keep_earlier
+        self.extra_layers = extra_layers  # the iteration stack and the curve picture as layers too
         self.driver = Driver(captured, preview=live)
         self.problem = None  # the whole image (a tiled run's too), once prepared
         self.outputs: OutputLayers | None = None
@@ -130,7 +131,7 @@ class LayerRun:
         outcome = yield from self.driver.events()
         try:
             made = None if self.abandoned else finale(self.captured, self.driver.problem, outcome,
-                                                      self.driver.unit)
+                                                      self.driver.unit, picture=self.extra_layers)
         except Exception:  # made again on the main thread, which reports the error
             made = None
         return outcome, made
@@ -170,7 +171,7 @@ class LayerRun:
         try:
             self.outputs = OutputLayers(self.viewer, self.captured, self.problem, live=self.live,
                                         keep_earlier=self.keep_earlier, remote=self.driver.remote,
-                                        first_plane=first_plane)
+                                        first_plane=first_plane, extra_layers=self.extra_layers)
         except Exception as exc:  # reported by on_done; the run has nowhere to show itself
             self.finish_error = exc
             self.driver.request_stop()

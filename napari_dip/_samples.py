@@ -1,4 +1,4 @@
-"""Sample data (File > Open Sample > napari-dip) and the "Random mask" command.
+"""Sample data (File > Open Sample > Deep Image Prior) and the "Random mask" command.
 
 Everything is shipped with the package or computed, nothing is downloaded.
 Each sample brings its mask and/or clean reference, tagged in the layers'

@@ -40,7 +40,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                   missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
                   region: str = "whole", keep_observed: bool | None = None,
                   keep_earlier: bool = False, wait: bool = True, tile="auto", scheduler: str | None = None,
-                  client=None, budget=None, **settings):
+                  client=None, budget=None, extra_layers: bool = False, **settings):
     """Restore ``image`` (a layer or its name) with Deep Image Prior and add the results.
 
     Takes the same options as the dock widget.  ``wait=True`` runs in the
@@ -62,7 +62,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     ``src_core.preset_names()`` (default: the paper's setting for the task;
     "cpu" is small enough for a laptop); any engine setting can be overridden
     by name (``scales=4``, ``iterations=500``, ``lr=0.01``, ``device="cuda"``,
-    ``snapshot_every=100`` keeps intermediate outputs as a stack layer).
+    ``snapshot_every=100``: how often the preview, and with ``extra_layers`` the stack, takes a frame).
     ``threads``: CPU threads (default: the free cores less one for napari).
     ``region="damage"``: restore only a box around the mask and paste it
     back; ``region="tiles"``: a large 2D image in overlapping tiles of ``tile``
@@ -76,8 +76,9 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     layers an earlier run of this image added (default: replace them).
 
     Adds the result layer (input dtype, scale, translate and axis labels; the
-    curve numbers in ``layer.metadata["history"]``) and the PSNR curve as an
-    image layer; returns the result layer.  Raises ``src_core.DIPError`` with a
+    curve numbers in ``layer.metadata["history"]``) and returns it;
+    ``extra_layers=True`` adds the intermediate outputs as a stack layer (an
+    iteration axis in front) and the PSNR curve as a picture layer too.  Raises ``src_core.DIPError`` with a
     clear message on bad input.
 
     >>> import napari_dip                                   # doctest: +SKIP
@@ -118,7 +119,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                        scheduler=scheduler, client=client, option_layers=option_layers)
     if seconds is not None:
         captured.config = _fitted_config(captured, spec, seconds, threads)
-    run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier)
+    run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier, extra_layers=extra_layers)
     run.prepare()  # the engine's refusal raises here, in the caller's console
     if not wait:
         run.start(threaded=True)

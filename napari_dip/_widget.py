@@ -19,7 +19,7 @@ import numpy as np
 
 from magicgui import widgets
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (QApplication, QComboBox, QFileDialog, QFrame, QLabel, QProgressBar,
                             QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
@@ -28,8 +28,8 @@ import src_core
 from src_core import DIPError, tiles
 
 from ._capture import (MASK_FOR_KEY, REFERENCE_FOR_KEY, TASK_FOR_KEY, capture, check_layers,
-                       current_index, damage_region, image_plane, random_mask_labels,
-                       read_mask)
+                       check_painted, current_index, damage_region, image_plane,
+                       random_mask_labels, read_mask)
 from ._curves import BACKGROUND, LiveCurves
 from ._driver import describe_time, run_threads
 from ._export import python_call, save_run
@@ -123,6 +123,7 @@ class DIPWidget(QWidget):
         self._measuring: threading.Thread | None = None
         self.shown_estimate = None  # the src_core.timing.Estimate the panel shows
         self._run_estimate = None   # the one it showed when Run was pressed
+        self._warned = ""           # the engine's warnings for the current run, as shown
         self._build()
         self._connect_viewer()
         has_gpu = any(d != "cpu" for d in src_core.available_devices())
@@ -155,8 +156,7 @@ class DIPWidget(QWidget):
         self.image = W.ComboBox(label="image", choices=self._image_choices, nullable=True,
                                 tooltip="The image layer to restore.")
         self.task = W.ComboBox(label="task", choices=task_choices(), value=src_core.TASKS[0],
-                               tooltip="What to restore: fill a painted mask, drop random pixels "
-                               "and restore them (to test on a clean image), or remove noise.")
+                               tooltip="What to restore:\n" + "\n".join(label for label, _ in task_choices()))
         self.task_fields = TaskFields(self._image_choices)  # each task's own options (src_core.tasks)
         self.mask = W.ComboBox(label="mask", choices=self._label_choices, nullable=True,
                                tooltip="Labels layer: painted pixels are the ones to fill.")
@@ -223,8 +223,14 @@ class DIPWidget(QWidget):
             label="keep earlier results", value=False,
             tooltip="Off: a new run of the same image replaces the layers the last run added "
                     "(a layer you renamed is always kept).")
+        self.extra_layers = W.CheckBox(
+            label="iterations and curve layers", value=False,
+            tooltip="Also add the intermediate outputs as a stack layer (a slider over the "
+                    "iterations) and the PSNR curve as a picture layer. Off: one result layer; "
+                    "the curve is in the plot below and in the result's history.")
         return W.Container(widgets=[self.preset, self.preset_info, self.fit_budget, self.budget,
-                                    self.iterations, self.keep_observed, self.early_stop, self.keep_earlier],
+                                    self.iterations, self.keep_observed, self.early_stop, self.keep_earlier,
+                                    self.extra_layers],
                            labels=True)
 
     def _build_network_fields(self) -> None:
@@ -320,7 +326,7 @@ class DIPWidget(QWidget):
                                         "seed, device, threads and update intervals.")
 
     def _build_buttons(self) -> widgets.Container:
-        """Run/Stop (returned) stay in view below the scrolling part; Save/Copy scroll with the curve."""
+        """Run/Stop (returned) and Save/Copy (``self.after``) stay in view below the scrolling part."""
         W = widgets
         self.run_button = W.PushButton(text="Run", tooltip="Start restoring in the background.")
         self.stop_button = W.PushButton(text="Stop", enabled=False,
@@ -340,7 +346,7 @@ class DIPWidget(QWidget):
 
     def _keep_narrow(self) -> None:
         """Long layer names and preset descriptions must not widen the dock over the canvas."""
-        for combo in (self.image, self.task, self.mask, self.reference, self.slices, self.region,
+        for combo in (self.image, self.mask, self.reference, self.slices, self.region,
                       self.preset, *self.task_fields.layer_pickers, self.architecture, self.fidelity,
                       self.upsample, self.input_kind, self.optimizer, self.device):
             combo.native.setSizeAdjustPolicy(
@@ -351,7 +357,6 @@ class DIPWidget(QWidget):
         """What the user reads before and during a run: the checks, the progress and the status."""
         self.check_label = QLabel("")
         self.check_label.setWordWrap(True)
-        self.check_label.setStyleSheet("color: #f0a030;")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
@@ -371,13 +376,14 @@ class DIPWidget(QWidget):
         self.axes = self.figure.add_subplot(111)
         self._curves = LiveCurves(self.figure, self.axes)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(160)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.canvas.setFixedHeight(150)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._draw_plot(force=True)
 
     def _lay_out(self, buttons: widgets.Container) -> None:
-        """The form and the plot scroll; what a run needs at hand (the checks, Run/Stop, the
-        progress) stays below them, so that the panel fits a 1366x768 screen."""
+        """The form scrolls; what a run needs at hand (the checks, Run/Stop, the progress, the
+        status, the curve, Save and Copy) stays below it, so that all of it is in view on a
+        1366x768 screen."""
         self.setMaximumWidth(520)
         body = QWidget()
         body_layout = QVBoxLayout(body)
@@ -385,8 +391,7 @@ class DIPWidget(QWidget):
         body_layout.addWidget(self.form.native)
         body_layout.addWidget(self.advanced_toggle)
         body_layout.addWidget(self.advanced.native)
-        body_layout.addWidget(self.canvas, stretch=1)
-        body_layout.addWidget(self.after.native)
+        body_layout.addStretch(1)
         url = help_url()
         self.help_label = QLabel(f'<a href="{url}">Help: docs/plugin.md</a>' if url else
                                  "Help: docs/plugin.md in the napari-dip source")
@@ -406,6 +411,11 @@ class DIPWidget(QWidget):
         layout.addWidget(buttons.native)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        # the curve and what to do with the result stay in view during and after a run (the
+        # form above scrolls); the plot appears with the first run, it is empty before
+        layout.addWidget(self.canvas)
+        layout.addWidget(self.after.native)
+        self.canvas.setVisible(False)
 
     def _connect(self) -> None:
         """Every field that changes a run checks it again, so that Run is enabled only when it can work."""
@@ -503,8 +513,28 @@ class DIPWidget(QWidget):
         task = None if image is None else image.metadata.get(TASK_FOR_KEY)
         if task in src_core.tasks.TASKS_BY_NAME and task != self.task.value:  # a sample says what it is for
             self.task.value = task
+        self._drop_partners_of_another_image()
         self._pick_partners()
         self.check()
+
+    def _drop_partners_of_another_image(self) -> None:
+        """Another image was chosen: a mask or reference that does not fit it (another plane, or
+        made for another image) is cleared, so that the partners are picked for it afresh."""
+        image = self.image.value
+        if image is None:
+            return
+        h, w = image_plane(image)
+        factor = self._answer_factor()  # a super-resolution reference is that much larger
+        for combo, key, plane in ((self.mask, MASK_FOR_KEY, (h, w)),
+                                  (self.reference, REFERENCE_FOR_KEY, (h * factor, w * factor))):
+            partner = combo.value
+            if partner is None:
+                continue
+            made_for = partner.metadata.get(key)
+            shape = tuple(np.shape(partner.data))
+            fits = plane in (shape[-2:], shape[-3:-1])  # (a mask with the RGB image's channels)
+            if (made_for is not None and made_for != image.name) or not fits:
+                combo.value = None
 
     def _pick_partners(self) -> None:
         """Masks and references made for the chosen image (samples, the random-mask button);
@@ -683,8 +713,9 @@ class DIPWidget(QWidget):
         try:
             options = self.task_options()
             operator = src_core.get_task(self.task.value).operator(**options)  # checks the factor, the PSF
-            mask = check_layers(image, self.mask.value, self.reference.value, task=self.task.value,
+            mask = check_layers(image, self._mask_layer(), self.reference.value, task=self.task.value,
                                 factor=operator.factor)
+            self._check_painted(image, mask)
             plane = self._run_plane(image, mask, config)
         except DIPError as exc:
             problems.append(str(exc))
@@ -698,6 +729,8 @@ class DIPWidget(QWidget):
         text = "\n".join([f"\u26a0 {p}" for p in problems] + ([estimate] if estimate else []))
         self.check_label.setText(text)
         self.check_label.setVisible(bool(text))
+        # a problem or a warning in orange; a plain estimate in the panel's own colour
+        self.check_label.setStyleSheet("color: #f0a030;" if "\u26a0" in text else "")
         self.problems = problems
         if not self.is_running:
             self.run_button.enabled = not problems
@@ -715,6 +748,21 @@ class DIPWidget(QWidget):
         except DIPError as exc:
             return [str(exc)]
         return []
+
+    def _mask_layer(self):
+        """The mask layer a run uses: the chosen one where the task fills a painted mask (its
+        field is shown), else none, so that a hidden choice is never used or flagged."""
+        return self.mask.value if self._painted_mask() else None
+
+    def _check_painted(self, image, mask_layer) -> None:
+        """An empty (or full) painted mask, flagged before Run as the capture would refuse it
+        (not for a lazy stack: reading it would load every slice)."""
+        if mask_layer is None or src_core.imaging.is_lazy(mask_layer.data):
+            return
+        label = int(self.label.value) or None
+        index = self._slice_index(image)
+        observed, sliced, _ = read_mask(mask_layer, image, index, label)
+        check_painted(observed, str(mask_layer.name), label, index if sliced else None)
 
     def _painted_mask(self) -> bool:
         """The task fills a mask the user paints (its mask layer counts)."""
@@ -797,7 +845,7 @@ class DIPWidget(QWidget):
         if estimate.total_s > src_core.timing.LONG_RUN_S and not estimate.device.startswith("cuda"):
             text = "\u26a0 " + text + ": a long run; the 'cpu' preset takes minutes"
             if self.region.value == "whole" and self.region.visible:
-                box = self._run_plane(image, self.mask.value, config, region="damage")
+                box = self._run_plane(image, self._mask_layer(), config, region="damage")
                 if box != plane:
                     text += f"; 'around the mask' restores only a {box[0]}x{box[1]} box"
         return text
@@ -831,7 +879,7 @@ class DIPWidget(QWidget):
         if not self.fit_budget.value or image is None or config is None:
             return config, None
         plane = (image_plane(image) if self.region.value == "tiles"
-                 else self._run_plane(image, self.mask.value, config))
+                 else self._run_plane(image, self._mask_layer(), config))
         task = src_core.get_task(self.task.value)
         tiled = self.region.value == "tiles"  # (the whole image's fit has no classical answer)
         fitted = src_core.budget.fit_run(
@@ -882,7 +930,7 @@ class DIPWidget(QWidget):
         task = self.task.value
         config, _ = self.run_config(self.build_config(), image)  # what the estimate said
         return capture(
-            image, self.mask.value, self.reference.value, task=task,
+            image, self._mask_layer(), self.reference.value, task=task,
             label=int(self.label.value) or None, config=config,
             slice_index=self._slice_index(image), missing_fraction=float(self.missing_fraction.value),
             mask_seed=int(self.mask_seed.value), threads=self._threads(),
@@ -906,10 +954,12 @@ class DIPWidget(QWidget):
         if self.is_running:
             return
         self.last_error = None
+        self._warned = ""  # the engine's warnings for this run, said again in each status line
         self.status.setStyleSheet("")
         try:
             captured = self.capture()
             run = LayerRun(self.viewer, captured, keep_earlier=bool(self.keep_earlier.value),
+                           extra_layers=bool(self.extra_layers.value),
                            on_update=self._on_update, on_done=self._on_done)
         except Exception as exc:  # bad input: tell the user, touch nothing
             self._report_error(error_message(exc))
@@ -918,6 +968,7 @@ class DIPWidget(QWidget):
         self._run_estimate = self.shown_estimate  # what the panel said before Run, to learn from
         self._started = time.monotonic()
         self._set_running(True)
+        self.canvas.setVisible(True)
         self.status.setText("Preparing the run: the engine's checks and conversion...")
         self.progress.setValue(0)
         self.progress.setFormat("starting...")
@@ -970,8 +1021,12 @@ class DIPWidget(QWidget):
             return
         event = update.event
         if update.kind == "prepared":
+            warned = run.driver.warnings
+            for message in warned:
+                show_warning(f"Deep Image Prior: {message}")
+            self._warned = "".join(f"\u26a0 {m[:1].upper() + m[1:]}. " for m in warned)
             if not run.stop_requested:
-                self.status.setText(self._running_text(run))
+                self.status.setText(self._warned + self._running_text(run))
         elif update.kind == "progress":
             now = time.monotonic()
             if now - self._progress_shown_at < PANEL_EVERY_S and event.output is None:
@@ -991,7 +1046,7 @@ class DIPWidget(QWidget):
             if event.psnr is not None:
                 parts.append(f"PSNR {event.psnr:.2f} dB")
             if not run.stop_requested:
-                self.status.setText("  \u00b7  ".join(parts))
+                self.status.setText(self._warned + "  \u00b7  ".join(parts))
             self._draw_plot()
         elif update.kind == "finished":
             self.progress.setValue(int(1000 * run.done_iterations(update) / max(run.total, 1)))
@@ -1024,6 +1079,7 @@ class DIPWidget(QWidget):
         outcome = run.outcome
         if run.abandoned or outcome is None:  # or the worker was aborted
             self.status.setText("Aborted.")
+            self.progress.setFormat("aborted")
             return None
         if run.finish_error is not None:
             self._report_error(f"could not add the run's layers: {error_message(run.finish_error)}")
@@ -1034,7 +1090,11 @@ class DIPWidget(QWidget):
         layer = run.result
         seconds = time.monotonic() - self._started
         if outcome.stopped:
-            self.status.setText(f"Stopped; partial result kept as '{layer.name}'.")
+            # the iterations that ran (a stopped slice's arrival would count it whole)
+            ran = sum(h.timings.get("iterations", 0) for h in outcome.histories)
+            self.progress.setValue(min(999, int(1000 * ran / max(run.total, 1))))
+            self.status.setText(f"Stopped after {ran} of {run.total} iterations; partial result kept "
+                                f"as '{layer.name}'.")
             show_info(f"Deep Image Prior stopped; partial result kept as '{layer.name}'.")
         else:
             history = outcome.histories[-1] if outcome.histories else None
@@ -1045,8 +1105,14 @@ class DIPWidget(QWidget):
                 extra += f" ({summary['classical_method']}: {summary['psnr_classical']:.2f} dB)"
             self._learn_speed(outcome.histories)
             unfinished = any(h.still_improving is not None for h in outcome.histories)
-            self.status.setText(f"Done in {describe_time(seconds)}{extra}: '{layer.name}'."
-                                + (" Still improving at the end: more iterations would help." if unfinished else ""))
+            verdicts = [h.summary["verdict"] for h in outcome.histories if h.summary.get("verdict")]
+            said = verdicts[0][:1].upper() + verdicts[0][1:] if verdicts else ""  # a stack's first speaks
+            if len(verdicts) > 1:
+                said += f" ({len(verdicts)} of {len(outcome.histories)} slices alike.)"
+            self.status.setText(self._warned + f"Done in {describe_time(seconds)}{extra}: '{layer.name}'."
+                                + (f" {said}" if said else "")
+                                + (" Still improving at the end: more iterations would help."
+                                   if unfinished and not said else ""))
             self.progress.setValue(1000)
         self.progress.setFormat("stopped at %p%" if outcome.stopped else "done")
         self._draw_plot(force=True)
