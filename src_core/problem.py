@@ -287,35 +287,41 @@ def classical_only_verdict(summary: dict, history: History) -> str | None:
     else:
         scores = f"DIP alone reached {dip_val:.2f} dB on the held-out pixels, {method} {classical_val:.2f} dB"
     text = f"the answer is the {method} one (DIP's weight {alpha:.2f}): {scores}"
-    needed = iterations_to_reach(history, classical_val)
-    done = history.iterations[-1] if history.iterations else 0
-    if needed is None and history.still_improving is not None:
-        return text + ("; DIP was still improving, but at its rate it would need more than 100 times "
-                       "this run's iterations to catch up.")
-    if needed is None:
-        return text + "; DIP's fit had stopped gaining, so more iterations are unlikely to help here."
-    return text + f"; at its rate DIP would need about {needed:,} iterations in all (this run: {done:,})."
+    needed, why = iterations_to_reach(history, classical_val)
+    done = history.timings.get("iterations") or (history.iterations[-1] if history.iterations else 0)
+    if why == "rate":
+        return text + f"; at its rate DIP would need about {needed:,} iterations in all (this run: {done:,})."
+    return text + {
+        "too far": ("; DIP was still improving, but at its rate it would need more than 100 times this "
+                    "run's iterations to catch up."),
+        "flat": "; DIP's fit had stopped gaining, so more iterations are unlikely to help here.",
+        "too short": f"; {done:,} iterations are too few to tell how many more DIP would need.",
+        "reached": "; on the held-out pixels DIP had caught up by the end: the blend found nothing to add.",
+    }[why]
 
 
-def iterations_to_reach(history: History, level: float, most_times: float = 100.0) -> int | None:
-    """The iteration count at which the held-out PSNR would reach ``level``, extrapolated from its
-    last half as linear in log(iterations); None when it is not rising or would need more than
-    ``most_times`` the iterations run (an extrapolation that far says nothing)."""
+def iterations_to_reach(history: History, level: float, most_times: float = 100.0) -> tuple[int | None, str]:
+    """(the iteration count at which the held-out PSNR would reach ``level``, extrapolated from
+    its last half as linear in log(iterations), and "rate"), or (None, why not): "too short"
+    (under 4 reports), "flat" (not rising), "too far" (more than ``most_times`` the iterations
+    run: an extrapolation that far says nothing); (the last count, "reached") where it has."""
     pairs = [(it, v) for it, v in zip(history.iterations, history.val_psnr)
              if it > 0 and v is not None and math.isfinite(v)]
     if len(pairs) < 4:
-        return None
+        return None, "too short"
     last_it, last_v = pairs[-1]
     if last_v >= level:
-        return last_it
+        return last_it, "reached"
     tail = [(math.log(it), v) for it, v in pairs if it >= last_it / 2]
     if len(tail) < 3:
-        return None
+        return None, "too short"
     slope = float(np.polyfit([x for x, _ in tail], [v for _, v in tail], 1)[0])  # dB per e-fold
     if slope <= 0:
-        return None
+        return None, "flat"
     factor = math.exp((level - last_v) / slope)
-    return None if factor > most_times else int(math.ceil(last_it * factor / 100.0) * 100)
+    if factor > most_times:
+        return None, "too far"
+    return int(math.ceil(last_it * factor / 100.0) * 100), "rate"
 
 
 def blend_weight(dip: np.ndarray, classical: np.ndarray, truth: np.ndarray) -> float:

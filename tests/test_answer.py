@@ -289,11 +289,12 @@ def test_the_iterations_dip_would_need_come_from_its_held_out_curve():
     its = list(range(100, 1100, 100))
     rising = _history(its, [20 + 2 * np.log(i / 100) for i in its])   # +2 dB per e-fold
     # from 1000 iterations at 24.6 dB to 26.6 dB: one more e-fold, about 2718 in all
-    assert src_core.problem.iterations_to_reach(rising, rising.val_psnr[-1] + 2) == 2800
-    assert src_core.problem.iterations_to_reach(rising, 10.0) == 1000      # reached already
-    assert src_core.problem.iterations_to_reach(rising, 60.0) is None      # > 100x: says nothing
-    flat = _history(its, [25.0] * len(its))
-    assert src_core.problem.iterations_to_reach(flat, 26.0) is None
+    reach = src_core.problem.iterations_to_reach
+    assert reach(rising, rising.val_psnr[-1] + 2) == (2800, "rate")
+    assert reach(rising, 10.0) == (1000, "reached")
+    assert reach(rising, 60.0) == (None, "too far")                       # > 100x: says nothing
+    assert reach(_history(its, [25.0] * len(its)), 26.0) == (None, "flat")
+    assert reach(_history(its[:3], [20, 21, 22]), 26.0) == (None, "too short")
 
 
 def test_an_answer_that_is_the_classical_one_says_so_in_plain_words():
@@ -305,6 +306,7 @@ def test_an_answer_that_is_the_classical_one_says_so_in_plain_words():
     assert s["blend_alpha"] < src_core.problem.CLASSICAL_ONLY_WEIGHT
     assert s["verdict"].startswith(f"the answer is the biharmonic one (DIP's weight {s['blend_alpha']:.2f}): "
                                    f"DIP alone reached {s['psnr_dip']:.2f} dB, biharmonic {s['psnr_classical']:.2f} dB")
+    assert s["verdict"].endswith("3 iterations are too few to tell how many more DIP would need.")
     added = {**s, "blend_alpha": 0.3}                                 # DIP added something: no verdict
     assert src_core.problem.classical_only_verdict(added, result.history) is None
     from src_core.cli.report import summary_lines
