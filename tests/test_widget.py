@@ -386,6 +386,13 @@ def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
     assert widget.minimumSizeHint().height() < 500
     assert widget.scroll.widget().isAncestorOf(widget.scales.native)
     assert not widget.scroll.widget().isAncestorOf(widget.run_button.native)
+    # the live plot, Save run and Copy as Python stay in view too (never scrolled below the fold)
+    for part in (widget.canvas, widget.save_button.native, widget.copy_button.native, widget.progress):
+        assert not widget.scroll.widget().isAncestorOf(part)
+    # every task reads whole in its combo (it was cut to "sr: super-resolution: a sharper i")
+    combo = widget.task.native
+    widest = max(combo.fontMetrics().horizontalAdvance(combo.itemText(i)) for i in range(combo.count()))
+    assert widest <= combo.sizeHint().width() - 20, (widest, combo.sizeHint().width())
     assert widget.advanced.native.isHidden()                 # advanced settings start folded
     widget.advanced_toggle.setChecked(True)
     assert not widget.advanced.native.isHidden()
