@@ -1022,8 +1022,11 @@ def test_copy_as_python_and_the_saved_run_keep_every_task_option(viewer, errors,
     namespace = {"viewer": viewer}
     exec(widget.copy_as_python(), namespace)
     assert seen and seen[0][option.name] == value
-    assert namespace["result"].image.shape == result.data.shape
+    again = namespace["result"].image
+    assert again.shape == result.data.shape and again.dtype == result.data.dtype
     assert namespace["result"].config.to_dict() == result.metadata["config"]
+    diff = np.abs(again.astype(float) - result.data.astype(float)).mean()
+    assert diff < 0.02 * 255, diff                                        # the same run again
 
 
 def test_the_task_fields_come_from_the_task_registry(viewer, monkeypatch):
