@@ -339,7 +339,7 @@ class OutputLayers:
         if outcome.error is not None or outcome.output is None:
             return None
         if made is None:
-            made = finale(self.captured, self.problem, outcome, self.unit)
+            made = finale(self.captured, self.problem, outcome, self.unit, picture=self.extra_layers)
         if self.extra_layers:
             self._add_stack()
         problem = self.problem

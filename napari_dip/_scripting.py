@@ -103,12 +103,8 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     spec.operator(**task_options)  # checks the options before any copy of the layers
     if slices not in ("all", "current"):
         raise DIPError(f"slices must be 'all' or 'current' (got {slices!r}).")
-    seconds = src_core.budget.parse_budget(budget)
-    if seconds is not None and "iterations" in settings:
-        raise DIPError("give iterations or a budget, not both: a budget chooses the iteration count.")
     config = src_core.make_config(task, preset, task_options=task_options, **settings)
-    if seconds is None and preset is None and "iterations" not in settings and config.preset == "cpu":
-        seconds = src_core.budget.DEFAULT_BUDGET_S
+    seconds = src_core.budget.requested_seconds(budget, settings, preset is None, config.preset)
     slice_index = None
     if slices == "current" and image is not None and image.ndim > 2:
         slice_index = current_index(viewer, image)

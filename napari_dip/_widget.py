@@ -784,8 +784,8 @@ class DIPWidget(QWidget):
             config, channels, src_core.resolve_device(config.device), factor=factor)
         spans = tiles.spans(image_plane(image), tile, tiles.default_overlap(tile, config.network))
         observed = None
-        if self._painted_mask() and self.mask.value is not None:
-            observed, _, per_channel = read_mask(self.mask.value, image, self._slice_index(image),
+        if self._mask_layer() is not None:
+            observed, _, per_channel = read_mask(self._mask_layer(), image, self._slice_index(image),
                                                  int(self.label.value) or None)
             observed = observed.all(axis=-1) if per_channel else observed
         return tile, len(tiles.tiles_to_run(spans, observed)), len(spans)
@@ -864,9 +864,8 @@ class DIPWidget(QWidget):
         channels = 3 if getattr(image, "rgb", False) else 1
         task = src_core.get_task(self.task.value)
         operator = task.operator(**self.task_options())
-        holes = {"required": "strokes", "random": "random"}.get(task.mask, "none")
         classical = dict(method=task.classical, channels=channels, observed_hw=plane, operator=operator,
-                         holes=holes)
+                         holes=src_core.timing.holes_of(task.mask))
         blends = operator.factor == 1
         return operator, classical, src_core.timing.classical_seconds(**classical, measure=False) * (2 if blends else 1)
 

@@ -68,6 +68,19 @@ class Fitted:
                 "(CLI: --iterations N, --budget 10min)")
 
 
+def requested_seconds(budget, overrides: dict, default_run: bool, preset_name: str) -> float | None:
+    """The seconds a run's count is fitted to: ``budget`` as given (never with an iteration count),
+    or :data:`DEFAULT_BUDGET_S` for a default run (no preset or configuration named, no count)
+    of the ``cpu`` preset; None: the count is the one set.  The rule prepare() and napari's
+    console call share."""
+    seconds = parse_budget(budget)
+    if seconds is not None and "iterations" in overrides:
+        raise DIPError("give iterations or a budget, not both: a budget chooses the iteration count.")
+    if seconds is None and default_run and "iterations" not in overrides and preset_name == "cpu":
+        return DEFAULT_BUDGET_S
+    return seconds
+
+
 def parse_budget(value) -> float | None:
     """Seconds from 120, "90s", "2min", "1.5 h" (None stays None), checked."""
     if value is None:
@@ -157,9 +170,8 @@ def fit_run(config, task, channels: int, observed_hw: tuple, *, budget_s: float 
     spec = get_task(task) if isinstance(task, str) else task
     operator = operator or Identity()
     method = spec.classical if classical == "auto" else classical
-    holes = {"required": "strokes", "random": "random"}.get(spec.mask, "none")
-    each = timing.classical_seconds(method, channels, observed_hw, operator=operator, holes=holes,
-                                    measure=measure)
+    each = timing.classical_seconds(method, channels, observed_hw, operator=operator,
+                                    holes=timing.holes_of(spec.mask), measure=measure)
     twice = blends and method is not None and operator.factor == 1
     return fit(config, channels, observed_hw, budget_s=budget_s, operator=operator, threads=threads,
                classical_s=each * (2 if twice else 1), choose_network=is_cpu_network(config),

@@ -22,6 +22,7 @@ from .masks import bernoulli_mask
 from .operators import Operator, split_mask
 from .problem import Problem
 from .tasks import Task, get_task, take_options
+from . import budget as budgets
 from . import speed
 
 #: observed pixels held out of the fit by default, to measure quality without ground truth
@@ -83,10 +84,10 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     than free cores is many times slower.
     """
     spec = task_for(task, operator)
-    budget_s = _budget_seconds(budget, overrides)
     task_options = take_options(spec, overrides)
     operator, mask = operator_and_mask(spec.operator(**task_options) if operator is None else operator, mask)
     cfg = make_config(spec, preset, config, task_options, **overrides)
+    budget_s = budgets.requested_seconds(budget, overrides, preset is None and config is None, cfg.preset)
     threads = speed.resolve_threads(threads, resolve_device(cfg.device))
     keep_observed = spec.keep_observed if keep_observed is None else keep_observed
     check_keep_observed(keep_observed, operator)
@@ -104,9 +105,8 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     images, masks = _observed_only(images, masks, notes, warned)
     references = _references(reference, image, layout, answer_layout, scaling, spec)
     held_out = _held_out(masks, validate, cfg.seed, notes, warned)
-    default = preset is None and config is None
-    cfg, fitted = _fit_budget(cfg, budget_s, default, overrides, images.shape, operator, threads, classical,
-                      held_out is not None, spec, notes)
+    cfg, fitted = _fit_budget(cfg, budget_s, images.shape, operator, threads, classical, held_out is not None,
+                              spec, notes)
     problem = Problem(spec.name, cfg, layout, scaling, images, masks, references, notes,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
                       validate=float(validate) if held_out is not None else 0.0, threads=threads,
@@ -120,26 +120,12 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     return problem
 
 
-def _budget_seconds(budget, overrides: dict) -> float | None:
-    from .budget import parse_budget
-
-    seconds = parse_budget(budget)
-    if seconds is not None and "iterations" in overrides:
-        raise DIPError("give iterations or a budget, not both: a budget chooses the iteration count.")
-    return seconds
-
-
-def _fit_budget(cfg: RunConfig, seconds: float | None, default: bool, overrides: dict, shape, operator: Operator,
-                threads, classical, held_out: bool, spec: Task, notes: list):
-    """(the configuration with the iteration count that fits ``seconds`` per image, or the
-    default budget for a default run on a CPU, and the :class:`src_core.budget.Fitted`);
-    (unchanged, None) otherwise."""
-    from . import budget as budgets
-
+def _fit_budget(cfg: RunConfig, seconds: float | None, shape, operator: Operator, threads, classical,
+                held_out: bool, spec: Task, notes: list):
+    """(the configuration with the iteration count that fits ``seconds`` per image, and the
+    :class:`src_core.budget.Fitted`); (unchanged, None) where no budget applies."""
     if seconds is None:
-        if not default or "iterations" in overrides or cfg.preset != "cpu":
-            return cfg, None
-        seconds = budgets.DEFAULT_BUDGET_S
+        return cfg, None
     c, h, w = shape[1:]
     fitted = budgets.fit_run(cfg, spec, c, (h, w), budget_s=seconds, operator=operator, threads=threads,
                              classical=classical, blends=held_out, window=cfg.early_stop and not held_out)

@@ -246,6 +246,11 @@ def _calibrate(config, channels, observed_hw, operator, threads, window) -> dict
 CLASSICAL_PIXELS = 256 * 256
 
 
+def holes_of(mask_kind: str) -> str:
+    """The holes a task's mask makes (``Task.mask``), in :func:`classical_seconds`' terms."""
+    return {"required": "strokes", "random": "random"}.get(mask_kind, "none")
+
+
 def classical_seconds(method: str | None, channels: int, observed_hw: tuple, *, operator=None,
                       holes: str = "none", measure: bool = True) -> float:
     """About how long ``method`` takes on a ``channels`` x ``observed_hw`` observation here,
