@@ -87,11 +87,12 @@ class Captured:
     def channel_axis(self):
         return -1 if self.source.rgb else None
 
-    def paste(self, answer: np.ndarray) -> np.ndarray:
-        """The answer for the run's region placed into (a copy of) the captured image."""
+    def paste(self, answer: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+        """The answer for the run's region placed into (a copy of) the captured image, or of
+        ``background`` (laid out like it: the restarts' spread goes into zeros)."""
         if self.region is None:
             return answer
-        whole = self.full_image.copy()
+        whole = (self.full_image if background is None else background).copy()
         whole[self.plane_index()] = answer
         return whole
 

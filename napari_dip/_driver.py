@@ -75,6 +75,7 @@ class Outcome:
     stopped: bool = False
     stopped_at: tuple | None = None    # (slice position, iteration) of a stop
     error: BaseException | None = None
+    spread: np.ndarray | None = None   # with restarts: (N, C, H, W) in [0, 1] units (NaN: not run)
 
 
 class Driver:
@@ -161,6 +162,7 @@ class Driver:
 
     def events(self):
         histories = {}  # by position: a cluster's answers arrive in any order
+        spreads = {}    # by position, with restarts
         stopped_at = finished = None
         own = solving = None
         try:
@@ -192,7 +194,9 @@ class Driver:
                     yield self._update(payload.kind, position, payload)
                 elif kind == "answer":
                     self._run = None
-                    answer, history = payload[:2]
+                    answer, history = payload.answer, payload.history
+                    if payload.spread is not None:
+                        spreads[position] = payload.spread
                     tile = None
                     if self.tiled:
                         tile = (*self.work.span(index), answer)
@@ -205,9 +209,14 @@ class Driver:
                         stopped_at = (position, finished.completed)
                     yield self._update(finished.kind, position, finished, tile=tile)
                     finished = None
+            spread = None
             if self.tiled:
-                output = self.work.blend()[0]
+                output, _, spread = self.work.blend()
             else:
+                if spreads:
+                    spread = np.full(output.shape, np.nan, np.float32)
+                    for i, one in spreads.items():
+                        spread[i] = one
                 for i in sorted(set(range(count)) - set(histories)):
                     output[i] = problem.placeholder(i)  # not restored: the input (read only now)
         except Exception as exc:  # reported to the user by the main thread
@@ -223,7 +232,7 @@ class Driver:
         if stopped and stopped_at is None:  # after the last slice that finished (none: before the first)
             last = max(histories, default=-1)
             stopped_at = (last, histories[last].timings.get("iterations", 0) if histories else 0)
-        return Outcome(output, ordered, stopped=stopped, stopped_at=stopped_at)
+        return Outcome(output, ordered, stopped=stopped, stopped_at=stopped_at, spread=spread)
 
     def run_here(self, on_update=None) -> Outcome:
         """Drive the whole run in the calling thread (scripting, synchronous tests)."""

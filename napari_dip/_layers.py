@@ -25,7 +25,7 @@ from ._curves import render_curves
 from ._driver import Outcome, Update, starting_plane, user_plane
 
 ROLE_KEY = "napari_dip"        # our output layers: metadata[ROLE_KEY] = role
-ROLES = ("input", "preview", "iterations", "curve", "result")
+ROLES = ("input", "preview", "iterations", "curve", "result", "spread")
 NAMED_KEY = "napari_dip_named"  # the name we gave; a layer renamed since is the user's
 
 
@@ -120,6 +120,7 @@ class Finale:
     data: np.ndarray                 # the answer in the input's dtype, pasted and placed like the source
     curves: dict                     # :func:`curves_by_position`
     curve_image: np.ndarray | None   # RGB, or None when there is no curve point
+    spread: np.ndarray | None = None  # the restarts' spread in the image's units, placed like ``data``
 
 
 def finale(captured: Captured, problem, outcome: Outcome, unit: str, picture: bool = True) -> Finale | None:
@@ -132,7 +133,11 @@ def finale(captured: Captured, problem, outcome: Outcome, unit: str, picture: bo
     listed = labelled_curves(curves, unit, problem.slices)
     image = (render_curves(listed, f"{captured.source.name}: PSNR") if picture and any(len(c[1]) for c in listed)
              else None)
-    return Finale(data, curves, image)
+    spread = None
+    if outcome.spread is not None:  # zero outside a region: the run left those pixels as they were
+        spread = place_like_source(captured, captured.paste(
+            problem.spread_to_user(outcome.spread), np.zeros(np.shape(captured.full_image), np.float32)))
+    return Finale(data, curves, image, spread)
 
 
 class OutputLayers:
@@ -161,7 +166,7 @@ class OutputLayers:
         self.source = captured.source
         self.curves: dict[int, dict] = {}
         self.frames: list[tuple] = []          # (slice position, iteration, plane)
-        self.preview = self.stack = self.curve_layer = None
+        self.preview = self.stack = self.curve_layer = self.spread = None
         self.position = 0
         self.unit = "slice"  # or "tile": what the curves are of
         self.remote = remote  # the parts run on a cluster: no live preview, only their answers
@@ -310,6 +315,18 @@ class OutputLayers:
                                visible=False, **kw, **self.source.look_kwargs())
         self.frames = []  # the stack layer holds them now
 
+    def _add_spread(self, spread: np.ndarray, result_name: str, restarts: int) -> None:
+        """The restarts' disagreement as a hidden layer over the result: bright where the fill is
+        least certain (the standard deviation across restarts, in the image's units)."""
+        kw = self.captured.placed(stack=True, cropped=False, factor=self.factor)
+        data = spread.max(axis=-1) if self.source.rgb else spread  # the largest over the colours
+        finite = data[np.isfinite(data)]
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        self.spread = self._add("spread", data, f"{result_name} spread ({restarts} restarts)",
+                                metadata={"restarts": restarts, "units": "the image's, standard deviation"},
+                                colormap="inferno", contrast_limits=(0.0, top), blending="additive",
+                                visible=False, **kw)
+
     def _show_curves(self, rgb: np.ndarray) -> None:
         """The curve picture as an RGB layer to the right of the image, as tall as it."""
         s = self.source
@@ -378,6 +395,8 @@ class OutputLayers:
         }
         layer = self._add("result", made.data, name, metadata=metadata,
                           **self._source_kwargs(cropped=False, factor=self.factor))
+        if made.spread is not None:
+            self._add_spread(made.spread, name, problem.config.restarts)
         self.curves = made.curves  # from the histories: every report, not only the live ones
         if made.curve_image is not None and self.extra_layers:
             self._show_curves(made.curve_image)

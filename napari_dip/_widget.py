@@ -282,6 +282,11 @@ class DIPWidget(QWidget):
         self.seed = W.SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
                               tooltip="Seed of the network's weights and input: the same seed and "
                               "settings give the same result on the same device.")
+        self.restarts = W.SpinBox(
+            label="restarts", value=1, min=1, max=src_core.config.MAX_RESTARTS,
+            tooltip="Fit this many networks (seeds seed, seed+1, ...) together, at this many times "
+                    "the cost: the result is their mean, and a 'spread' layer (hidden at first) "
+                    "shows where they disagree, which is where the fill is least certain.")
 
     def _build_machine_fields(self) -> None:
         """Where the run works and how often it reports: these change its speed, not its result."""
@@ -313,7 +318,7 @@ class DIPWidget(QWidget):
         self.advanced = widgets.Container(
             widgets=[self.architecture, self.scales, self.channels, self.skip_channels, self.upsample,
                      self.input_kind, self.fidelity, self.photon_gain, self.photon_offset, self.lr,
-                     self.sigma_p, self.optimizer, self.seed, self.device, self.threads,
+                     self.sigma_p, self.optimizer, self.seed, self.restarts, self.device, self.threads,
                      self.scheduler, self.preview_every, self.report_every, self.defaults_button],
             labels=True)
         self.advanced.native.setVisible(False)
@@ -439,7 +444,7 @@ class DIPWidget(QWidget):
                   self.iterations, self.fit_budget, self.budget, self.lr, self.sigma_p, self.optimizer, self.preview_every,
                   self.report_every, self.task, self.early_stop, self.mask, self.reference,
                   self.label, self.region, self.slices, self.threads, self.device, self.tile,
-                  self.architecture, self.fidelity, self.photon_gain, self.photon_offset,
+                  self.architecture, self.fidelity, self.photon_gain, self.photon_offset, self.restarts,
                   *self.task_fields.widgets):
             w.changed.connect(self.check)
         self.region.changed.connect(self._region_changed)
@@ -448,7 +453,7 @@ class DIPWidget(QWidget):
     def _image_choices(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers
                 if isinstance(layer, Image)
-                and layer.metadata.get(ROLE_KEY) not in ("preview", "curve", "iterations")]
+                and layer.metadata.get(ROLE_KEY) not in ("preview", "curve", "iterations", "spread")]
 
     def _label_choices(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Labels)]
@@ -594,6 +599,7 @@ class DIPWidget(QWidget):
         self.threads.value = 0
         self.preview_every.value, self.report_every.value = 50, 10
         self.seed.value = 0
+        self.restarts.value = 1
         self.device.value = "auto"
         self._fill_from_preset()
 
@@ -689,7 +695,7 @@ class DIPWidget(QWidget):
         return config.replace(
             iterations=int(self.iterations.value), lr=float(self.lr.value),
             sigma_p=float(self.sigma_p.value), optimizer=self.optimizer.value,
-            seed=int(self.seed.value), device=self.device.value,
+            seed=int(self.seed.value), restarts=int(self.restarts.value), device=self.device.value,
             snapshot_every=int(self.preview_every.value), report_every=int(self.report_every.value),
             early_stop=bool(self.early_stop.value), fidelity=self.fidelity.value,
             photon_gain=float(self.photon_gain.value), photon_offset=float(self.photon_offset.value),

@@ -120,6 +120,7 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
     outputs = np.empty((problem.slices, *problem.operator.output_shape(problem.images.shape[1:])),
                        dtype=np.float32)
     histories: dict[int, History] = {}
+    spreads: dict[int, np.ndarray] = {}  # with restarts: slice -> their spread (C, H, W)
     store = (PartStore(checkpoint_dir, problem.fingerprint(), checkpoint_every_s)
              if checkpoint_dir is not None else None)
 
@@ -137,9 +138,15 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
                                                          for i in range(problem.slices)]))
         ordered = [histories[i] for i in sorted(histories)]
         stopped = bool(missing) or any(cut_short(h, problem.config) for h in ordered)
+        spread = None
+        if spreads:
+            spread = np.full(outputs.shape, np.nan, np.float32)  # unknown on a slice not run
+            for i, one in spreads.items():
+                spread[i] = one
+            spread = problem.spread_to_user(spread)
         return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, ordered,
                              problem.config, problem.task, problem.notes, classical_images,
-                             problem.keep_observed, problem.validate, stopped)
+                             problem.keep_observed, problem.validate, stopped, spread)
 
     try:
         for kind, index, payload in problem.solve(stop=stop, store=store, client=client):
@@ -148,8 +155,10 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
             if kind == "event" and callback is not None:
                 callback(payload, index)
             elif kind in ("answer", "loaded"):
-                outputs[index] = payload[0]
-                histories[index] = payload[1]
+                outputs[index] = payload.answer
+                histories[index] = payload.history
+                if payload.spread is not None:
+                    spreads[index] = payload.spread
     except Exception as exc:
         if not histories:
             raise

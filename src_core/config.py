@@ -60,6 +60,10 @@ class RunConfig:
     starts from the last one's final weights instead of random ones and runs ``warm_start``
     times the iterations (its neighbour's answer is most of the way to its own:
     docs/results/warm_start). Tiles and a cluster's slices always start from random weights.
+    ``restarts``: K networks from seeds ``seed``, ``seed + 1``, ... fitted together to the same
+    data; the answer is their mean (averaging restarts raises PSNR, as the paper notes) and
+    their disagreement is the answer's spread, a map of where the data leave the fill open
+    (docs/results/restarts). K times the work of one run; Adam only.
     ``precision`` / ``memory_format`` / ``compile``: the fast path; "auto"
     picks what measured fastest at equal PSNR on the device
     (docs/benchmarks.md); "float32"/"contiguous"/"off" is the original code's path.
@@ -89,6 +93,7 @@ class RunConfig:
     photon_gain: float = 1.0
     photon_offset: float = 0.0
     warm_start: float = 0.0
+    restarts: int = 1
     device: str = "auto"
     precision: str = "auto"
     memory_format: str = "auto"
@@ -125,6 +130,10 @@ class RunConfig:
         _number("photon_gain", self.photon_gain, 0, MAX_PHOTON_GAIN, low_open=True)
         _number("photon_offset", self.photon_offset, -MAX_PHOTON_OFFSET, MAX_PHOTON_OFFSET)
         _number("warm_start", self.warm_start, 0, 1)
+        _whole("restarts", self.restarts, 1, MAX_RESTARTS)
+        if self.restarts > 1 and self.optimizer != "adam":
+            raise DIPError(f"restarts are fitted together with Adam; use optimizer='adam' or restarts=1 "
+                           f"(got optimizer={self.optimizer!r}, restarts={self.restarts}).")
         for name in ("guard", "early_stop", "compute_ssim"):
             if not isinstance(getattr(self, name), bool):
                 raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
@@ -155,7 +164,7 @@ class RunConfig:
         data = asdict(self)
         data["network"] = self.network.to_dict()
         for name, default in (("guard_restore", "all"), ("fidelity", "mse"), ("photon_gain", 1.0),
-                              ("photon_offset", 0.0), ("warm_start", 0.0)):
+                              ("photon_offset", 0.0), ("warm_start", 0.0), ("restarts", 1)):
             if data[name] == default:
                 del data[name]
         return data
@@ -297,6 +306,7 @@ MAX_ITERATIONS = 10_000_000
 MAX_PHOTON_GAIN = 1e6
 MAX_PHOTON_OFFSET = 1e9
 MAX_SEED = 2 ** 63 - 2 ** 20  # torch generators take < 2**64; members add small offsets
+MAX_RESTARTS = 16  # each restart is a whole run's work and memory
 
 
 def _number(name, value, low, high, low_open=False, high_open=False):

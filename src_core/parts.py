@@ -14,6 +14,7 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,16 @@ from .io import atomic_path, check_writable, json_default
 
 #: how often the client looks for finished parts and for a stop request (seconds)
 POLL_S = 0.2
+
+
+class PartAnswer(NamedTuple):
+    """A finished part: its (C, H, W) answer, history, classical answer (or None) and, with
+    restarts, their spread (or None)."""
+
+    answer: np.ndarray
+    history: History
+    classical: np.ndarray | None = None
+    spread: np.ndarray | None = None
 
 
 class PartStore:
@@ -45,9 +56,10 @@ class PartStore:
     def finished(self, index: int) -> bool:
         return self._done(index).is_file()
 
-    def save(self, index: int, answer: np.ndarray, history: History, classical=None, weights=None) -> None:
+    def save(self, index: int, answer: np.ndarray, history: History, classical=None, spread=None,
+             weights=None) -> None:
         """Keep a finished part (and its network's final weights, where a neighbour starts from them)."""
-        extra = {} if classical is None else {"classical": classical}
+        extra = {name: a for name, a in (("classical", classical), ("spread", spread)) if a is not None}
         extra.update({WEIGHTS + name: t.float().numpy() for name, t in (weights or {}).items()})
         with atomic_path(self._done(index)) as tmp:
             with open(tmp, "wb") as fh:
@@ -55,8 +67,8 @@ class PartStore:
                          history=json.dumps(history.to_dict(), default=json_default), **extra)
         self.checkpoint(index).remove()
 
-    def load(self, index: int) -> tuple[np.ndarray, History, np.ndarray | None]:
-        """The answer, history and (when saved) classical answer of a finished part."""
+    def load(self, index: int) -> PartAnswer:
+        """A finished part as it was saved."""
         try:
             with np.load(self._done(index), allow_pickle=False) as data:
                 if str(data["fingerprint"]) != self.fingerprint:
@@ -64,11 +76,12 @@ class PartStore:
                                    "use another checkpoint folder, or delete this one.")
                 answer, history = data["answer"], History(**json.loads(str(data["history"])))
                 classical = data["classical"] if "classical" in data.files else None
+                spread = data["spread"] if "spread" in data.files else None
         except (OSError, ValueError, KeyError) as exc:
             raise DIPError(f"cannot read the finished {self.kind} {self._done(index)} ({exc}); delete it "
                            f"to run that {self.kind} again.") from None
         history.notes.append("finished in an earlier call (loaded from the checkpoint folder)")
-        return answer, history, classical
+        return PartAnswer(answer, history, classical, spread)
 
     def weights(self, index: int) -> dict | None:
         """A finished part's final network weights, if they were kept (a warm start's)."""
@@ -84,7 +97,7 @@ WEIGHTS = "weights/"
 
 
 def solve_part(part, stop=None, checkpoint=None):
-    """Run a one-slice problem to its end: ``(answer, history, classical answer or None)``.
+    """Run a one-slice problem to its end: its :class:`PartAnswer`.
 
     What a Dask worker does for one slice or tile (also usable on its own).
     """
@@ -110,7 +123,7 @@ def _solve_here(part, index: int, stop, checkpoint, start=None):
     answer = part.answer(0, finished)
     finished.history.notes.extend(part.notes)
     finished.history.part = index
-    yield "answer", index, (answer, finished.history, part.computed_classical(0))
+    yield "answer", index, PartAnswer(answer, finished.history, part.computed_classical(0), part.spread(0, finished))
 
 
 def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None, notes=None,
@@ -121,8 +134,7 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
 
     A generator of ``(kind, index, payload)``: ``("start", i, run)`` when a
     part's run is built here (``run.close()`` abandons it), ``("event", i,
-    event)`` for each engine event here, ``("answer", i, (answer, history,
-    classical answer or None))`` when a part's answer is put together (here or
+    event)`` for each engine event here, ``("answer", i, PartAnswer)`` when a part's answer is put together (here or
     on the cluster), ``("loaded", i, ...)`` the same for a part the ``store``
     finished earlier, and ``("stopped", i, None)`` once ``stop`` is set (no
     further part starts; on a cluster, what finished is kept and the rest is
@@ -136,10 +148,10 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
     loaded = []  # parts the store finished earlier (a warm start may begin from one)
     for index, part in parts:
         if store is not None and store.finished(index):
-            answer, history, classical = store.load(index)
-            history.part = index
+            done = store.load(index)
+            done.history.part = index
             loaded.append(index)
-            yield "loaded", index, (answer, history, classical)
+            yield "loaded", index, done
         else:
             todo.append((index, part))
     if client is not None:
@@ -197,15 +209,15 @@ def _solve_on_cluster(client, todo, stop, store, notes, what):
                 continue
             try:
                 with _naming(index):
-                    answer, history, classical = future.result()
+                    done = future.result()
             except Exception as exc:
                 failure = failure or exc
                 continue
-            history.part = index
+            done.history.part = index
             answered.add(index)
             if store is not None:
-                store.save(index, answer, history, classical)
-            yield "answer", index, (answer, history, classical)
+                store.save(index, *done)
+            yield "answer", index, done
         if failure is not None:
             raise failure
 

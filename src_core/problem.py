@@ -143,8 +143,9 @@ class Problem:
         parts = [(i, partial(self.part, i, threads)) for i in range(self.slices)]
         for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes,
                                                 warm=True):
-            if kind in ("answer", "loaded") and payload[2] is not None:
-                self._classical_cache[(index, False)] = (payload[2], payload[1].summary.get("classical_seconds", 0.0))
+            if kind in ("answer", "loaded") and payload.classical is not None:
+                self._classical_cache[(index, False)] = (payload.classical,
+                                                         payload.history.summary.get("classical_seconds", 0.0))
             yield kind, index, payload
 
     def computed_classical(self, index: int) -> np.ndarray | None:
@@ -208,11 +209,32 @@ class Problem:
         answer = np.clip(self.kept(index, answer), 0.0, 1.0).astype(np.float32)
         if self.references is not None:
             self._judge_on_reference(index, answer, dip, classical, history, summary)
+        if finished.members is not None:
+            summary["restarts"] = len(finished.members)
+            if self.references is not None:
+                summary["psnr_dip_members"] = [psnr_ssim(self.kept(index, m), self.references[index],
+                                                         with_ssim=False, peak=self.psnr_peak)[0]
+                                               for m in finished.members]
         verdict = classical_only_verdict(summary, history)
         if verdict is not None:
             summary["verdict"] = verdict
         history.summary = summary
         return answer
+
+    def spread(self, index: int, finished: Finished) -> np.ndarray | None:
+        """How much the restarts disagree, (C, H, W) in [0, 1] units: their standard deviation,
+        zero on the pixels the answer keeps from the observation; None for one run.  It is
+        DIP's disagreement: the blended answer varies by ``blend_alpha`` times it."""
+        spread = finished.spread
+        if spread is None:
+            return None
+        return np.where(self.masks[index], 0.0, spread).astype(np.float32) if self.keep_observed else spread
+
+    def spread_to_user(self, nchw: np.ndarray) -> np.ndarray:
+        """A spread (N, C, H, W) in [0, 1] units -> the user's layout, as float32 in the image's
+        units (a difference of values: scaled, not offset, and never rounded to the dtype)."""
+        layout = self.layout if nchw.shape[-2:] == self.images.shape[-2:] else self.output_layout
+        return (layout.from_nchw(nchw).astype(np.float64) * self.scaling.scale).astype(np.float32)
 
     def kept(self, index: int, chw: np.ndarray) -> np.ndarray:
         """``chw`` with slice ``index``'s observed pixels put back, if the answer keeps them."""
@@ -371,6 +393,9 @@ class RestoreResult:
     keep_observed: bool = False
     validate: float = 0.0
     stopped: bool = False               # stopped early on request: a partial answer
+    #: with restarts: their per-pixel standard deviation, the answer's shape, float32 in the
+    #: image's units (zero on kept pixels, NaN on slices not run); None for one run
+    spread: np.ndarray | None = None
 
     @property
     def history(self) -> History:

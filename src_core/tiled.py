@@ -53,7 +53,7 @@ class TiledProblem:
     overlap: int
     tiles: list                       # (rows, columns, blending weight) of every tile
     parts: list                       # (tile index, one-slice Problem) of the tiles that run
-    answers: dict = field(default_factory=dict)   # tile index -> (answer, history, classical or None)
+    answers: dict = field(default_factory=dict)   # tile index -> its PartAnswer
     stopped: bool = False
 
     @classmethod
@@ -120,9 +120,9 @@ class TiledProblem:
         for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client,
                                                 notes=self.whole.notes, what="tile"):
             if kind in ("answer", "loaded"):
-                self.answers[index] = payload  # (answer, history, classical answer or None)
+                self.answers[index] = payload
             self.stopped = self.stopped or kind == "stopped" or (
-                kind == "answer" and cut_short(payload[1], self.whole.config))
+                kind == "answer" and cut_short(payload.history, self.whole.config))
             yield kind, index, payload
 
     def span(self, index: int) -> tuple[slice, slice]:
@@ -132,21 +132,26 @@ class TiledProblem:
         rows, cols, _ = self.tiles[index]
         return scaled(rows, cols, self.whole.operator.factor)
 
-    def blend(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """The blended answer and classical answer, (1, C, H, W) in [0, 1]: tiles that ran give
-        theirs, the others (and tiles a stop left out) the input, each weighted by its
-        raised-cosine weight.  Adds the tiling and, with a reference, the PSNRs to the notes."""
+    def blend(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The blended answer, classical answer and restarts' spread, (1, C, H, W) in [0, 1]:
+        tiles that ran give theirs, the others (and tiles a stop left out) the input (and no
+        spread), each weighted by its raised-cosine weight.  Adds the tiling and, with a
+        reference, the PSNRs to the notes."""
         whole, f = self.whole, self.whole.operator.factor
         c, h, w = whole.images.shape[1:]
         acc = np.zeros((c, h * f, w * f))
         acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
         weight = np.zeros((h * f, w * f))
-        with_classical = bool(self.answers) and all(a[2] is not None for a in self.answers.values())
+        with_classical = bool(self.answers) and all(a.classical is not None for a in self.answers.values())
+        with_spread = bool(self.answers) and all(a.spread is not None for a in self.answers.values())
+        acc_spread = np.zeros_like(acc) if with_spread else None
         for index, (rows, cols, wt) in enumerate(self.tiles):
             out_rows, out_cols = self.span(index)
             if index in self.answers:
-                answer = np.asarray(self.answers[index][0], dtype=np.float64)
-                classical_part = self.answers[index][2] if with_classical else None
+                answer = np.asarray(self.answers[index].answer, dtype=np.float64)
+                classical_part = self.answers[index].classical if with_classical else None
+                if with_spread:
+                    acc_spread[:, out_rows, out_cols] += enlarge(wt, f) * self.answers[index].spread
             else:
                 answer = classical_part = enlarge(whole.images[0][:, rows, cols], f)
             wt = enlarge(wt, f)
@@ -156,6 +161,7 @@ class TiledProblem:
             weight[out_rows, out_cols] += wt
         final = (acc / weight).astype(np.float32)[None]
         classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical else None
+        spread = (acc_spread / weight).astype(np.float32)[None] if with_spread else None
         ran = sorted(self.answers)
         whole.notes.append(f"tiled: {len(self.tiles)} tile(s) of {self.tile} px with {self.overlap} px overlap, "
                            f"blended with raised-cosine weights; {len(ran)} ran "
@@ -163,19 +169,20 @@ class TiledProblem:
         if whole.references is not None:
             ref = whole.references[0]
             versus = "" if classical_final is None else (
-                f", the {self.answers[ran[0]][1].summary.get('classical_method')} answer tiled alike "
+                f", the {self.answers[ran[0]].history.summary.get('classical_method')} answer tiled alike "
                 f"{psnr_ssim(classical_final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB")
             whole.notes.append(f"PSNR of the whole tiled answer: "
                                f"{psnr_ssim(final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB"
                                + versus)
-        return final, classical_final
+        return final, classical_final, spread
 
     def result(self) -> RestoreResult:
         """The blended answer in the user's form (see :meth:`blend`)."""
         whole = self.whole
-        final, classical_final = self.blend()
-        histories = [self.answers[i][1] for i in sorted(self.answers)]
+        final, classical_final, spread = self.blend()
+        histories = [self.answers[i].history for i in sorted(self.answers)]
         return RestoreResult(whole.to_user(final), whole.corrupted(), whole.masks, histories, whole.config,
                              whole.task, list(whole.notes),
                              None if classical_final is None else whole.to_user(classical_final),
-                             whole.keep_observed, 0.0, self.stopped)
+                             whole.keep_observed, 0.0, self.stopped,
+                             None if spread is None else whole.spread_to_user(spread))

@@ -194,10 +194,11 @@ def step_time(config, channels: int, observed_hw: tuple, *, operator=None, threa
             _store(key, entry)
     full = padded_output(config, operator, observed_hw)
     prior = modelled_step(config.network, channels, full, device, threads)
+    k = config.restarts  # restarts step member by member on a CPU (and gained nothing batched on a GPU)
     if entry is None:
-        return StepTime(prior, 0.0, False)
+        return StepTime(k * prior, 0.0, False)
     scale = prior / modelled_step(config.network, channels, padded_output(config, operator, at), device, threads)
-    return StepTime(entry["step_s"] * scale, entry["setup_s"], True, at)
+    return StepTime(k * entry["step_s"] * scale, entry["setup_s"], True, at)
 
 
 def _calibrate(config, channels, observed_hw, operator, threads, window) -> dict | None:
@@ -206,7 +207,7 @@ def _calibrate(config, channels, observed_hw, operator, threads, window) -> dict
     (the engine refuses it: the caller's own checks say why)."""
     from .engine import DIPRun
 
-    cfg = config.replace(iterations=WARMUP_STEPS + MAX_TIMED, report_every=1, snapshot_every=0,
+    cfg = config.replace(iterations=WARMUP_STEPS + MAX_TIMED, report_every=1, snapshot_every=0, restarts=1,
                          early_stop=window, es_patience=10**6, compute_ssim=False)
     rng = np.random.default_rng(0)
     image = rng.random((channels, *observed_hw), dtype=np.float32)

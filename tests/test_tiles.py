@@ -6,6 +6,7 @@ import pytest
 
 import src_core
 from src_core import DIPError, tiled
+from src_core.parts import PartAnswer
 from src_core.tiles import plan, spans, tile_starts
 
 TINY = dict(preset="cpu", scales=2, down_channels=8, up_channels=8, skip_channels=2, iterations=10,
@@ -39,7 +40,7 @@ def test_blending_leaves_no_seam(monkeypatch):
         for index, part in parts:
             calls.append(part.images.shape)
             value = np.float32(0.1 + 0.8 * (len(calls) % 2))  # alternate 0.1 and 0.9 between tiles
-            yield "answer", index, (np.full_like(part.images[0], value), src_core.History(), None)
+            yield "answer", index, PartAnswer(np.full_like(part.images[0], value), src_core.History())
 
     monkeypatch.setattr(tiled, "solve_parts", constant_per_tile)
     image = np.full((200, 180), 0.5, np.float32)

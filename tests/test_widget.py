@@ -1266,3 +1266,29 @@ def test_a_dask_backed_stack_is_read_one_slice_at_a_time(viewer, errors, monkeyp
     assert sorted(set(read)) == [0, 1, 2]                  # the engine read it slice by slice
     np.testing.assert_array_equal(results["lazy"], results["eager"])
     assert results["lazy"].dtype == np.uint16
+
+
+def test_restarts_add_a_hidden_spread_layer_zero_where_kept_and_copy_repeats_them(viewer, errors):
+    img = (smooth((32, 32)) * 255).astype(np.uint8)
+    viewer.add_image(img, name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, iterations=10)
+    widget.mask.value = viewer.layers["hole"]
+    widget.run()
+    assert not [layer for layer in viewer.layers if layer.metadata.get("napari_dip") == "spread"]  # K=1
+    widget.restarts.value = 2
+    widget.region.value = "damage"
+    widget.run()
+    assert errors == []
+    spread = [layer for layer in viewer.layers if layer.metadata.get("napari_dip") == "spread"]
+    assert len(spread) == 1 and not spread[0].visible and spread[0].name == "img DIP spread (2 restarts)"
+    data = spread[0].data
+    hole = square_labels((32, 32)) == 1
+    assert data.shape == img.shape and data.dtype == np.float32
+    assert np.all(data[~hole] == 0) and data[hole].mean() > 0.1  # kept pixels and outside the box: 0
+    result = widget.result_layer
+    assert result.metadata["config"]["restarts"] == 2 and result.metadata["history"]["summary"]["restarts"] == 2
+    assert "restarts=2" in widget.copy_as_python()
+    assert spread[0] not in widget.image.choices and spread[0].metadata["source"] == "img"
+    widget.run()  # a rerun of the same kind replaces the spread with the result
+    assert len([layer for layer in viewer.layers if layer.metadata.get("napari_dip") == "spread"]) == 1

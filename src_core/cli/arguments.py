@@ -14,7 +14,7 @@ from ..errors import DIPError
 def _overrides(args) -> dict:
     out = parse_settings(args.set)
     for name in ("iterations", "lr", "seed", "device", "report_every", "sigma_p", "optimizer", "fidelity",
-                 "photon_gain", "photon_offset"):
+                 "photon_gain", "photon_offset", "restarts"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value

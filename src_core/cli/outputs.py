@@ -25,12 +25,14 @@ class OutputPlan:
     classical: bool
     plots: bool
     inputs: tuple
+    spread: bool = False  # restarts: their spread is written too
 
     def paths(self) -> dict:
-        return output_paths(self.output_dir, self.name, self.suffix, self.classical, self.plots)
+        return output_paths(self.output_dir, self.name, self.suffix, self.classical, self.plots, self.spread)
 
     def partial_paths(self) -> dict:
-        return _partial_paths(self.output_dir, self.name, self.suffix, self.classical, self.plots, self.inputs)
+        return _partial_paths(self.output_dir, self.name, self.suffix, self.classical, self.plots, self.inputs,
+                              self.spread)
 
     def check(self, overwrite: bool, resume: bool, checkpoint_minutes) -> tuple[dict, Path]:
         """Every refusal about files, before the optimisation: the outputs, the folder (a probe file
@@ -41,16 +43,24 @@ class OutputPlan:
         return planned, _checkpoint_folder(self.output_dir, self.name, resume, overwrite, checkpoint_minutes)
 
 
-def output_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool) -> dict:
-    """Every file a task run writes, by kind, decided before the run."""
+def output_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool,
+                 spread: bool = False) -> dict:
+    """Every file a task run writes, by kind, decided before the run.  The spread is float
+    data in the image's units: a TIFF (or .npy) whatever the input's format, which would round it."""
     out = {"restored": output_dir / f"{name}_restored{suffix}",
            "corrupted": output_dir / f"{name}_corrupted{suffix}"}
     if classical:
         out["classical"] = output_dir / f"{name}_classical{suffix}"
+    if spread:
+        out["spread"] = output_dir / f"{name}_spread{suffix if suffix.lower() in SPREAD_SUFFIXES else '.tif'}"
     out["history"] = output_dir / f"{name}_history.json"
     if plots:
         out["psnr_curve"] = output_dir / f"{name}_psnr.png"
     return out
+
+
+#: the formats that hold a spread's float values as they are
+SPREAD_SUFFIXES = (".tif", ".tiff", ".npy")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -75,9 +85,10 @@ def check_outputs(paths, inputs, overwrite: bool) -> None:
                        "choose another --name or -o.")
 
 
-def _partial_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool, inputs) -> dict:
+def _partial_paths(output_dir: Path, name: str, suffix: str, classical: bool, plots: bool, inputs,
+                   spread: bool = False) -> dict:
     """Where a stopped or failed run's partial result goes: ``<name>_partial``, -2, -3, ..."""
-    return _free_names(output_paths(output_dir, f"{name}_partial", suffix, classical, plots), inputs)
+    return _free_names(output_paths(output_dir, f"{name}_partial", suffix, classical, plots, spread), inputs)
 
 
 def _free_names(planned: dict, inputs) -> dict:
@@ -117,7 +128,7 @@ def _checkpoint_folder(output_dir: Path, name: str, resume: bool, overwrite: boo
 def write_outputs(result, planned: dict, task: str, name: str, wall: float, form=None) -> dict:
     """Write the images, the history and the PSNR plot (each atomically); return kind -> path.
     ``form``: the input file's :class:`src_core.io.FileForm`, which every image takes."""
-    from ..io import FileForm, write_text
+    from ..io import FileForm, write_image, write_text
     from ..plots import history_curves, history_marks, plot_psnr_curves
 
     image = (form or FileForm()).write
@@ -125,6 +136,8 @@ def write_outputs(result, planned: dict, task: str, name: str, wall: float, form
                "corrupted": image(planned["corrupted"], result.corrupted)}
     if "classical" in planned and result.classical is not None:
         written["classical"] = image(planned["classical"], result.classical)
+    if "spread" in planned and result.spread is not None:  # no alpha plane: it is not an image to look at
+        written["spread"] = write_image(planned["spread"], result.spread, like=(form or FileForm()).tiff)
     record = result.to_dict()
     record["command"] = " ".join(["dip", *sys.argv[1:]]) if sys.argv[0].endswith("dip") else None
     record["wall_s"] = wall

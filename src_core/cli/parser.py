@@ -84,6 +84,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-p", dest="sigma_p", type=float)
     p.add_argument("--optimizer", choices=["adam", "lbfgs"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--restarts", type=int, metavar="K",
+                   help="fit K networks from seeds seed..seed+K-1 together (K times the work): the answer "
+                        "is their mean, and <name>_spread.tif their per-pixel standard deviation, a map of "
+                        "where the fill is uncertain (default 1)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--report-every", dest="report_every", type=int)
     p.add_argument("--early-stop", action="store_true", help="ES-WMV early stopping (no ground truth)")

@@ -70,6 +70,11 @@ def summary_lines(result) -> list[str]:
             place = "in the holes" if s.get("keep_observed") else "everywhere"
             lines.append(where + f"answer = {s['blend_alpha']:.2f} x DIP + {1 - s['blend_alpha']:.2f} x "
                          f"{method} {place} (weights fitted on the held-out pixels)")
+        if s.get("restarts"):
+            members = s.get("psnr_dip_members")
+            each = f" (each alone {min(members):.2f} to {max(members):.2f} dB)" if members else ""
+            lines.append(where + f"DIP is the mean of {s['restarts']} restarts{each}; their spread shows "
+                         "where the fill is uncertain")
         if s.get("verdict"):
             lines.append(where + in_cli_terms(s["verdict"]))
         if s.get("keep_observed"):

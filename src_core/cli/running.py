@@ -37,7 +37,7 @@ def run_task(task: str, image: np.ndarray, *, mask=None, reference=None, output_
     problem = prepare(image, mask, task=task, reference=reference, **kwargs)
     cfg = problem.config
     plan = OutputPlan(output_dir, name, suffix, problem.classical is not None,
-                      reference is not None or task == "random", inputs)
+                      reference is not None or task == "random", inputs, cfg.restarts > 1)
     planned, checkpoints = plan.check(overwrite, resume, checkpoint_minutes)
     problem.run(0).close()  # the engine's own checks (memory above all) before the estimate is printed
     estimate = problem.estimate()
@@ -103,7 +103,7 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
 
     tiled = TiledProblem.prepare(image, mask, task=task, reference=reference, tile=tile, overlap=overlap, **kwargs)
     plan = OutputPlan(output_dir, name, suffix, kwargs.get("classical") is not None,
-                      reference is not None or task == "random", inputs)
+                      reference is not None or task == "random", inputs, tiled.whole.config.restarts > 1)
     planned, checkpoints = plan.check(overwrite, resume, checkpoint_minutes)
     print(f"dip: {task} in {len(tiled.parts)} of {len(tiled.tiles)} tile(s) of {tiled.tile} px with preset "
           f"'{tiled.whole.config.preset}': {tiled.estimate().describe()}", flush=True)

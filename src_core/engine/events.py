@@ -93,6 +93,27 @@ class History:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    @classmethod
+    def mean_of(cls, histories: list) -> "History":
+        """One history for restarts fitted together: each curve the members' mean at each
+        report; the answer's iteration the latest member's; notes and recoveries of all."""
+        first = histories[0]
+
+        def mean(name):
+            rows = list(zip(*(getattr(h, name) for h in histories)))
+            return [None if any(v is None for v in row) else float(np.mean(row)) for row in rows]
+
+        its = [h.answer_iteration for h in histories if h.answer_iteration is not None]
+        notes = list(dict.fromkeys(n for h in histories for n in h.notes))
+        recoveries = [dict(r, member=k) if isinstance(r, dict) else r
+                      for k, h in enumerate(histories) for r in h.recoveries]
+        return cls(iterations=list(first.iterations), fit_psnr=mean("fit_psnr"), psnr=mean("psnr"),
+                   ssim=mean("ssim"), loss=mean("loss"), val_psnr=mean("val_psnr"),
+                   answer_iteration=max(its) if its else None, recoveries=recoveries,
+                   early_stop=first.early_stop, timings=dict(first.timings), device=first.device,
+                   fast_path=dict(first.fast_path, restarts=len(histories)), config=dict(first.config),
+                   notes=notes, summary=dict(first.summary), part=first.part)
+
     @property
     def still_improving(self) -> float | None:
         """The dB the held-out fit gained over the run's last quarter when it was still rising at
@@ -127,6 +148,16 @@ class Finished:
     kind: str = "finished"
     #: the network's final state (CPU), for a neighbour's warm start (RunConfig.warm_start)
     weights: dict | None = field(default=None, repr=False)
+    #: with ``restarts``: every restart's answer (K, C, H, W); ``output`` is their mean
+    members: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def spread(self) -> np.ndarray | None:
+        """The restarts' per-pixel standard deviation (C, H, W), or None for one run: large
+        where the data leave the answer open (an unbiased estimate over K members)."""
+        if self.members is None or len(self.members) < 2:
+            return None
+        return self.members.astype(np.float64).std(axis=0, ddof=1).astype(np.float32)
 
 
 @dataclass

@@ -284,7 +284,8 @@ class Fit:
 
     def _early_stop(self, it: int, best_it: int, rule: str | None = None) -> None:
         self.stop_reason = EarlyStop(it, best_it)
-        self.histories[0].early_stop = {"iteration": it, "best_iteration": best_it, **({"rule": rule} if rule else {})}
+        for h in self.histories:
+            h.early_stop = {"iteration": it, "best_iteration": best_it, **({"rule": rule} if rule else {})}
 
     def _progress(self, it: int, snapshot: bool, record: bool) -> Progress:
         """The metrics of this iteration, one per member (recorded in the histories at reports)."""

@@ -11,7 +11,8 @@ from ..checkpoint import Checkpoint
 from ..config import RunConfig
 from ..fidelity import Fidelity
 from ..operators import Operator
-from .events import EnsembleFinished, Finished, Progress
+from ..errors import DIPError
+from .events import EnsembleFinished, Finished, History, Progress
 from .loop import Fit
 from .spec import RunSpec, build_spec, check_chw, check_mask
 
@@ -154,8 +155,17 @@ class DIPRun:
         if reference is not None:
             reference = check_chw(reference, "reference")[None]
         config = (config or RunConfig()).validate()
-        self.ensemble = DIPEnsemble(image[None], mask, config, reference, seeds=[config.seed],
-                                    validation=None if validation is None else np.asarray(validation)[None],
+        k = self.restarts = config.restarts
+
+        def members(a):  # the same data for every restart
+            return None if a is None else np.repeat(np.asarray(a)[None], k, axis=0)
+
+        if k > 1 and start is not None:
+            raise DIPError("a warm start gives one network its weights; restarts begin from their own seeds "
+                           "(use restarts=1 to start from a neighbour's weights).")
+        self.ensemble = DIPEnsemble(members(image), None if mask is None else np.repeat(mask, k, axis=0),
+                                    config, None if reference is None else np.repeat(reference, k, axis=0),
+                                    seeds=[config.seed + i for i in range(k)], validation=members(validation),
                                     keep_observed=keep_observed, stop=stop, threads=threads,
                                     checkpoint=checkpoint, operator=operator, psnr_peak=psnr_peak,
                                     fidelity=fidelity, start=start)
@@ -165,6 +175,8 @@ class DIPRun:
 
     def __next__(self):
         event = next(self.ensemble)
+        if self.restarts > 1:
+            return _as_one_run(event)
         if isinstance(event, Progress):
             return Progress(event.iteration, event.total, event.loss[0], event.fit_psnr[0], event.psnr[0],
                             event.ssim[0], event.elapsed, None if event.output is None else event.output[0])
@@ -195,3 +207,18 @@ class DIPRun:
     fingerprint = property(lambda self: self.ensemble.fingerprint)
     fast_path = property(lambda self: self.ensemble.fast_path)
     memory_needed = property(lambda self: self.ensemble.memory_needed)
+
+
+def _as_one_run(event):
+    """A restarts ensemble's event as one run's: the members' mean output and mean metrics,
+    the members themselves kept on the last event (their disagreement is the spread)."""
+    if isinstance(event, Progress):
+        def mean(values):
+            return None if any(v is None for v in values) else float(np.mean(values))
+
+        return Progress(event.iteration, event.total, mean(event.loss), mean(event.fit_psnr), mean(event.psnr),
+                        mean(event.ssim), event.elapsed, None if event.output is None else event.output.mean(axis=0))
+    if isinstance(event, EnsembleFinished):
+        return Finished(event.average, History.mean_of(event.histories), event.completed, event.stopped,
+                        members=event.outputs)
+    return event

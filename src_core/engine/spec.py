@@ -149,8 +149,9 @@ def build_spec(images, masks=None, config: RunConfig | None = None, references=N
     strategy = ("loop" if device.type == "cpu" else "vmap") if strategy == "auto" else strategy
     if k > 1 and config.optimizer != "adam":
         raise DIPError("runs of several members use Adam; run L-BFGS one image at a time (DIPRun).")
-    if k > 1 and config.early_stop:
-        raise DIPError("early stopping decides per run; use DIPRun for early stopping.")
+    if k > 1 and config.early_stop and validation is None:
+        raise DIPError("ES-WMV's early stop decides per run; use DIPRun, or hold pixels out (validation) "
+                       "so the members stop together once none of them improves.")
     if start is not None and (k > 1 or not isinstance(start, dict)):
         raise DIPError("start weights are a network's state_dict (Finished.weights), for a run of one member.")
     c, h, w = output_shape
