@@ -263,7 +263,7 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
             missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
             keep_observed: bool | None = None, region: str = "whole",
             task_options: dict | None = None, tile="auto", scheduler: str | None = None,
-            client=None, option_layers: dict | None = None) -> Captured:
+            client=None, option_layers: dict | None = None, around: np.ndarray | None = None) -> Captured:
     """Check the chosen layers and copy what the run needs.
 
     ``slice_index``: restore only this stack position (``None``: every slice).
@@ -272,7 +272,9 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     restores a large 2D image in overlapping tiles of ``tile`` pixels ("auto":
     the largest the device takes; inpainting runs only the damaged ones).
     ``scheduler`` (an address) or ``client``: the slices or tiles run on that
-    Dask cluster.
+    Dask cluster.  ``around`` (H, W) bool, with region "damage": the box is around these
+    pixels instead of every painted one, and the mask may have none painted (live healing:
+    the pixels a change touched, erased ones too).
     Raises :class:`src_core.DIPError` with a message naming the layers; the
     layers themselves are only read.
     """
@@ -308,12 +310,14 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     if mask_layer is not None:
         mask_name = str(mask_layer.name)
         observed, mask_sliced, mask_rgb = read_mask(mask_layer, image_layer, slice_index, label)
-        check_painted(observed, mask_name, label, slice_index, painted_mask)
+        check_painted(observed, mask_name, label, slice_index, painted_mask and around is None)
         mask = observed
 
     reference = take(reference_layer.data) if reference_layer is not None else None
     image = take(data)
-    box = damage_region(mask, config, mask_rgb) if region == "damage" and painted_mask else None
+    box = None
+    if region == "damage" and painted_mask:
+        box = damage_region(mask, config, mask_rgb) if around is None else damage_region(~np.asarray(around), config)
     captured = Captured(source=source, image=image, full_image=image, mask=mask, reference=reference, task=task,
                         threads=threads, keep_observed=keep_observed, config=config,
                         missing_fraction=float(missing_fraction), mask_seed=int(mask_seed),

@@ -55,7 +55,8 @@ class Update:
     """One engine event, or a step of the driver's own (``kind`` 'prepared': the problem is
     ready, ``event`` the preview's first plane; 'slice': a slice starts and its network is
     being set up; 'finishing': its answer is being put together; 'cluster': connecting to a
-    Dask cluster, or the work was sent there)."""
+    Dask cluster, or the work was sent there; 'classical': ``event`` is slice 0's classical
+    fill, (C, H, W) in [0, 1], before its network starts)."""
 
     kind: str
     position: int      # which of the slices (or tiles) being restored (0-based)
@@ -93,9 +94,15 @@ class Driver:
     finished and cancels the others, whose work is lost).
     """
 
-    def __init__(self, captured: Captured, preview: bool = True):
+    def __init__(self, captured: Captured, preview: bool = True, start: dict | None = None,
+                 classical_first: bool = False):
         self.captured = captured
         self.preview = preview  # the 'prepared' update carries the preview's first plane
+        self.start = start  # the first slice's starting weights (a warm start), or None
+        #: before the network starts, a 'classical' update with the classical fill of slice 0 (the
+        #: answer computes it anyway, so it costs nothing more): live healing shows it at once
+        self.classical_first = classical_first
+        self.weights = None  # the last finished slice's network weights (a one-network run's)
         self.work = self.problem = None     # set by prepare()
         self.tiled = captured.tile is not None
         self.unit = "tile" if self.tiled else "slice"
@@ -179,7 +186,11 @@ class Driver:
             if client is not None:
                 yield self._update("cluster", 0, message=f"{count} {self.unit}(s) sent to the cluster; each "
                                    "arrives when it finishes")
-            solving = self.work.solve(stop=self._stop, client=client)
+            if self.classical_first and not self.tiled and problem.classical is not None:
+                yield self._update("classical", 0, problem.classical_answer(0)[0],
+                                   message=f"the {problem.classical} fill, while the network starts")
+            solving = (self.work.solve(stop=self._stop, client=client, start=self.start) if self.start is not None
+                       else self.work.solve(stop=self._stop, client=client))
             for kind, index, payload in ([] if self._stop.is_set() else solving):
                 position = order[index] if self.tiled and index in order else index
                 if kind == "start":
@@ -187,6 +198,7 @@ class Driver:
                     yield self._update("slice", position, message=self._setting_up())
                 elif kind == "event" and isinstance(payload, Finished):
                     finished = payload  # reported once its answer is put together
+                    self.weights = payload.weights
                     yield self._update("finishing", position, message=self._finishing())
                 elif kind == "event":
                     if self.tiled and getattr(payload, "output", None) is not None:

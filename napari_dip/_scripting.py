@@ -23,16 +23,17 @@ def _layer(viewer, layer, what: str):
         raise DIPError(f"no {what} layer named {layer!r}; layers are {names}.") from None
 
 
-def _fitted_config(captured, spec, seconds: float, threads):
+def fitted_config(captured, spec, seconds: float, threads, measure: bool = True):
     """The captured run's configuration with the count that fits ``seconds`` per image here
-    (a tiled run's tiles together), as :func:`src_core.prepare` fits it."""
+    (a tiled run's tiles together), as :func:`src_core.prepare` fits it; ``measure=False``
+    calibrates nothing (live healing fits each stroke's box on napari's main thread)."""
     shape = np.shape(captured.image)
     plane = tuple(shape[-3:-1] if captured.source.rgb else shape[-2:])
     tiled = captured.tile is not None
     return src_core.budget.fit_run(
         captured.config, spec, 3 if captured.source.rgb else 1, plane, budget_s=seconds,
         operator=spec.operator(**captured.task_options), threads=run_threads(threads),
-        classical=None if tiled else "auto").config
+        classical=None if tiled else "auto", measure=measure).config
 
 
 def restore_layer(viewer, image, mask=None, *, task: str | None = None, reference=None,
@@ -40,7 +41,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                   missing_fraction: float = 0.5, mask_seed: int = 0, threads: int | None = None,
                   region: str = "whole", keep_observed: bool | None = None,
                   keep_earlier: bool = False, wait: bool = True, tile="auto", scheduler: str | None = None,
-                  client=None, budget=None, extra_layers: bool = False, **settings):
+                  client=None, budget=None, extra_layers: bool = False, live: bool = False, **settings):
     """Restore ``image`` (a layer or its name) with Deep Image Prior and add the results.
 
     Takes the same options as the dock widget.  ``wait=True`` runs in the
@@ -81,6 +82,12 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     iteration axis in front) and the PSNR curve as a picture layer too.  Raises ``src_core.DIPError`` with a
     clear message on bad input.
 
+    ``live=True`` (inpainting a 2D image): heal as you paint instead of one run.  Each change
+    to ``mask`` heals the box around it in a ``<image> DIP live`` layer (the classical fill at
+    once, then DIP's previews; at most ``napari_dip._live.LIVE_BUDGET_S`` seconds a change
+    with a time budget), in a worker thread; returns the
+    :class:`~napari_dip._live.LiveHealing`, whose ``stop()`` ends it.
+
     >>> import napari_dip                                   # doctest: +SKIP
     >>> result = napari_dip.restore_layer(viewer, "kate (text-corrupted)", "kate mask",
     ...                                   preset="cpu", iterations=300)
@@ -105,6 +112,9 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
         raise DIPError(f"slices must be 'all' or 'current' (got {slices!r}).")
     config = src_core.make_config(task, preset, task_options=task_options, **settings)
     seconds = src_core.budget.requested_seconds(budget, settings, preset is None, config.preset)
+    if live:
+        return _start_live(viewer, image, mask, reference, task, label, config, seconds, threads,
+                           keep_observed, task_options)
     slice_index = None
     if slices == "current" and image is not None and image.ndim > 2:
         slice_index = current_index(viewer, image)
@@ -114,7 +124,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
                        keep_observed=keep_observed, task_options=task_options, tile=tile,
                        scheduler=scheduler, client=client, option_layers=option_layers)
     if seconds is not None:
-        captured.config = _fitted_config(captured, spec, seconds, threads)
+        captured.config = fitted_config(captured, spec, seconds, threads)
     run = LayerRun(viewer, captured, live=not wait, keep_earlier=keep_earlier, extra_layers=extra_layers)
     run.prepare()  # the engine's refusal raises here, in the caller's console
     if not wait:
@@ -126,3 +136,22 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     if run.finish_error is not None:
         raise run.finish_error
     return run.result
+
+
+def _start_live(viewer, image, mask, reference, task, label, config, seconds, threads, keep_observed, task_options):
+    """restore_layer(live=True): live healing with these settings (see napari_dip._live)."""
+    from ._live import LIVE_BUDGET_S, start_live
+
+    spec = src_core.get_task(task)
+    if spec.mask != "required":
+        raise DIPError(f"live healing fills a painted mask: use task='inpaint' (got {task!r}).")
+
+    def capture_around(changed):
+        captured = capture(image, mask, reference, task=task, label=label, config=config, threads=threads,
+                           region="damage", around=changed, keep_observed=keep_observed,
+                           task_options=task_options)
+        if seconds is not None:
+            captured.config = fitted_config(captured, spec, min(seconds, LIVE_BUDGET_S), threads, measure=False)
+        return captured
+
+    return start_live(viewer, image, mask, capture_around)

@@ -34,6 +34,7 @@ from ._curves import BACKGROUND, LiveCurves
 from ._driver import describe_time, run_threads
 from ._export import python_call, save_run
 from ._layers import ROLE_KEY
+from ._live import LIVE_BUDGET_S, start_live
 from ._run import LayerRun
 from ._task_fields import TaskFields
 
@@ -121,6 +122,7 @@ class DIPWidget(QWidget):
         self._auto_picking = False
         self._on_destroyed: list = []
         self._measuring: threading.Thread | None = None
+        self.live_healing = None    # the napari_dip._live.LiveHealing while live is on
         self.shown_estimate = None  # the src_core.timing.Estimate the panel shows
         self._run_estimate = None   # the one it showed when Run was pressed
         self._warned = ""           # the engine's warnings for the current run, as shown
@@ -184,11 +186,18 @@ class DIPWidget(QWidget):
                     "without seams; for inpainting only the tiles with painted pixels run.")
         self.tile = W.SpinBox(label="tile size (px)", value=0, min=0, max=16384, step=32,
                               tooltip="The side of a tile; 0 = auto: the largest the device takes.")
+        self.live = W.CheckBox(
+            label="live: heal as you paint", value=False,
+            tooltip="While on, each stroke, erase or fill on the mask heals the box around it "
+                    "after a short pause, in a 'DIP live' layer over the image: the classical fill at "
+                    "once, then DIP's previews (at most "
+                    f"{LIVE_BUDGET_S:.0f} s a change with a time budget). A new stroke stops the run in "
+                    "flight and heals again, from its weights where the boxes overlap. 2D images.")
         return W.Container(widgets=[self.image, self.task, *self.task_fields.widgets,
                                     self.mask, self.label,
                                     self.missing_fraction, self.mask_seed,
                                     self.random_mask_button, self.reference, self.slices,
-                                    self.region, self.tile],
+                                    self.region, self.tile, self.live],
                            labels=True)
 
     def _build_run_settings(self) -> widgets.Container:
@@ -448,12 +457,14 @@ class DIPWidget(QWidget):
                   *self.task_fields.widgets):
             w.changed.connect(self.check)
         self.region.changed.connect(self._region_changed)
+        self.live.changed.connect(self._live_toggled)
+        self.mask.changed.connect(self._live_still_fits)
 
     # ------------------------------------------------------------------ layer choices
     def _image_choices(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers
                 if isinstance(layer, Image)
-                and layer.metadata.get(ROLE_KEY) not in ("preview", "curve", "iterations", "spread")]
+                and layer.metadata.get(ROLE_KEY) not in ("preview", "curve", "iterations", "spread", "live")]
 
     def _label_choices(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Labels)]
@@ -479,6 +490,9 @@ class DIPWidget(QWidget):
         The user's choice never jumps to another layer: when the chosen image is
         removed the selector goes empty and says so (a running run keeps its copy).
         """
+        if self._live_layers_gone():
+            self._stop_live()
+            self.status.setText("Live healing stopped: its image, mask or live layer was removed.")
         before = self.image.value
         for combo in (self.image, self.mask, self.reference, *self.task_fields.layer_pickers):
             combo.reset_choices()
@@ -513,6 +527,7 @@ class DIPWidget(QWidget):
     def _image_changed(self, *_) -> None:
         if not self._auto_picking:
             self._image_auto = False  # the user chose: keep it
+        self._live_still_fits()
         image = self.image.value
         self.slices.enabled = image is not None and image.ndim > 2
         task = None if image is None else image.metadata.get(TASK_FOR_KEY)
@@ -566,8 +581,9 @@ class DIPWidget(QWidget):
         """Show only the fields that apply to the task (as the task registry describes it)."""
         task = src_core.get_task(self.task.value)
         painted = task.mask == "required"
-        for w in (self.mask, self.label, self.random_mask_button):
+        for w in (self.mask, self.label, self.random_mask_button, self.live):
             w.visible = painted
+        self._live_still_fits()
         for w in (self.missing_fraction, self.mask_seed):
             w.visible = task.mask == "random"
         self.keep_observed.visible = task.keep_observed  # observed pixels are answer pixels
@@ -739,7 +755,7 @@ class DIPWidget(QWidget):
         self.check_label.setStyleSheet("color: #f0a030;" if "\u26a0" in text else "")
         self.problems = problems
         if not self.is_running:
-            self.run_button.enabled = not problems
+            self.run_button.enabled = not problems and self.live_healing is None
         self.run_button.tooltip = text or "Start restoring in the background."
         return problems
 
@@ -1167,12 +1183,87 @@ class DIPWidget(QWidget):
                             "console (Window > Console) or a notebook.")
         return code
 
+    # ------------------------------------------------------------------ live healing
+    def _live_toggled(self, *_) -> None:
+        if self._filling:
+            return
+        if self.live.value:
+            self._start_live()
+        else:
+            self._stop_live()
+
+    def _start_live(self) -> None:
+        """Heal the chosen mask's changes as they come (napari_dip._live); Run waits meanwhile."""
+        problem = "stop the run first: live healing and a run would share the cores." if self.is_running else None
+        if problem is None:
+            try:
+                self.live_healing = start_live(self.viewer, self.image.value, self._mask_layer(), self._live_capture,
+                                               threaded=self.threaded, on_status=self._live_status)
+            except DIPError as exc:
+                problem = str(exc)
+        if problem is not None:
+            self._report_error(problem)
+            self._set_live(False)
+            return
+        self.check()
+
+    def _stop_live(self) -> None:
+        """End live healing (the live layer and what it healed stay); safe when it is off."""
+        live, self.live_healing = self.live_healing, None
+        if live is not None:
+            live.stop()
+        self._set_live(False)
+        self.check()
+
+    def _set_live(self, on: bool) -> None:
+        self._filling = True
+        try:
+            self.live.value = on
+        finally:
+            self._filling = False
+
+    def _live_still_fits(self, *_) -> None:
+        """Another image, mask or task than live healing was started on ends it."""
+        live = getattr(self, "live_healing", None)
+        if live is not None and (self.image.value is not live.image_layer or self._mask_layer() is not live.mask_layer):
+            self._stop_live()
+
+    def _live_capture(self, changed: np.ndarray):
+        """The region run around the ``changed`` pixels, with the panel's settings (a time budget
+        capped at LIVE_BUDGET_S a change: the panel's budget is for Run)."""
+        from ._scripting import fitted_config
+
+        image, task = self.image.value, self.task.value
+        captured = capture(
+            image, self._mask_layer(), self.reference.value, task=task, label=int(self.label.value) or None,
+            config=self.build_config(), threads=self._threads(), region="damage", around=changed,
+            keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,
+            task_options=self.task_options())
+        if self.fit_budget.value:
+            seconds = min(60 * float(self.budget.value), LIVE_BUDGET_S)
+            captured.config = fitted_config(captured, src_core.get_task(task), seconds, self._threads(),
+                                            measure=False)
+        return captured
+
+    def _live_status(self, text: str, error: bool = False) -> None:
+        if error:
+            self._report_error(text)
+        else:
+            self.status.setStyleSheet("")
+            self.status.setText(text)
+
+    def _live_layers_gone(self) -> bool:
+        """The image, the mask or the live layer was removed (live healing has nothing to work on)."""
+        live = self.live_healing
+        return live is not None and any(layer not in self.viewer.layers
+                                        for layer in (live.image_layer, live.mask_layer, live.layer))
+
     # ------------------------------------------------------------------ lifecycle
     def hideEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         """A hidden panel may be a closed one: check once Qt has settled (a tab switch or a
         minimised window also hides it, and must not stop anything)."""
         super().hideEvent(event)
-        if self.is_running:
+        if self.is_running or self.live_healing is not None:
             from qtpy.QtCore import QTimer
 
             QTimer.singleShot(0, self._stop_if_closed)
@@ -1183,9 +1274,12 @@ class DIPWidget(QWidget):
             main = self.viewer.window._qt_window
         except (AttributeError, RuntimeError):
             main = None
-        if not self.is_running or self.window() is main:
+        if self.window() is main:
             return
-        self.current.abandon()
+        if self.live_healing is not None:
+            self._stop_live()
+        if self.is_running:
+            self.current.abandon()
 
     # ------------------------------------------------------------------ plot
     def _draw_plot(self, force: bool = False) -> None:

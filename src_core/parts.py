@@ -127,7 +127,7 @@ def _solve_here(part, index: int, stop, checkpoint, start=None):
 
 
 def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None, notes=None,
-                what: str = "slice", warm: bool = False):
+                what: str = "slice", warm: bool = False, start: dict | None = None):
     """Restore ``parts`` (``(index, one-slice Problem)`` pairs, or ``(index, function making
     it)`` so a lazy stack's slice is read only when its turn comes): the one loop of slices
     and tiles.
@@ -140,6 +140,7 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
     further part starts; on a cluster, what finished is kept and the rest is
     cancelled: a running part's work is lost).  ``history.part`` is ``i``.  ``warm``: the
     parts are neighbours (a stack's slices), so ``config.warm_start`` applies to them here.
+    ``start``: the first part run here starts from these weights, whatever ``warm_start`` says.
     Here, errors propagate from the part they happen in; on a cluster, from
     the first part that fails, after the others that finished with it.
     """
@@ -155,19 +156,22 @@ def solve_parts(parts, *, stop=None, store: PartStore | None = None, client=None
         else:
             todo.append((index, part))
     if client is not None:
+        if start is not None:
+            raise DIPError("start weights are for parts run here, one after another; a cluster's parts "
+                           "start from random weights.")
         todo = [(i, _made(p)) for i, p in todo]
         if warm and todo and todo[0][1].config.warm_start > 0:
             notes.append(f"warm_start: on a cluster every {what} runs at once, so each starts from random weights")
         yield from _solve_on_cluster(client, todo, stop, store, notes, what)
         return
-    yield from _solve_in_turn(todo, loaded, stop, store, notes, what, warm)
+    yield from _solve_in_turn(todo, loaded, stop, store, notes, what, warm, start)
 
 
-def _solve_in_turn(todo, loaded: list, stop, store, notes, what, warm: bool):
+def _solve_in_turn(todo, loaded: list, stop, store, notes, what, warm: bool, start: dict | None = None):
     """The parts here, one after another; with ``warm_start`` each starts from the weights of
     the part before it (the last one finished here, or else the nearest earlier one the store
-    kept: read only then)."""
-    previous = None
+    kept: read only then); the first from ``start`` where given."""
+    previous = given = start
     for position, (index, part) in enumerate(todo):
         if position > 0 and stop is not None and stop.is_set():
             left = [i for i, _ in todo[position:]]
@@ -175,7 +179,7 @@ def _solve_in_turn(todo, loaded: list, stop, store, notes, what, warm: bool):
             yield "stopped", index, None
             return
         part = _made(part)
-        warmed = warm and part.config.warm_start > 0
+        warmed = (warm and part.config.warm_start > 0) or (position == 0 and given is not None)
         start = previous
         if warmed and start is None and any(i < index for i in loaded):
             start = store.weights(max(i for i in loaded if i < index))

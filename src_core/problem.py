@@ -130,19 +130,21 @@ class Problem:
                            self.keep_observed, self.classical, self.validate,
                            *fingerprint_terms(self.operator), *extra)
 
-    def solve(self, stop=None, store=None, client=None):
+    def solve(self, stop=None, store=None, client=None, start: dict | None = None):
         """Restore the slices: the one slice loop of the API, the CLI and the widget.
 
         Here in order, or on a Dask ``client`` all at once (each slice one task;
         a CPU run there takes one thread a task).  Yields what
         :func:`src_core.parts.solve_parts` yields; slice i's classical answer
         is kept once it ran.  Each slice is made (a lazy stack's read) only
-        when its turn comes.
+        when its turn comes.  ``start``: the first slice starts from these weights (a
+        ``Finished.weights`` of the same network: napari's live healing passes the last
+        stroke's run), the later ones as ``config.warm_start`` says.
         """
         threads = 1 if client is not None and self.threads is not None else None
         parts = [(i, partial(self.part, i, threads)) for i in range(self.slices)]
         for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client, notes=self.notes,
-                                                warm=True):
+                                                warm=True, start=start):
             if kind in ("answer", "loaded") and payload.classical is not None:
                 self._classical_cache[(index, False)] = (payload.classical,
                                                          payload.history.summary.get("classical_seconds", 0.0))

@@ -1292,3 +1292,71 @@ def test_restarts_add_a_hidden_spread_layer_zero_where_kept_and_copy_repeats_the
     assert spread[0] not in widget.image.choices and spread[0].metadata["source"] == "img"
     widget.run()  # a rerun of the same kind replaces the spread with the result
     assert len([layer for layer in viewer.layers if layer.metadata.get("napari_dip") == "spread"]) == 1
+
+
+def _live_widget(viewer, iterations=300):
+    """A 64x64 image with two 9x9 black scratches (at 8 and 48) and an empty mask to paint them on."""
+    clean = (smooth((64, 64)) * 255).astype(np.uint8)
+    damaged = clean.copy()
+    damaged[8:17, 8:17] = damaged[48:57, 48:57] = 0
+    viewer.add_image(damaged, name="img")
+    labels = viewer.add_labels(np.zeros((64, 64), np.uint8), name="scratch")
+    labels.brush_size = 16  # a disk that covers a scratch
+    widget = make_widget(viewer, threaded=True, iterations=iterations, fit_budget=False)
+    widget.mask.value = labels
+    return widget, clean, damaged, labels
+
+
+def test_live_heals_each_stroke_a_new_stroke_restarts_it_and_off_stops_everything(viewer, qtbot, errors):
+    widget, clean, damaged, labels = _live_widget(viewer)
+    widget.live.value = True
+    live = widget.live_healing
+    assert live is not None and errors == [] and not widget.run_button.enabled   # Run waits while live
+    live.timer.setInterval(50)
+    layer = viewer.layers["img DIP live"]
+    assert viewer.layers.index(layer) == viewer.layers.index(viewer.layers["img"]) + 1  # under the mask
+    assert viewer.layers.selection.active is labels and np.array_equal(layer.data, damaged)
+    assert layer not in widget.image.choices
+    labels.paint((12, 12), 1)                       # a stroke starts a run after the pause
+    qtbot.waitUntil(lambda: live.running, timeout=10_000)
+    labels.paint((52, 52), 1)                       # a second, far away, stops it and heals both
+    qtbot.waitUntil(lambda: len(live.timings) >= 1 and not live.running, timeout=60_000)
+    assert len(live.timings) == 1                   # the first run was stopped, its box healed with the second
+    (r0, r1), (c0, c1) = live.timings[0]["region"]
+    assert r0 <= 8 and r1 >= 57 and c0 <= 8 and c1 >= 57
+    healed = layer.data
+    for rows, cols in ((slice(8, 17), slice(8, 17)), (slice(48, 57), slice(48, 57))):
+        error = np.abs(healed[rows, cols].astype(int) - clean[rows, cols]).mean()
+        assert error < np.abs(damaged[rows, cols].astype(int) - clean[rows, cols]).mean() / 3, error
+    observed = np.asarray(labels.data) == 0
+    assert np.array_equal(healed[observed], damaged[observed]) and errors == []  # kept where not painted
+    labels.paint((14, 14), 0)                       # an erase near the first: off while it runs stops it
+    qtbot.waitUntil(lambda: live.running, timeout=10_000)
+    widget.live.value = False
+    qtbot.waitUntil(lambda: not live.running, timeout=20_000)
+    assert widget.live_healing is None and widget.run_button.enabled and len(live.timings) == 1
+    labels.paint((30, 30), 1)                       # no longer listened to
+    qtbot.wait(300)
+    assert not live.running and len(live.timings) == 1
+
+
+def test_live_stops_when_its_mask_goes_refuses_a_stack_and_the_console_call_heals(viewer, qtbot, errors):
+    widget, _, _, labels = _live_widget(viewer, iterations=20)
+    widget.live.value = True
+    assert widget.live_healing is not None
+    viewer.layers.remove(labels)
+    assert widget.live_healing is None and not widget.live.value
+    viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
+    with pytest.raises(DIPError, match="2D image"):
+        napari_dip.restore_layer(viewer, "stack", viewer.add_labels(np.zeros((3, 32, 32), np.uint8)), live=True)
+    scratch = viewer.add_labels(np.zeros((64, 64), np.uint8), name="scratch 2")
+    live = napari_dip.restore_layer(viewer, "img", scratch, live=True, preset="cpu", scales=2, down_channels=8,
+                                    up_channels=8, skip_channels=2, iterations=15, device="cpu", threads=1)
+    live.timer.setInterval(50)
+    scratch.paint((30, 30), 1)
+    qtbot.waitUntil(lambda: len(live.timings) == 1, timeout=60_000)
+    t = live.timings[0]
+    assert t["read_at"] < t["first_at"] <= t["final_at"] and t["iterations"] == 15
+    assert live.histories[0].config["iterations"] == 15
+    live.stop()
+    assert not live.active
