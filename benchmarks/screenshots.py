@@ -7,7 +7,8 @@ Prior > Kate ...), docks the panel as the Plugins menu does, and runs it in its 
 worker with the panel's defaults (the time budget on, one thread left to napari): one
 picture mid-run (``docs/images/napari_widget.png``) and one after it ended
 (``docs/images/napari_widget_done.png``; the run is stopped after ``--stop-after`` seconds
-so that the picture comes in under a minute).  It checks what the issue asked of the screen
+so that the picture comes in under a minute); then a photo with two scratches restored around
+the mask with 3 restarts, its answer beside the spread layer (``docs/images/napari_spread.png``).  It checks what the issue asked of the screen
 and exits 1 if any of it fails: the live plot, Run/Stop, the progress, Save run and Copy as
 Python are inside the window during the run and after it, and a run adds one result layer.
 """
@@ -38,11 +39,50 @@ def wait(app, seconds: float, until=lambda: False) -> None:
         time.sleep(0.02)
 
 
+def spread_picture(viewer, widget, app, path: Path) -> dict:
+    """The camera photo with two scratches painted, restored around the mask with 3 restarts:
+    the answer beside its spread layer (napari's grid view), as ``path``."""
+    import numpy as np
+    from skimage import data
+
+    image = data.camera()[::2, ::2].copy()
+    labels = np.zeros(image.shape, np.uint8)
+    labels[40:70, 30:80] = 1          # a 30x50 scratch
+    labels[150:160, 90:190] = 1       # a thin one
+    image[labels == 1] = 255
+    viewer.layers.clear()  # the Kate run's layers: the grid below shows this run's two
+    viewer.add_image(image, name="camera")
+    viewer.add_labels(labels, name="scratches")
+    widget.image.value = viewer.layers["camera"]
+    widget.mask.value = viewer.layers["scratches"]
+    widget.task.value = "inpaint"
+    widget.region.value = "damage"
+    widget.restarts.value = 3
+    widget.fit_budget.value = False
+    widget.iterations.value = 300
+    widget.run()
+    wait(app, 300.0, until=lambda: not widget.is_running)
+    spread = [layer for layer in viewer.layers if layer.metadata.get("napari_dip") == "spread"]
+    hidden = bool(spread) and not spread[0].visible
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("camera DIP",) or layer in spread
+    viewer.grid.enabled = True
+    viewer.reset_view()
+    wait(app, 1.0)
+    viewer.window.screenshot(str(path), canvas_only=False)
+    viewer.grid.enabled = False
+    print(f"spread run: {widget.status.text()}")
+    return {"a spread layer, hidden at first, after a run of 3 restarts": hidden}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mid-run-after", type=float, default=20.0, help="seconds into the run")
     parser.add_argument("--stop-after", type=float, default=35.0, help="seconds into the run")
     parser.add_argument("-o", "--output-dir", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--no-spread", dest="spread", action="store_false",
+                        help="skip the third picture (restarts and their spread layer)")
+    parser.add_argument("--spread-only", action="store_true", help="only the third picture")
     args = parser.parse_args(argv)
 
     import napari
@@ -53,8 +93,12 @@ def main(argv=None) -> int:
     window.resize(1366, 768)
     window.move(0, 0)
     app = QApplication.instance()
-    viewer.open_sample("napari-dip", "kate")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Restore image")
+    if args.spread_only:
+        checks = spread_picture(viewer, widget, app, args.output_dir / "napari_spread.png")
+        viewer.close()
+        return 0 if all(checks.values()) else 1
+    viewer.open_sample("napari-dip", "kate")
     wait(app, 2.0)
     before = len(viewer.layers)
     checks = {}
@@ -78,6 +122,8 @@ def main(argv=None) -> int:
                                                < widget.task.native.width() - 20)
     print(f"status: {widget.status.text()}")
     print(f"layers: {[layer.name for layer in viewer.layers]}")
+    if args.spread:
+        checks.update(spread_picture(viewer, widget, app, args.output_dir / "napari_spread.png"))
     for name, ok in checks.items():
         print(f"{'ok  ' if ok else 'FAIL'} {name}")
     viewer.close()

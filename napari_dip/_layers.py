@@ -320,8 +320,8 @@ class OutputLayers:
         least certain (the standard deviation across restarts, in the image's units)."""
         kw = self.captured.placed(stack=True, cropped=False, factor=self.factor)
         data = spread.max(axis=-1) if self.source.rgb else spread  # the largest over the colours
-        finite = data[np.isfinite(data)]
-        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        spread_at = data[np.isfinite(data) & (data > 0)]  # where it says anything: the filled pixels
+        top = float(np.percentile(spread_at, 99)) if spread_at.size else 1.0  # a few outliers would dim the rest
         self.spread = self._add("spread", data, f"{result_name} spread ({restarts} restarts)",
                                 metadata={"restarts": restarts, "units": "the image's, standard deviation"},
                                 colormap="inferno", contrast_limits=(0.0, top), blending="additive",

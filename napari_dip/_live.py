@@ -115,6 +115,9 @@ class LiveHealing(QObject):
         """Listen to the mask; ``layer`` (the live layer, made by the caller like the source) is
         where results go.  What is painted already is healed first."""
         self.layer = layer
+        # the mask as outlines while live, so the healed pixels show under it (put back at stop)
+        self._contour = self.mask_layer.contour
+        self.mask_layer.contour = max(2, self._contour)
         labels = self.plane_labels()
         self.seen = labels
         self.waiting = labels != 0
@@ -129,6 +132,10 @@ class LiveHealing(QObject):
             return
         self.active = False
         self.timer.stop()
+        try:
+            self.mask_layer.contour = self._contour
+        except (AttributeError, RuntimeError):  # the layer is gone
+            pass
         for event in (self.mask_layer.events.paint, self.mask_layer.events.data):
             try:
                 event.disconnect(self.changed)

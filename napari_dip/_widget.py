@@ -724,6 +724,15 @@ class DIPWidget(QWidget):
             return []
         if self.is_running:  # the form is locked; checked again when the run ends
             return self.problems
+        if self.live_healing is not None:  # Run waits; the mask changes as it is painted
+            text = (f"Live healing: paint on '{self.live_healing.mask_layer.name}'; each change heals the box "
+                    "around it in the 'DIP live' layer. Turn live off to Run.")
+            self.check_label.setText(text)
+            self.check_label.setStyleSheet("")
+            self.check_label.setVisible(True)
+            self.run_button.enabled = False
+            self.run_button.tooltip = text
+            return []
         problems = []
         try:
             config = self.build_config()

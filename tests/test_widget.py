@@ -1316,7 +1316,8 @@ def test_live_heals_each_stroke_a_new_stroke_restarts_it_and_off_stops_everythin
     layer = viewer.layers["img DIP live"]
     assert viewer.layers.index(layer) == viewer.layers.index(viewer.layers["img"]) + 1  # under the mask
     assert viewer.layers.selection.active is labels and np.array_equal(layer.data, damaged)
-    assert layer not in widget.image.choices
+    assert layer not in widget.image.choices and labels.contour >= 2  # outlines: the heal shows under them
+    assert "Live healing" in widget.check_label.text()
     labels.paint((12, 12), 1)                       # a stroke starts a run after the pause
     qtbot.waitUntil(lambda: live.running, timeout=10_000)
     labels.paint((52, 52), 1)                       # a second, far away, stops it and heals both
@@ -1335,6 +1336,7 @@ def test_live_heals_each_stroke_a_new_stroke_restarts_it_and_off_stops_everythin
     widget.live.value = False
     qtbot.waitUntil(lambda: not live.running, timeout=20_000)
     assert widget.live_healing is None and widget.run_button.enabled and len(live.timings) == 1
+    assert labels.contour == 0
     labels.paint((30, 30), 1)                       # no longer listened to
     qtbot.wait(300)
     assert not live.running and len(live.timings) == 1
