@@ -256,6 +256,30 @@ def _cpu() -> str:
     return cpu_name() + (", AVX-512" if avx512 else ", AVX2 only")
 
 
+def run_all(out: Path, todo: dict, only, run, said, report, command: str) -> None:
+    """Each case of ``todo`` (name -> (kind, group, builder)) not in ``<out>/cases`` yet, run by
+    ``run(name, kind, builder)`` and written at once (``said(name, record)`` printed); then
+    ``report(out, records, command)`` remade from every finished case."""
+    (out / "cases").mkdir(parents=True, exist_ok=True)
+    for name, (kind, group, builder) in todo.items():
+        path = out / "cases" / f"{name}.json"
+        if (only and name not in only) or path.exists():
+            continue
+        record = run(name, kind, builder)
+        record["group"] = group
+        _write_json(path, record)
+        print(said(name, record), flush=True)
+    records = load_cases(out, list(todo))
+    if records:
+        report(out, records, command)
+
+
+def load_cases(out: Path, order: list) -> dict:
+    """Every finished case in ``<out>/cases``, in the order of ``order`` (others last)."""
+    records = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cases").glob("*.json"))}
+    return dict(sorted(records.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output-dir", type=Path, default=ROOT / "docs" / "results" / "quality")
@@ -268,27 +292,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     settings = dict(_setting(text) for text in args.set)
     src_core.speed.choose_threads(args.threads)  # every run uses this count, not the free cores
-    out = args.output_dir
-    (out / "cases").mkdir(parents=True, exist_ok=True)
-    command = command_line(__file__, argv)
-    todo = cases()
-    for name, (kind, group, builder) in todo.items():
-        if args.only and name not in args.only:
-            continue
-        path = out / "cases" / f"{name}.json"
-        if path.exists():
-            continue
-        record = run_case(name, kind, builder, args.every, args.iterations, settings)
-        record["group"] = group
-        _write_json(path, record)
-        print(f"{name}: corrupted {record['psnr_corrupted']:.2f}, {record['classical']} "
-              f"{record['psnr_classical']:.2f}, DIP {record['psnr_dip_final']:.2f}, answer "
-              f"{record['psnr_answer']:.2f} dB, {record['cpu_s']:.0f} CPU s", flush=True)
-    records = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cases").glob("*.json"))}
-    order = list(todo)
-    records = dict(sorted(records.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
-    if records:
-        report(out, records, command)
+    run_all(args.output_dir, cases(), args.only,
+            lambda name, kind, builder: run_case(name, kind, builder, args.every, args.iterations, settings),
+            lambda name, r: (f"{name}: corrupted {r['psnr_corrupted']:.2f}, {r['classical']} "
+                             f"{r['psnr_classical']:.2f}, DIP {r['psnr_dip_final']:.2f}, answer "
+                             f"{r['psnr_answer']:.2f} dB, {r['cpu_s']:.0f} CPU s"),
+            report, command_line(__file__, argv))
     return 0
 
 

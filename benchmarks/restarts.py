@@ -20,7 +20,6 @@ once and skipped on a rerun; ``<out>/restarts.md`` is remade from all of them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import src_core  # noqa: E402
 from src_core.engine import Finished  # noqa: E402
 from _report import command_line, write_report  # noqa: E402
-from quality import cases  # noqa: E402
+from quality import cases, run_all  # noqa: E402
 
 
 def fit(kind, image, mask, reference, **settings):
@@ -138,29 +137,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     src_core.speed.choose_threads(args.threads)
-    out = args.output_dir
-    (out / "cases").mkdir(parents=True, exist_ok=True)
-    command = command_line(__file__, argv)
     todo = {name: c for name, c in cases().items() if c[0] in ("random", "inpaint")}
     warm = np.random.default_rng(0).random((64, 64), dtype=np.float32)  # the first run's one-time costs
     fit("random", warm, None, warm, iterations=5, restarts=2)
-    for name, (kind, group, builder) in todo.items():
-        if args.only and name not in args.only:
-            continue
-        path = out / "cases" / f"{name}.json"
-        if path.exists():
-            continue
-        record = run_case(name, kind, builder, args.restarts, args.iterations)
-        record["group"] = group
-        src_core.reports.write_json(path, record)
-        sp = record["spread_vs_dip_error"]
-        print(f"{name}: one {record['psnr_dip_one_equal_iterations']:.2f}, mean {record['psnr_dip_mean']:.2f}, "
-              f"one x{args.restarts} {record['psnr_dip_one_equal_time']:.2f} dB; rho {sp['spearman']:.2f}", flush=True)
-    records = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cases").glob("*.json"))}
-    order = list(todo)
-    records = dict(sorted(records.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
-    if records:
-        report(out, records, command)
+    run_all(args.output_dir, todo, args.only,
+            lambda name, kind, builder: run_case(name, kind, builder, args.restarts, args.iterations),
+            lambda name, r: (f"{name}: one {r['psnr_dip_one_equal_iterations']:.2f}, mean {r['psnr_dip_mean']:.2f}, "
+                             f"one x{args.restarts} {r['psnr_dip_one_equal_time']:.2f} dB; "
+                             f"rho {r['spread_vs_dip_error']['spearman']:.2f}"),
+            report, command_line(__file__, argv))
     return 0
 
 

@@ -883,9 +883,13 @@ class DIPWidget(QWidget):
 
     def _show_count(self, iterations: int) -> None:
         """The count the budget chose, in the iterations field (not taken as the user's)."""
+        self._set_quietly(self.iterations, iterations)
+
+    def _set_quietly(self, field, value) -> None:
+        """Set a field as the panel's own doing: no check, and not taken as the user's choice."""
         self._filling = True
         try:
-            self.iterations.value = iterations
+            field.value = value
         finally:
             self._filling = False
 
@@ -1225,11 +1229,7 @@ class DIPWidget(QWidget):
         self.check()
 
     def _set_live(self, on: bool) -> None:
-        self._filling = True
-        try:
-            self.live.value = on
-        finally:
-            self._filling = False
+        self._set_quietly(self.live, on)
 
     def _live_still_fits(self, *_) -> None:
         """Another image, mask or task than live healing was started on ends it."""

@@ -63,6 +63,16 @@ def make_widget(viewer, threaded=False, **settings):
     return widget
 
 
+def hole_widget(viewer, **settings):
+    """A 32x32 8-bit image with a square hole painted in a Labels layer, and the panel on them."""
+    img = (smooth((32, 32)) * 255).astype(np.uint8)
+    viewer.add_image(img, name="img")
+    viewer.add_labels(square_labels((32, 32)), name="hole")
+    widget = make_widget(viewer, **{"iterations": 10, **settings})
+    widget.mask.value = viewer.layers["hole"]
+    return widget, img
+
+
 def frames(widget) -> int:
     """Intermediate outputs the running run has collected (0 before its layers exist)."""
     outputs = None if widget.current is None else widget.current.outputs
@@ -418,11 +428,7 @@ def test_the_panel_fits_a_laptop_screen_and_explains_itself(viewer):
 
 
 def test_keep_observed_is_a_control_and_the_task_follows_the_preset(viewer, errors):
-    img = (smooth((32, 32)) * 255).astype(np.uint8)
-    viewer.add_image(img, name="img")
-    viewer.add_labels(square_labels((32, 32)), name="hole")
-    widget = make_widget(viewer, iterations=10)
-    widget.mask.value = viewer.layers["hole"]
+    widget, img = hole_widget(viewer)
     observed = square_labels((32, 32)) == 0
     assert widget.keep_observed.value is True
     widget.run()
@@ -1269,11 +1275,7 @@ def test_a_dask_backed_stack_is_read_one_slice_at_a_time(viewer, errors, monkeyp
 
 
 def test_restarts_add_a_hidden_spread_layer_zero_where_kept_and_copy_repeats_them(viewer, errors):
-    img = (smooth((32, 32)) * 255).astype(np.uint8)
-    viewer.add_image(img, name="img")
-    viewer.add_labels(square_labels((32, 32)), name="hole")
-    widget = make_widget(viewer, iterations=10)
-    widget.mask.value = viewer.layers["hole"]
+    widget, img = hole_widget(viewer)
     widget.run()
     assert not [layer for layer in viewer.layers if layer.metadata.get("napari_dip") == "spread"]  # K=1
     widget.restarts.value = 2
