@@ -136,8 +136,9 @@ def main(argv=None) -> int:
           f"- Command: `{command}`",
           f"- Machine: {src_core.speed.usable_cores()} usable cores; torch {__import__('torch').__version__}.", ""]
     write_text_atomic(args.out / "deconvolution.md", "\n".join(md))
-    write_json(args.out / "deconvolution.json", json.loads(json.dumps({"command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                                                      "records": records}, default=json_default)))
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    write_json(args.out / "deconvolution.json",
+               json.loads(json.dumps({"command": command, "args": settings, "records": records}, default=json_default)))
     print("\n".join(md))
     return 0
 

@@ -29,8 +29,10 @@ def run(name, lr, iters=800, fit="drp", tv=0.0, seed=0, every=25):
         for m in net.modules():
             for p in m.parameters(recurse=False):
                 p.requires_grad_(isinstance(m, torch.nn.BatchNorm2d))
-                if isinstance(m, torch.nn.BatchNorm2d): params.append(p)
-        z.requires_grad_(True); params.append(z)
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    params.append(p)
+        z.requires_grad_(True)
+        params.append(z)
     else:
         params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=lr)
@@ -44,8 +46,10 @@ def run(name, lr, iters=800, fit="drp", tv=0.0, seed=0, every=25):
         out = out.float()
         loss = ((out - target) ** 2 * mask).sum() / mask.sum()
         if tv:
-            loss = loss + tv * ((out[..., 1:, :] - out[..., :-1, :]).abs().mean() + (out[..., 1:] - out[..., :-1]).abs().mean())
-        loss.backward(); opt.step()
+            loss = loss + tv * ((out[..., 1:, :] - out[..., :-1, :]).abs().mean()
+                                + (out[..., 1:] - out[..., :-1]).abs().mean())
+        loss.backward()
+        opt.step()
         if it % every == 0:
             o = out.detach()[0, 0].numpy()
             pts.append([it, time.process_time() - t0, psnr(np.where(observed, clean, o), clean)])

@@ -74,7 +74,8 @@ def main(argv=None) -> int:
              f"preset, seed {args.seed}, {args.threads} torch threads, same configuration with the "
              "answer's observed pixels kept (on) or left as the network's output (off).  PSNR in dB "
              "against the clean image; DIP PSNR is the network's own output (observed pixels put back when on).  "
-             "Wall seconds are from a shared 2-core machine and vary with its load; they are not a speed measure.", "", f"    {command}", "",
+             "Wall seconds are from a shared 2-core machine and vary with its load; they are not a speed measure.",
+             "", f"    {command}", "",
              "| variant | keep_observed | answer PSNR | DIP PSNR | corrupted input PSNR | iterations "
              "| answer iteration | blend alpha | wall s |",
              "|---|---|---|---|---|---|---|---|---|"]

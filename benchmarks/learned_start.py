@@ -56,7 +56,8 @@ def meta_fit(config, steps: int, inner: int, outer_lr: float, crop: int, seed: i
     images = [im for im in training_images() if min(im.shape) >= crop]
     cfg = config.replace(iterations=inner, report_every=inner, guard=False, snapshot_every=0, compute_ssim=False)
     torch.manual_seed(cfg.seed)  # Reptile begins at the seed's random start
-    start = {k: v.detach().clone() for k, v in src_core.build_network(cfg.network, output_channels=1).state_dict().items()}
+    network = src_core.build_network(cfg.network, output_channels=1)
+    start = {k: v.detach().clone() for k, v in network.state_dict().items()}
     for step in range(steps):
         im = images[rng.integers(len(images))]
         y, x = rng.integers(0, im.shape[0] - crop + 1), rng.integers(0, im.shape[1] - crop + 1)
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
              "kept), random / learned:", "",
              f"| image | at 100 | at 200 | at {args.iterations} | learned reaches random's final at |",
              "|---|---|---|---|---|", *rows, "",
-             f"Mean final gain {np.mean(gains):+.2f} dB (from {min(gains):+.2f} to {max(gains):+.2f}); the learned start "
+             f"Mean final gain {np.mean(gains):+.2f} dB (from {min(gains):+.2f} to {max(gains):+.2f}); "
+             "the learned start "
              f"reached the random start's final PSNR on {len(speedups)} of {len(cases)} images, "
              + (f"{np.median(speedups):.1f}x sooner (median)." if speedups else "never.")]
     write_report(args.output_dir, "learned_start", lines, {"command": command_line(__file__, argv), "fit_s": fit_s,

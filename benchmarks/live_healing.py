@@ -205,9 +205,11 @@ def main(argv=None) -> int:
                           f"{v['blend_alpha'] if v['blend_alpha'] is None else round(v['blend_alpha'], 2)})"
                           for k, v in starts.items()) + "."]
     write_report(args.output_dir, "live", lines,
-                 {"strokes": records, "gaps_ms": {"worst": float(np.nanmax(gaps)), "p95": float(np.nanpercentile(gaps, 95)),
-                                                  "beats": int(len(gaps)), "painting_s": painting_s},
-                  "psnr_scratch": quality, "second_box_warm_vs_cold": starts, "threads": args.threads, "live_budget_s": LIVE_BUDGET_S,
+                 {"strokes": records,
+                  "gaps_ms": {"worst": float(np.nanmax(gaps)), "p95": float(np.nanpercentile(gaps, 95)),
+                              "beats": int(len(gaps)), "painting_s": painting_s},
+                  "psnr_scratch": quality, "second_box_warm_vs_cold": starts, "threads": args.threads,
+                  "live_budget_s": LIVE_BUDGET_S,
                   "pause_ms": PAUSE_MS, "first_changed_pixels": int((after_first != damaged).any(-1).sum())})
     viewer.close()
     return 0

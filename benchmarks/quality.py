@@ -179,7 +179,8 @@ def report(out: Path, records: dict, command: str) -> None:
     from src_core.plots import _pyplot, save_figure
 
     rows = ["| case | task | corrupted | classical (CPU s) | DIP alone, final | **napari-dip answer** | "
-            "answer - classical | CPU s | iterations | CPU s until the raw network output / the answer reach classical |",
+            "answer - classical | CPU s | iterations "
+            "| CPU s until the raw network output / the answer reach classical |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for name, r in records.items():
@@ -196,7 +197,8 @@ def report(out: Path, records: dict, command: str) -> None:
     for group, rs in groups.items():
         diffs = [r["psnr_answer"] - r["psnr_classical"] for r in rs]
         means.append(f"| {group} | {len(rs)} | {np.mean([r['psnr_classical'] for r in rs]):.2f} | "
-                     f"{np.mean([r['psnr_dip_final'] for r in rs]):.2f} | **{np.mean([r['psnr_answer'] for r in rs]):.2f}** | "
+                     f"{np.mean([r['psnr_dip_final'] for r in rs]):.2f} | "
+                     f"**{np.mean([r['psnr_answer'] for r in rs]):.2f}** | "
                      f"{np.mean(diffs):+.2f} | {min(diffs):+.2f} |")
     env = f"torch {__import__('torch').__version__}, {records[next(iter(records))]['torch_threads']} threads, " \
           f"CPU: {_cpu()}"

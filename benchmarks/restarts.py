@@ -116,13 +116,15 @@ def report(out: Path, records: dict, command: str) -> None:
     gain_time = [r["psnr_dip_mean"] - r["psnr_dip_one_equal_time"] for r in rs]
     answer_time = [r["psnr_answer_mean"] - r["psnr_answer_one_equal_time"] for r in rs]
     ratio = [r["spread_vs_dip_error"]["rms_error_top"] / r["spread_vs_dip_error"]["rms_error_bottom"] for r in rs]
+    rhos = [r["spread_vs_dip_error"]["spearman"] for r in rs]
     lines += ["", f"Over the {len(rs)} cases: the mean of {k} against one run of equal iterations "
               f"{np.mean(gain_iter):+.2f} dB (min {min(gain_iter):+.2f}, max {max(gain_iter):+.2f}); against one run "
-              f"of equal CPU time {np.mean(gain_time):+.2f} dB (better on {sum(g > 0 for g in gain_time)} of {len(rs)}); "
+              f"of equal CPU time {np.mean(gain_time):+.2f} dB "
+              f"(better on {sum(g > 0 for g in gain_time)} of {len(rs)}); "
               f"the blended answer against the long run's answer {np.mean(answer_time):+.2f} dB "
               f"(better on {sum(g > 0 for g in answer_time)}). Spread against DIP's error: mean rho "
-              f"{mean('spread_vs_dip_error', 'spearman'):.2f} (from {min(r['spread_vs_dip_error']['spearman'] for r in rs):.2f} "
-              f"to {max(r['spread_vs_dip_error']['spearman'] for r in rs):.2f}); the RMS error in the most uncertain 10% is "
+              f"{mean('spread_vs_dip_error', 'spearman'):.2f} (from {min(rhos):.2f} to {max(rhos):.2f}); "
+              "the RMS error in the most uncertain 10% is "
               f"{np.mean(ratio):.1f}x that in the least uncertain 10% (median {np.median(ratio):.1f}x). Against the "
               f"blended answer's error: mean rho {mean('spread_vs_answer_error', 'spearman'):.2f}."]
     write_report(out, "restarts", lines, {"command": command, "cases": records})

@@ -8,7 +8,8 @@ worker with the panel's defaults (the time budget on, one thread left to napari)
 picture mid-run (``docs/images/napari_widget.png``) and one after it ended
 (``docs/images/napari_widget_done.png``; the run is stopped after ``--stop-after`` seconds
 so that the picture comes in under a minute); then a photo with two scratches restored around
-the mask with 3 restarts, its answer beside the spread layer (``docs/images/napari_spread.png``).  It checks what the issue asked of the screen
+the mask with 3 restarts, its answer beside the spread layer (``docs/images/napari_spread.png``).
+It checks what the issue asked of the screen
 and exits 1 if any of it fails: the live plot, Run/Stop, the progress, Save run and Copy as
 Python are inside the window during the run and after it, and a run adds one result layer.
 """

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import src_core  # noqa: E402
-from src_core import speed, timing  # noqa: E402
+from src_core import speed  # noqa: E402
 from _report import command_line, write_report  # noqa: E402
 
 

@@ -7,9 +7,10 @@ Cases the project never tuned on (textures, microscopy, photos from scikit-image
 box-downscaled and cut to 128x128), each with 50% random pixels missing and with 8x8 block
 holes (a quarter of the blocks).  Each case runs in its own processes, one thread each, two
 at once: the baseline commit's ``src_core`` (``git archive`` into a temporary folder, imported
-there; its curves are cached per case, since ``--set`` does not change them) and this tree's, with the default settings (no preset: ``cpu`` on a CPU) and ``--set`` on top
-for this tree.  Every ``--every`` iterations the network's output (observed pixels kept) is
-scored against the clean image, with the process's CPU time.  A case's *speed-up* is the
+there; its curves are cached per case, since ``--set`` does not change them) and this tree's,
+with the default settings (no preset: ``cpu`` on a CPU) and ``--set`` on top for this tree.
+Every ``--every`` iterations the network's output (observed pixels kept) is scored against
+the clean image, with the process's CPU time.  A case's *speed-up* is the
 baseline's CPU time to its best PSNR over this tree's time to that PSNR; *4x* says whether
 this tree, at a quarter of the baseline's CPU time, is at least at the baseline's best.
 Each finished case is written at once to ``<out>/cases/<case>.json`` and skipped on a rerun.

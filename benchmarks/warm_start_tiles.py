@@ -28,7 +28,8 @@ if name == "house":
     img = src_core.load_sample("table1/house.png").astype(np.float32) / 255
 else:
     img = getattr(data, name)()
-    img = (rgb2gray(img) if img.ndim == 3 else img / 255.0)[:512, :512].reshape(256, 2, 256, 2).mean(axis=(1, 3)).astype(np.float32)
+    img = (rgb2gray(img) if img.ndim == 3 else img / 255.0)[:512, :512]
+    img = img.reshape(256, 2, 256, 2).mean(axis=(1, 3)).astype(np.float32)
 img = img[:256, :256]
 t0 = time.process_time()
 r = src_core.restore_tiled(img, task="random", tile=160, overlap=32, device="cpu", threads=1, classical=None)

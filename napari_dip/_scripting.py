@@ -72,7 +72,8 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     2 minutes per image here, as in the API; ``budget`` ("10min", or seconds) gives
     another time.  ``client`` (a
     ``distributed.Client``) or ``scheduler`` (its address): the slices or
-    tiles run on that Dask cluster and arrive as they finish.  ``keep_observed`` (default on, except for denoising): the result
+    tiles run on that Dask cluster and arrive as they finish.  ``keep_observed`` (default on,
+    except for denoising): the result
     equals the input wherever it was observed.  ``keep_earlier``: keep the
     layers an earlier run of this image added (default: replace them).
 

@@ -450,7 +450,8 @@ class DIPWidget(QWidget):
         self.iterations.changed.connect(self._iterations_typed)
         self.fit_budget.changed.connect(self._budget_toggled)
         for w in (self.scales, self.channels, self.skip_channels, self.upsample, self.input_kind,
-                  self.iterations, self.fit_budget, self.budget, self.lr, self.sigma_p, self.optimizer, self.preview_every,
+                  self.iterations, self.fit_budget, self.budget, self.lr, self.sigma_p, self.optimizer,
+                  self.preview_every,
                   self.report_every, self.task, self.early_stop, self.mask, self.reference,
                   self.label, self.region, self.slices, self.threads, self.device, self.tile,
                   self.architecture, self.fidelity, self.photon_gain, self.photon_offset, self.restarts,

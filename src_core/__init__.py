@@ -21,7 +21,7 @@ from .masks import bernoulli_mask, load_mask, mask_from_labels, text_mask
 from .network import NETWORKS, DecoderConfig, NetworkConfig, SkipNet, build_network, count_parameters
 from .operators import Blur, Compose, Downsample, Identity, Mask, Operator, gaussian_psf
 from .tasks import TASK_HELP, TASKS, get_task
-from . import budget, speed, timing
+from . import budget, speed, timing  # noqa: F401 (submodules of the public API: src_core.timing.estimate)
 
 
 def __getattr__(name):
@@ -36,7 +36,8 @@ def __getattr__(name):
 __version__ = "0.1.0"
 
 __all__ = [
-    "EnsembleFinished", "Blur", "Compose", "DIPEnsemble", "DIPError", "DIPRun", "EarlyStop", "Finished", "History", "NetworkConfig", "PRESETS",
+    "EnsembleFinished", "Blur", "Compose", "DIPEnsemble", "DIPError", "DIPRun", "EarlyStop", "Finished", "History",
+    "NetworkConfig", "PRESETS",
     "Downsample", "Identity", "Mask", "Operator", "gaussian_psf", "get_task",
     "Problem", "Progress", "TASKS", "TASK_HELP", "Recovery", "RestoreResult", "RunConfig", "SkipNet",
     "DecoderConfig", "FIDELITIES", "Fidelity", "MSE", "NETWORKS", "Poisson", "Preset",

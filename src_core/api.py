@@ -82,7 +82,8 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
     overridden by keyword.  With no preset and no ``iterations`` on a CPU, the run fits about
     2 minutes per image here (``budget``, e.g. "10min", to give it more; ``iterations=N``
     for exactly N).  ``task`` options (``factor``, ``psf``), ``operator``, ``budget``,
-    ``keep_observed``, ``validate``, ``classical`` and ``threads``: see :func:`prepare`.  ``callback(event, slice_index)`` sees every event.
+    ``keep_observed``, ``validate``, ``classical`` and ``threads``: see :func:`prepare`.
+    ``callback(event, slice_index)`` sees every event.
     ``stop`` (a ``threading.Event``): once set, the current slice finishes
     after its current iteration with its partial answer, later slices are
     not run (they keep the input), and ``result.stopped`` is True.

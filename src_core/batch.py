@@ -300,7 +300,8 @@ def restore_many(items, output_dir, *, client=None, workers: int | None = None, 
     or with ``tile`` :func:`src_core.restore_tiled`'s (each image in tiles on its worker), and
     ``mask_observed`` (what the mask files' white means: ``"white"`` = observed, or ``"black"``,
     as :func:`src_core.load_mask`); they are checked once before anything is submitted.
-    ``callback(summary_entry)`` sees each finished item.  Items finished by an earlier call with the same settings and inputs are
+    ``callback(summary_entry)`` sees each finished item.  Items finished by an earlier call with the
+    same settings and inputs are
     skipped; ones finished with others are refused unless ``overwrite``.  Returns the
     :class:`BatchSummary` (also written as ``batch_summary.json``).
     """
@@ -403,7 +404,8 @@ def write_stacks(items, output_dir: Path) -> list[str]:
         outputs = [_outputs(item, output_dir)["restored"] for item in sorted(pages, key=lambda i: i.page)]
         if not all(p.is_file() for p in outputs):
             continue  # some page failed: its own output is missing, and the stack is not written
-        written.append(_write_zarr(path, outputs, output_dir) if is_zarr(path) else _write_tiff(path, outputs, output_dir))
+        write = _write_zarr if is_zarr(path) else _write_tiff
+        written.append(write(path, outputs, output_dir))
     return written
 
 

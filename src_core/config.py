@@ -347,8 +347,8 @@ class Preset:
 # notebook has one (restoration, denoising) and off where it has none (inpainting, super-
 # resolution); docs/engine.md lists what still differs from the notebooks, and why.
 PRESETS: dict[str, Preset] = {
-    "table1": Preset("table1", "Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook, with its guard; "
-                     "differs: Barbara at 512x512, not reflection-padded to 514; docs/engine.md)",
+    "table1": Preset("table1", "Table 1 / Fig. 7 bottom: 50% random pixels missing (restoration notebook, "
+                     "with its guard; differs: Barbara at 512x512, not reflection-padded to 514; docs/engine.md)",
         RunConfig(network=_standard(upsample="bilinear"), input_kind="uniform",
                   lr=0.001, iterations=11000, sigma_p=0.03),
     ),
@@ -360,7 +360,8 @@ PRESETS: dict[str, Preset] = {
         RunConfig(network=_standard(input_channels=2, skip_channels=0, upsample="nearest"),
                   input_kind="meshgrid", lr=0.01, iterations=5001, sigma_p=0.03, guard=False),
     ),
-    "library": Preset("library", "large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels, no guard (as the notebook)",
+    "library": Preset("library", "large-hole inpainting (Library): 6 scales, no skips, 5x5 down kernels, "
+                      "no guard (as the notebook)",
         RunConfig(network=_standard(scales=6, input_channels=1,
                                     down_channels=[16, 32, 64, 128, 128, 128],
                                     up_channels=[16, 32, 64, 128, 128, 128],
@@ -372,7 +373,8 @@ PRESETS: dict[str, Preset] = {
         RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=3000,
                   sigma_p=1 / 30, ema=0.99),
     ),
-    "sr4": Preset("sr4", "super-resolution x4 (zebra): loss through the Lanczos downsampler; no guard (as the notebook)",
+    "sr4": Preset("sr4", "super-resolution x4 (zebra): loss through the Lanczos downsampler; no guard "
+                  "(as the notebook)",
         RunConfig(network=_standard(upsample="bilinear"), lr=0.01, iterations=2000,
                   sigma_p=0.03, guard=False),
     ),

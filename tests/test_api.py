@@ -132,7 +132,8 @@ def test_denoise_uses_ema():
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(mask=np.ones((16, 16), bool), task="inpaint"), r"mask shape \(16, 16\) does not match image shape \(32, 32\)"),
+    (dict(mask=np.ones((16, 16), bool), task="inpaint"),
+     r"mask shape \(16, 16\) does not match image shape \(32, 32\)"),
     (dict(mask=None, task="inpaint"), "inpainting needs a mask"),
     (dict(mask=np.zeros((32, 32), bool), task="inpaint"), "no observed pixel"),
     (dict(mask=np.full((32, 32), 7), task="inpaint"), "mask values must be 0/1"),

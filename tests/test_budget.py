@@ -68,7 +68,8 @@ def test_the_count_is_capped_and_floored(step):
     capped = src_core.prepare(IMAGE, task="random", device="cpu", budget=60)
     assert capped.config.iterations == 4 * 800 and capped.budget.capped
     # it says the run takes less than the budget, not that it fits it
-    assert "3200 iterations (4 x the preset's, the most a budget gives) take about 0 s of the 60 s" in capped.budget.note()
+    assert ("3200 iterations (4 x the preset's, the most a budget gives) take about 0 s of the 60 s"
+            in capped.budget.note())
     step["wide"] = step["narrow"] = 10.0
     problem = src_core.prepare(IMAGE, task="random", device="cpu", budget=60)
     assert problem.config.iterations == budget.MIN_ITERATIONS

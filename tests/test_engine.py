@@ -388,7 +388,8 @@ def test_memory_need_is_checked_before_starting(tiny, monkeypatch):
 
     monkeypatch.setattr(speed, "available_memory", lambda device: 8 * 2**30)
     big = np.zeros((1, 2048, 2048), np.float32)
-    with pytest.raises(DIPError, match=r"2048x2048 run in (float32|bfloat16) needs about \d+\.\d GiB but cpu has 8\.0 GiB"):
+    with pytest.raises(DIPError,
+                       match=r"2048x2048 run in (float32|bfloat16) needs about \d+\.\d GiB but cpu has 8\.0 GiB"):
         DIPRun(big, None, preset("table1", device="cpu", precision="float32"))
 
 

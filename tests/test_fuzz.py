@@ -71,7 +71,8 @@ def problems(draw):
 
 
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_restore_gives_a_correct_result_or_a_dip_error(problem):
     image, kwargs = problem

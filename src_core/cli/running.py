@@ -81,7 +81,8 @@ def _announce(task: str, preset: str, estimate, budget=None) -> None:
     if budget is not None:
         print(f"dip: {in_cli_terms(budget.note())}", flush=True)
     if estimate.total_s > LONG_RUN_S and not estimate.device.startswith("cuda"):
-        faster = "fewer --iterations" if preset == "cpu" else "'--preset cpu' (the default on a CPU) or fewer --iterations"
+        faster = ("fewer --iterations" if preset == "cpu"
+                  else "'--preset cpu' (the default on a CPU) or fewer --iterations")
         print(f"dip: warning: this is a long run on {estimate.device}; {faster} take minutes, and --tile "
               "runs a large image in tiles (when inpainting, only the damaged ones)", file=sys.stderr, flush=True)
 

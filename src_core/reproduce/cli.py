@@ -41,8 +41,8 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
                         "like --device, it is not part of the configuration fingerprint")
     p.add_argument("--data-dir", type=Path, help="folder with the images (<name>.png) instead of the shipped copies")
     p.add_argument("--threads", type=int,
-                   help="CPU threads for torch (default: the cores other jobs leave free); 1 is safest on a CPU shared with "
-                        "other jobs")
+                   help="CPU threads for torch (default: the cores other jobs leave free); 1 is safest on a "
+                        "CPU shared with other jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -53,7 +53,8 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
         description="Reproduce the paper's Table 1 and Figure 7 and the reproduction reports' experiments. "
                     "Running a command again with the same folder skips the finished work; a folder written "
                     "with another configuration is refused.")
-    sub = parser.add_subparsers(dest="reproduce_command", required=True, metavar="{table1,figure7,experiments,sr,denoise}")
+    sub = parser.add_subparsers(dest="reproduce_command", required=True,
+                                metavar="{table1,figure7,experiments,sr,denoise}")
 
     p = sub.add_parser("table1", help="Table 1: 11 images, 50%% missing, several mask seeds, baselines")
     p.add_argument("--images", nargs="+", metavar="NAME", help=f"a subset of {', '.join(TABLE1_IMAGES)}")

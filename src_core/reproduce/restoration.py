@@ -187,7 +187,8 @@ def run_restoration(command: str, output_dir, preset: str = "quick", overrides: 
     progress = C.Progress(runs * sum(c.iterations for c in units.values()),
                           runs * sum(units[u].iterations for u in units if u not in pending),
                           f"{command} ({preset})", quiet)
-    progress.write(f"{command}: {len(units) - len(pending)} of {len(units)} units already done in {output_dir}; {label}")
+    progress.write(f"{command}: {len(units) - len(pending)} of {len(units)} units already done in {output_dir}; "
+                   f"{label}")
     try:
         for unit in pending:
             progress.start(kind.unit_id(unit))

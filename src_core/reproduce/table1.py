@@ -316,7 +316,8 @@ def _dip_record(ref, mask, cfg, outcome, settings, command, env):
         "best_iteration_oracle": best_it,
         "destabilisation_events": events, "guard_recoveries": len(history["recoveries"]),
         "timings": {"dip_s": outcome.wall_s, "dip_s_per_iteration": history["timings"].get("s_per_iteration")},
-        "batched_with_seeds": outcome.batch_seeds, "device": outcome.device, "config": dict(cfg.to_dict(), device=outcome.device),
+        "batched_with_seeds": outcome.batch_seeds, "device": outcome.device,
+        "config": dict(cfg.to_dict(), device=outcome.device),
         "history": history, "command": command, "dip_done": True, "environment": C.run_env(env),
         "arrays": "units/<unit>.npz: the DIP output as 8-bit (for viewing; PSNRs use the float output) and the "
                   "mask as packed bits (np.unpackbits(...)[:H*W]); the baselines are recomputed in seconds",
