@@ -81,7 +81,11 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "cpu":
             return torch.bfloat16 if cpu_has_native_bf16() else None
-        return None  # MPS: not measured yet
+        return None  # MPS: float32 (see below)
+    if device.type == "mps":
+        raise DIPError(f"precision={requested!r} on Apple's MPS: napari-dip runs float32 there (its bfloat16 and "
+                       "float16 paths were measured on CUDA GPUs and CPUs, never on Apple hardware); use "
+                       "precision='auto' or 'float32'.")
     dtype = torch.bfloat16 if requested == "bfloat16" else torch.float16
     if dtype == torch.float16 and device.type == "cpu":
         raise DIPError("float16 is not supported on the CPU; use precision='bfloat16' or 'float32'.")
