@@ -89,10 +89,13 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
     with a time budget), in a worker thread; returns the
     :class:`~napari_dip._live.LiveHealing`, whose ``stop()`` ends it.
 
+    ```pycon
     >>> import napari_dip                                   # doctest: +SKIP
     >>> result = napari_dip.restore_layer(viewer, "kate (text-corrupted)", "kate mask",
     ...                                   preset="cpu", iterations=300)
     >>> result.metadata["history"]["psnr"][-1]                # doctest: +SKIP
+
+    ```
     """
     image = _layer(viewer, image, "image")
     mask = _layer(viewer, mask, "mask")

@@ -50,12 +50,15 @@ def iterate(image, mask=None, **kwargs) -> DIPRun:
     outputs in [0, 1]; ``finished.output`` converts back with
     ``problem.to_user``.  For stacks use :func:`prepare` and ``problem.run(i)``.
 
+    ```pycon
     >>> import numpy as np, src_core
     >>> img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     >>> run = src_core.iterate(img, task="random", preset="cpu", scales=2, iterations=6,
     ...                        report_every=3)
     >>> [(e.kind, getattr(e, "iteration", None)) for e in run][:2]
     [('progress', 3), ('progress', 6)]
+
+    ```
     """
     problem = prepare(image, mask, **kwargs)
     if problem.slices != 1:
@@ -97,11 +100,14 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
     slices run there at once, one task each (``callback`` then sees no events;
     ``checkpoint_dir`` must be a folder the workers can reach).
 
+    ```pycon
     >>> import numpy as np, src_core
     >>> img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
     >>> result = src_core.restore(img, task="random", preset="cpu", scales=2, iterations=10)
     >>> result.image.dtype, result.image.shape, len(result.history.loss)
     (dtype('uint8'), (32, 32), 10)
+
+    ```
     """
     problem = prepare(image, mask, task=task, reference=reference, missing_fraction=missing_fraction,
                       mask_seed=mask_seed, channel_axis=channel_axis, preset=preset, config=config,

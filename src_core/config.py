@@ -400,15 +400,19 @@ PRESETS: dict[str, Preset] = {
 
 
 def preset_names() -> list[str]:
+    """The presets by name, in their table's order (``src_core.PRESETS`` has their settings)."""
     return list(PRESETS)
 
 
 def preset(name: str, **overrides) -> RunConfig:
     """The paper's settings by name, with any field overridden.
 
+    ```pycon
     >>> cfg = preset("table1", iterations=500)
     >>> cfg.lr, cfg.iterations, cfg.network.upsample
     (0.001, 500, 'bilinear')
+
+    ```
     """
     if name not in PRESETS:
         raise DIPError(f"unknown preset {name!r}; choose one of {preset_names()}.")

@@ -8,6 +8,7 @@ from .errors import DIPError
 
 
 def available_devices() -> list[str]:
+    """The devices a run can name here: 'cpu', then 'cuda:N' and 'mps' where torch finds them."""
     names = ["cpu"]
     if torch.cuda.is_available():
         names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]

@@ -145,6 +145,7 @@ def preset_task(preset: str) -> str | None:
 
 
 def get_task(name: str) -> Task:
+    """A task by name (``src_core.TASKS``): its mask, options, operator and classical answer."""
     if name not in TASKS_BY_NAME:
         raise DIPError(f"task must be one of {TASKS} (got {name!r}); or pass your own operator=.")
     return TASKS_BY_NAME[name]

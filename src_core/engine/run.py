@@ -134,6 +134,7 @@ class DIPRun:
     answer.  The network is built lazily, on the first ``next()``, so
     construction only checks the input (and the memory it will need).
 
+    ```pycon
     >>> import numpy as np
     >>> from src_core import DIPRun, preset, bernoulli_mask
     >>> img = np.random.default_rng(0).random((1, 32, 32), dtype=np.float32)
@@ -141,6 +142,8 @@ class DIPRun:
     >>> events = list(DIPRun(img, bernoulli_mask((32, 32), 0.5), cfg))
     >>> [e.kind for e in events]
     ['progress', 'progress', 'finished']
+
+    ```
     """
 
     def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,

@@ -52,6 +52,7 @@ def build_network(config: Generator | None = None, output_channels: int = 1,
 
 
 def count_parameters(net: nn.Module) -> int:
+    """The network's weights: what a checkpoint or a shared start weighs, in numbers."""
     return sum(p.numel() for p in net.parameters())
 
 
