@@ -189,8 +189,7 @@ class Driver:
             if self.classical_first and not self.tiled and problem.classical is not None:
                 yield self._update("classical", 0, problem.classical_answer(0)[0],
                                    message=f"the {problem.classical} fill, while the network starts")
-            solving = (self.work.solve(stop=self._stop, client=client, start=self.start) if self.start is not None
-                       else self.work.solve(stop=self._stop, client=client))
+            solving = self.work.solve(stop=self._stop, client=client, start=self.start)
             for kind, index, payload in ([] if self._stop.is_set() else solving):
                 position = order[index] if self.tiled and index in order else index
                 if kind == "start":
@@ -221,14 +220,10 @@ class Driver:
                         stopped_at = (position, finished.completed)
                     yield self._update(finished.kind, position, finished, tile=tile)
                     finished = None
-            spread = None
             if self.tiled:
                 output, _, spread = self.work.blend()
             else:
-                if spreads:
-                    spread = np.full(output.shape, np.nan, np.float32)
-                    for i, one in spreads.items():
-                        spread[i] = one
+                spread = problem.stacked_spread(spreads)
                 for i in sorted(set(range(count)) - set(histories)):
                     output[i] = problem.placeholder(i)  # not restored: the input (read only now)
         except Exception as exc:  # reported to the user by the main thread

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
-from src_core import DIPError, Progress
+from src_core import DIPError, Progress, get_task
 
 from ._capture import _layer_source
 from ._driver import Driver, user_plane
@@ -36,6 +36,15 @@ PASTE_EVERY_S = 0.25
 
 def _boxes_overlap(a, b) -> bool:
     return all(min(x.stop, y.stop) > max(x.start, y.start) for x, y in zip(a, b))
+
+
+def live_config(captured, seconds: float, threads):
+    """A live change's settings: the count that fits its box in at most LIVE_BUDGET_S of the
+    ``seconds`` asked, from what this machine has measured (made on napari's main thread, so
+    nothing is calibrated here: the panel's background calibration measures)."""
+    from ._scripting import fitted_config
+
+    return fitted_config(captured, get_task(captured.task), min(seconds, LIVE_BUDGET_S), threads, measure=False)
 
 
 def start_live(viewer, image_layer, mask_layer, capture_around, *, threaded: bool = True,
@@ -104,6 +113,7 @@ class LiveHealing(QObject):
         self.last = None            # (box, network settings, weights) of the last run that ended
         self.timings: list[dict] = []
         self.histories: list = []
+        self._read_at = time.perf_counter()  # when the mask was last read (a run's times count from it)
         self._pasted_at = -np.inf
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
@@ -202,7 +212,7 @@ class LiveHealing(QObject):
         self.timing = {"box": [rows.stop - rows.start, cols.stop - cols.start], "warm": warm,
                        "region": [[rows.start, rows.stop], [cols.start, cols.stop]],
                        "iterations": captured.config.warm_iterations() if warm else captured.config.iterations,
-                       "read_at": getattr(self, "_read_at", time.perf_counter())}
+                       "read_at": self._read_at}
         self.on_status(f"Healing the {rows.stop - rows.start}x{cols.stop - cols.start} box around the change"
                        f"{' (from the last run)' if warm else ''}...", False)
         if not self.threaded:

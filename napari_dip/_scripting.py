@@ -144,7 +144,7 @@ def restore_layer(viewer, image, mask=None, *, task: str | None = None, referenc
 
 def _start_live(viewer, image, mask, reference, task, label, config, seconds, threads, keep_observed, task_options):
     """restore_layer(live=True): live healing with these settings (see napari_dip._live)."""
-    from ._live import LIVE_BUDGET_S, start_live
+    from ._live import live_config, start_live
 
     spec = src_core.get_task(task)
     if spec.mask != "required":
@@ -155,7 +155,7 @@ def _start_live(viewer, image, mask, reference, task, label, config, seconds, th
                            region="damage", around=changed, keep_observed=keep_observed,
                            task_options=task_options)
         if seconds is not None:
-            captured.config = fitted_config(captured, spec, min(seconds, LIVE_BUDGET_S), threads, measure=False)
+            captured.config = live_config(captured, seconds, threads)
         return captured
 
     return start_live(viewer, image, mask, capture_around)

@@ -34,7 +34,7 @@ from ._curves import BACKGROUND, LiveCurves
 from ._driver import describe_time, run_threads
 from ._export import python_call, save_run
 from ._layers import ROLE_KEY
-from ._live import LIVE_BUDGET_S, start_live
+from ._live import LIVE_BUDGET_S, live_config, start_live
 from ._run import LayerRun
 from ._task_fields import TaskFields
 
@@ -959,19 +959,26 @@ class DIPWidget(QWidget):
         self.status.setStyleSheet("color: #ff6060;")
         show_error(f"Deep Image Prior: {message}")
 
-    def capture(self):
-        """The chosen layers and settings, checked and copied (raises DIPError)."""
+    def capture(self, around: np.ndarray | None = None):
+        """The chosen layers and settings, checked and copied (raises DIPError).  ``around``: live
+        healing's change (H, W), whose box runs here, with the live budget (napari_dip._live)."""
         image = self.image.value
         task = self.task.value
-        config, _ = self.run_config(self.build_config(), image)  # what the estimate said
-        return capture(
+        live = around is not None
+        # a run as the estimate said; a live change's count is fitted to its own box below
+        config = self.build_config() if live else self.run_config(self.build_config(), image)[0]
+        captured = capture(
             image, self._mask_layer(), self.reference.value, task=task,
             label=int(self.label.value) or None, config=config,
             slice_index=self._slice_index(image), missing_fraction=float(self.missing_fraction.value),
             mask_seed=int(self.mask_seed.value), threads=self._threads(),
             keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,
-            region=self.region.value, task_options=self.task_options(), tile=int(self.tile.value) or "auto",
-            scheduler=self.scheduler.value, option_layers=self.task_fields.layer_sources(task))
+            region="damage" if live else self.region.value, task_options=self.task_options(),
+            tile=int(self.tile.value) or "auto", scheduler=None if live else self.scheduler.value,
+            option_layers=self.task_fields.layer_sources(task), around=around)
+        if live and self.fit_budget.value:
+            captured.config = live_config(captured, 60 * float(self.budget.value), self._threads())
+        return captured
 
     def task_options(self) -> dict:
         """The chosen task's own settings (src_core.tasks), from their fields."""
@@ -1211,7 +1218,7 @@ class DIPWidget(QWidget):
         problem = "stop the run first: live healing and a run would share the cores." if self.is_running else None
         if problem is None:
             try:
-                self.live_healing = start_live(self.viewer, self.image.value, self._mask_layer(), self._live_capture,
+                self.live_healing = start_live(self.viewer, self.image.value, self._mask_layer(), self.capture,
                                                threaded=self.threaded, on_status=self._live_status)
             except DIPError as exc:
                 problem = str(exc)
@@ -1237,23 +1244,6 @@ class DIPWidget(QWidget):
         live = getattr(self, "live_healing", None)
         if live is not None and (self.image.value is not live.image_layer or self._mask_layer() is not live.mask_layer):
             self._stop_live()
-
-    def _live_capture(self, changed: np.ndarray):
-        """The region run around the ``changed`` pixels, with the panel's settings (a time budget
-        capped at LIVE_BUDGET_S a change: the panel's budget is for Run)."""
-        from ._scripting import fitted_config
-
-        image, task = self.image.value, self.task.value
-        captured = capture(
-            image, self._mask_layer(), self.reference.value, task=task, label=int(self.label.value) or None,
-            config=self.build_config(), threads=self._threads(), region="damage", around=changed,
-            keep_observed=bool(self.keep_observed.value) if src_core.get_task(task).keep_observed else None,
-            task_options=self.task_options())
-        if self.fit_budget.value:
-            seconds = min(60 * float(self.budget.value), LIVE_BUDGET_S)
-            captured.config = fitted_config(captured, src_core.get_task(task), seconds, self._threads(),
-                                            measure=False)
-        return captured
 
     def _live_status(self, text: str, error: bool = False) -> None:
         if error:

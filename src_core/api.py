@@ -145,11 +145,8 @@ def restore_problem(problem: Problem, image, *, callback=None, stop=None, checkp
                                                          for i in range(problem.slices)]))
         ordered = [histories[i] for i in sorted(histories)]
         stopped = bool(missing) or any(cut_short(h, problem.config) for h in ordered)
-        spread = None
-        if spreads:
-            spread = np.full(outputs.shape, np.nan, np.float32)  # unknown on a slice not run
-            for i, one in spreads.items():
-                spread[i] = one
+        spread = problem.stacked_spread(spreads)
+        if spread is not None:
             spread = problem.spread_to_user(spread)
         return RestoreResult(problem.to_user(outputs), problem.corrupted(), problem.masks, ordered,
                              problem.config, problem.task, problem.notes, classical_images,

@@ -232,11 +232,20 @@ class Problem:
             return None
         return np.where(self.masks[index], 0.0, spread).astype(np.float32) if self.keep_observed else spread
 
+    def stacked_spread(self, spreads: dict) -> np.ndarray | None:
+        """The slices' spreads (index -> (C, H, W)) as one (N, C, H, W) array, NaN (unknown) on a
+        slice not run; None without restarts."""
+        if not spreads:
+            return None
+        stack = np.full((self.slices, *self.operator.output_shape(self.images.shape[1:])), np.nan, np.float32)
+        for index, spread in spreads.items():
+            stack[index] = spread
+        return stack
+
     def spread_to_user(self, nchw: np.ndarray) -> np.ndarray:
         """A spread (N, C, H, W) in [0, 1] units -> the user's layout, as float32 in the image's
         units (a difference of values: scaled, not offset, and never rounded to the dtype)."""
-        layout = self.layout if nchw.shape[-2:] == self.images.shape[-2:] else self.output_layout
-        return (layout.from_nchw(nchw).astype(np.float64) * self.scaling.scale).astype(np.float32)
+        return (self._layout_of(nchw).from_nchw(nchw).astype(np.float64) * self.scaling.scale).astype(np.float32)
 
     def kept(self, index: int, chw: np.ndarray) -> np.ndarray:
         """``chw`` with slice ``index``'s observed pixels put back, if the answer keeps them."""
@@ -282,8 +291,11 @@ class Problem:
 
     def to_user(self, nchw: np.ndarray) -> np.ndarray:
         """(N, C, H, W) in [0, 1] -> the user's layout, dtype and range (for inputs or answers)."""
-        layout = self.layout if nchw.shape[-2:] == self.images.shape[-2:] else self.output_layout
-        return self.scaling.from_unit(layout.from_nchw(nchw))
+        return self.scaling.from_unit(self._layout_of(nchw).from_nchw(nchw))
+
+    def _layout_of(self, nchw: np.ndarray) -> Layout:
+        """The input's layout for arrays of its size, the answer's for larger ones (super-resolution)."""
+        return self.layout if nchw.shape[-2:] == self.images.shape[-2:] else self.output_layout
 
     def slice_to_user_float(self, chw: np.ndarray) -> np.ndarray:
         """One engine slice as (H, W) or (H, W, C) float in [0, 1], for previews."""

@@ -112,13 +112,14 @@ class TiledProblem:
         first = self.parts[0][1] if self.parts else self.whole
         return self.whole.fingerprint(self.tile, self.overlap, first.validate, first.classical)
 
-    def solve(self, stop=None, store=None, client=None):
+    def solve(self, stop=None, store=None, client=None, start: dict | None = None):
         """The tiles that run, here in turn or on a Dask ``client`` at once (see
-        :func:`src_core.parts.solve_parts`); answers are kept for :meth:`result`."""
+        :func:`src_core.parts.solve_parts`, which takes ``start`` too); answers are kept for
+        :meth:`result`."""
         threads = 1 if client is not None and self.whole.threads is not None else None
         parts = [(i, replace(part, threads=threads) if threads else part) for i, part in self.parts]
         for kind, index, payload in solve_parts(parts, stop=stop, store=store, client=client,
-                                                notes=self.whole.notes, what="tile"):
+                                                notes=self.whole.notes, what="tile", start=start):
             if kind in ("answer", "loaded"):
                 self.answers[index] = payload
             self.stopped = self.stopped or kind == "stopped" or (

@@ -45,7 +45,8 @@ def test_spread_has_the_answers_shape_and_units_is_zero_on_kept_pixels_and_absen
     observed = result.mask[0].transpose(1, 2, 0)
     assert result.keep_observed and np.all(result.spread[observed] == 0)
     missing = result.spread[~observed]
-    assert missing.min() >= 0 and missing.mean() > 0.05  # in 8-bit units, not [0, 1]
+    # in 8-bit units: a standard deviation of [0, 1] values could never pass 1
+    assert missing.min() >= 0 and missing.mean() > 1.0
     assert result.history.summary["restarts"] == 2 and len(result.history.summary["psnr_dip_members"]) == 2
     assert src_core.restore(img, **SMALL).spread is None
     assert "restarts" not in RunConfig().to_dict()  # old configurations' fingerprints are unchanged
