@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from ..errors import DIPError
 from .events import EnsembleFinished, Finished, History, Progress
 from .loop import Fit
 from .spec import RunSpec, build_spec, check_chw, check_mask
+
+if TYPE_CHECKING:
+    from ..problem import Problem
 
 
 class DIPEnsemble:
@@ -145,6 +149,9 @@ class DIPRun:
 
     ```
     """
+
+    #: the prepared Problem this run is slice 0 of, when iterate() made it (its scaling and layout)
+    problem: Problem | None = None
 
     def __init__(self, image: np.ndarray, mask: np.ndarray | None = None,
                  config: RunConfig | None = None, reference: np.ndarray | None = None,

@@ -30,6 +30,9 @@ class Generator:
 
     #: its name in :data:`src_core.NETWORKS` and in saved settings (``architecture``)
     architecture = ""
+    # fields every generator's dataclass has (declared here for the engine's questions below)
+    scales: int
+    input_channels: int
 
     def validate(self) -> "Generator":
         """A checked copy with every per-layer field expanded, or a DIPError."""
