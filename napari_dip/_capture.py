@@ -87,6 +87,18 @@ class Captured:
     def channel_axis(self):
         return -1 if self.source.rgb else None
 
+    @property
+    def volume(self) -> dict:
+        """``stack`` and ``spacing`` for the engine: a whole stack whose one stack axis napari
+        labels z is a z-stack (its classical partner is 3D), its spacing the layer's scale;
+        anything else (a time-lapse, one slice, a region) runs slice by slice."""
+        stack_axes = self.source.ndim - 2
+        if self.slice_index is not None or stack_axes != 1 or self.region is not None:
+            return {}
+        if str(self.source.axis_labels[-3]).lower() != "z":
+            return {}
+        return {"stack": "z", "spacing": tuple(float(abs(v)) for v in self.source.scale[-3:])}
+
     def paste(self, answer: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
         """The answer for the run's region placed into (a copy of) the captured image, or of
         ``background`` (laid out like it: the restarts' spread goes into zeros)."""

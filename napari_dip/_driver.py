@@ -34,7 +34,7 @@ def prepare(captured: Captured):
                     threads=run_threads(captured.threads), **captured.task_options)
     if captured.tile is not None:
         return src_core.TiledProblem.prepare(captured.image, captured.mask, tile=captured.tile, **settings)
-    return src_core.prepare(captured.image, captured.mask, **settings)
+    return src_core.prepare(captured.image, captured.mask, **settings, **captured.volume)
 
 
 def user_plane(problem, chw: np.ndarray) -> np.ndarray:

@@ -74,7 +74,8 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
             config: RunConfig | None = None, keep_observed: bool | None = None,
             validate: float | None = None, classical: str | None = "auto", callback=None,
             stop=None, threads=None, checkpoint_dir=None, checkpoint_every_s: float = 300.0,
-            operator: Operator | None = None, client=None, budget=None, **overrides) -> RestoreResult:
+            operator: Operator | None = None, client=None, budget=None, stack: str | None = None, spacing=None,
+            **overrides) -> RestoreResult:
     """Restore an image with Deep Image Prior; returns the result and its history.
 
     ``image``: (Y, X), (Y, X, C) or a stack (Z/T, Y, X[, C]); uint8, uint16 or
@@ -85,7 +86,8 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
     overridden by keyword.  With no preset and no ``iterations`` on a CPU, the run fits about
     2 minutes per image here (``budget``, e.g. "10min", to give it more; ``iterations=N``
     for exactly N).  ``task`` options (``factor``, ``psf``), ``operator``, ``budget``,
-    ``keep_observed``, ``validate``, ``classical`` and ``threads``: see :func:`prepare`.
+    ``keep_observed``, ``validate``, ``classical``, ``threads``, ``stack`` ("z": a z-stack, whose
+    classical answer is 3D) and ``spacing``: see :func:`prepare`.
     ``callback(event, slice_index)`` sees every event.
     ``stop`` (a ``threading.Event``): once set, the current slice finishes
     after its current iteration with its partial answer, later slices are
@@ -112,7 +114,7 @@ def restore(image, mask=None, *, task: str | None = None, reference=None, missin
     problem = prepare(image, mask, task=task, reference=reference, missing_fraction=missing_fraction,
                       mask_seed=mask_seed, channel_axis=channel_axis, preset=preset, config=config,
                       keep_observed=keep_observed, validate=validate, classical=classical,
-                      threads=threads, operator=operator, budget=budget, **overrides)
+                      threads=threads, operator=operator, budget=budget, stack=stack, spacing=spacing, **overrides)
     return restore_problem(problem, image, callback=callback, stop=stop, checkpoint_dir=checkpoint_dir,
                            checkpoint_every_s=checkpoint_every_s, client=client)
 

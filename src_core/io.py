@@ -118,6 +118,8 @@ class FileForm:
 
     alpha: np.ndarray | None = None
     tiff: Path | None = None
+    stack: str | None = None            # "z" or "t" where an ImageJ or OME TIFF says which its stack is
+    spacing: tuple | None = None        # its voxel spacing (z, y, x) in one unit, where it states all three
 
     def write(self, path, image: np.ndarray) -> Path:
         """:func:`write_image` of an image made from the input, in the input's form."""
@@ -138,7 +140,7 @@ def read_input(path, channel_axis="auto", what: str = "image"):
         if axes is not None and "C" in axes and len(axes) == image.ndim:
             channel_axis = axes.index("C")
     tiff = Path(path) if Path(path).suffix.lower() in (".tif", ".tiff") else None
-    return image, channel_axis, FileForm(alpha, tiff)
+    return image, channel_axis, FileForm(alpha, tiff, *tiff_volume(path))
 
 
 def split_alpha(path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -186,6 +188,47 @@ def tiff_axes(path) -> str | None:
     TIFF's axes are tifffile's guess, not the file's word)."""
     with _open_tiff(path) as tif:
         return tif.series[0].axes if tif is not None and (tif.is_imagej or tif.is_ome) else None
+
+
+#: lengths in micrometres, for a TIFF whose axes state their sizes in different units
+_MICROMETRES = {"nm": 1e-3, "um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4,
+                "m": 1e6}
+
+
+def tiff_volume(path) -> tuple[str | None, tuple | None]:
+    """(what an ImageJ or OME TIFF's one stack axis is, "z" or "t" (None: no such axis, or more
+    than one), and its voxel spacing (z, y, x) for a z-stack that states all three sizes)."""
+    with _open_tiff(path) as tif:
+        if tif is None or not (tif.is_imagej or tif.is_ome):
+            return None, None
+        stack_axes = [a for a in tif.series[0].axes if a not in "YXCS"]
+        if len(stack_axes) != 1 or stack_axes[0] not in "ZT":
+            return None, None
+        if stack_axes[0] == "T":
+            return "t", None
+        return "z", _voxel_spacing(tif)
+
+
+def _voxel_spacing(tif) -> tuple | None:
+    """An OME or ImageJ TIFF's (z, y, x) voxel size in micrometres (or in its one unit), or None."""
+    import tifffile
+
+    if tif.is_ome:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        sizes = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
+        units = [pixels.get(f"PhysicalSize{a}Unit", "\u00b5m") for a in "ZYX"]
+        if None in sizes or any(u not in _MICROMETRES for u in units):
+            return None
+        return tuple(float(v) * _MICROMETRES[u] for v, u in zip(sizes, units))
+    z = tif.imagej_metadata.get("spacing")
+    tags = tif.pages[0].tags
+    if z is None or "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    per_unit = [tags[t].value for t in ("YResolution", "XResolution")]  # pixels per unit, as rationals
+    if any(num == 0 for num, _ in per_unit):
+        return None
+    return (float(z), *(den / num for num, den in per_unit))
 
 
 def _metadata_for(source, shape: tuple) -> dict | None:

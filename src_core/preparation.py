@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from .classical import METHODS, check_method
+from .classical import METHODS, check_method, check_spacing
 from .config import RunConfig, preset
 from .devices import resolve_device
 from .engine.spec import NO_OBSERVED_PIXEL, check_keep_observed, operator_and_mask
@@ -62,7 +62,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
             preset: str | None = None, config: RunConfig | None = None,
             keep_observed: bool | None = None, validate: float | None = None,
             classical: str | None = "auto", threads=None, operator: Operator | None = None,
-            budget=None, **overrides) -> Problem:
+            budget=None, stack: str | None = None, spacing=None, **overrides) -> Problem:
     """Check everything and convert to engine form; no network is built yet.
 
     ``task``: one of ``src_core.TASKS`` (default "inpaint"), with its own
@@ -81,7 +81,10 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     pixels, blended with it.  ``threads`` (CPU runs): torch threads for each
     run, set for the run and put back after it; default: the cores other work
     leaves free (:func:`src_core.speed.default_threads`), since more threads
-    than free cores is many times slower.
+    than free cores is many times slower.  ``stack``: what a stack's slices are: "z"
+    (planes of a volume: the classical answer is 3D, with the voxel ``spacing`` (z, y, x)
+    if given; a ``spacing`` alone means "z"), "t" or None (independent slices, each on
+    its own: a time-lapse, a batch).  DIP itself runs per slice either way.
     """
     spec = task_for(task, operator)
     task_options = take_options(spec, overrides)
@@ -93,6 +96,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
     check_keep_observed(keep_observed, operator)
     classical = _classical_method(spec, classical, operator)
     validate = _validate_fraction(validate)
+    stack, spacing = _stack_kind(stack, spacing)
     notes = []
     image, layout, images, plain, scaling = _scaled(image, channel_axis, spec, notes)
     masks, reference = _task_masks(spec, mask, layout, images.shape, image, reference, missing_fraction,
@@ -111,7 +115,17 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
                       keep_observed=bool(keep_observed), held_out=held_out, classical=classical,
                       validate=float(validate) if held_out is not None else 0.0, threads=threads,
                       operator=operator, psnr_peak=plain.scale / scaling.scale,
-                      fidelity=fidelity_for(cfg, scaling), budget=fitted, warnings=warned)
+                      fidelity=fidelity_for(cfg, scaling), budget=fitted, warnings=warned, stack=stack,
+                      spacing=spacing)
+    if problem.volumetric:
+        at = "" if spacing is None or len(set(spacing)) == 1 else (
+            " on the voxel grid or with the spacing z {:g}, y {:g}, x {:g}, whichever predicts the held-out voxels "
+            "better".format(*spacing))
+        notes.append(f"classical: {classical} over the z-stack in 3D{at} (DIP runs per slice)")
+    elif stack == "z" and problem.slices > 1 and classical is not None:
+        why = ("the stack is read a slice at a time" if not isinstance(images, np.ndarray)
+               else f"{classical} has no 3D form here")
+        notes.append(f"classical: {classical} per slice ({why})")
     if cfg.fidelity != "mse":
         notes.append(f"fidelity: {cfg.fidelity} ({problem.fidelity.describe()})")
     if problem.blends:
@@ -164,6 +178,22 @@ def _classical_method(spec: Task, classical, operator: Operator) -> str | None:
     return classical
 
 
+STACK_KINDS = ("z", "t")
+
+
+def _stack_kind(stack, spacing):
+    """(the stack kind, the checked spacing): a spacing implies a z-stack; refused before any work."""
+    if stack is not None and stack not in STACK_KINDS:
+        raise DIPError(f"stack must be 'z' (planes of a volume), 't' (a time-lapse: independent slices) or None "
+                       f"(got {stack!r}).")
+    if spacing is None:
+        return stack, None
+    if stack == "t":
+        raise DIPError("a voxel spacing is for a z-stack (stack='z'); a time-lapse's slices are restored on their "
+                       "own. Drop spacing, or pass stack='z'.")
+    return "z", check_spacing(spacing)
+
+
 def _validate_fraction(validate) -> float:
     validate = DEFAULT_VALIDATE if validate is None else validate
     if isinstance(validate, bool) or not isinstance(validate, (int, float)) or not 0 <= validate < 0.5:
@@ -177,6 +207,8 @@ def _scaled(image, channel_axis, spec: Task, notes: list):
     the input's scaling, the answer's scaling,
     with the task's headroom); a dask or zarr stack is checked in one streaming pass and read a
     slice at a time."""
+    if isinstance(image, (list, tuple)):
+        _check_same_shapes(image)
     lazy = is_lazy(image) and Layout.infer(image.shape, channel_axis).slices > 1
     if not lazy:
         image = np.asarray(image)
@@ -193,6 +225,15 @@ def _scaled(image, channel_axis, spec: Task, notes: list):
         notes.append(f"{spec.name}: the answer may reach {scaling.scale / plain.scale:.3g}x the input's range "
                      "above its darkest value (a blur lowers peaks)")
     return image, layout, images, plain, scaling
+
+
+def _check_same_shapes(slices) -> None:
+    """A stack given as a list of slices: refused, saying which shapes, unless they are one shape."""
+    shapes = sorted({tuple(np.shape(one)) for one in slices})
+    if len(shapes) > 1:
+        raise DIPError(f"a stack's slices must all have one shape; these have {len(shapes)}: "
+                       f"{', '.join(map(str, shapes[:4]))}{' ...' if len(shapes) > 4 else ''}. Crop or pad them to "
+                       "one size, or restore them one by one (dip batch takes files of any sizes).")
 
 
 def _task_masks(spec: Task, mask, layout: Layout, shape, image, reference, missing_fraction, mask_seed, notes):

@@ -352,6 +352,9 @@ def test_stack_all_slices_and_current_slice(viewer, errors):
     assert result.data.shape == (3, 32, 32) and result.data.dtype == np.float32
     assert len(result.metadata["histories"]) == 3
     assert tuple(result.axis_labels) == ("z", "y", "x")
+    # napari calls its stack axis z: a z-stack, whose classical partner is 3D with the layer's scale
+    assert any("over the z-stack in 3D on the voxel grid or with the spacing z 3, y 1, x 1" in n
+               for n in result.metadata["notes"]), result.metadata["notes"]
     frames = viewer.layers["zs DIP iterations"]
     # an iteration axis of its own in front of z, so z keeps its own slider
     assert frames.data.shape == (3, 3, 32, 32) and frames.metadata["iterations"] == [0, 5, 10]
@@ -372,6 +375,7 @@ def test_stack_all_slices_and_current_slice(viewer, errors):
     one = viewer.layers["zs DIP (run 2)"]
     assert one.data.shape == (1, 32, 32)
     assert one.metadata["slice_index"] == (2,)
+    assert not any("z-stack" in n for n in one.metadata["notes"])  # one slice: a 2D answer
     assert tuple(one.translate) == (6.0, 0.0, 0.0) and tuple(one.scale) == (3.0, 1.0, 1.0)
     frames = viewer.layers["zs DIP iterations (run 2)"]
     assert frames.data.shape == (3, 1, 32, 32) and tuple(frames.translate) == (0.0, 6.0, 0.0, 0.0)

@@ -113,6 +113,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     _add_threads(p)
     p.add_argument("--reference", type=Path, help="clean image for true PSNR/SSIM and a PSNR plot")
     p.add_argument("--channel-axis", default="auto", help=CHANNEL_AXIS_HELP)
+    p.add_argument("--stack", choices=["z", "t"],
+                   help="what a stack's slices are: z, planes of a volume (the classical answer is 3D), or t, "
+                        "independent slices (default: what an ImageJ or OME TIFF says, else t)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
+                   help="a z-stack's voxel spacing for the 3D classical answer (default: the TIFF's)")
     p.add_argument("-o", "--output-dir", type=Path, default=Path("dip_output"))
     p.add_argument("--name", help="file name stem of the outputs (default: the input's)")
     p.add_argument("--overwrite", action="store_true",

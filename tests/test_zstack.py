@@ -1,0 +1,127 @@
+"""Z-stacks: the classical answer over the volume (3D biharmonic with the voxel spacing), what
+a TIFF says its stack is, and the refusals of a bad spacing or stack before any work."""
+
+import numpy as np
+import pytest
+import tifffile
+from scipy.ndimage import gaussian_filter
+
+import src_core
+from src_core import DIPError
+from src_core.classical import biharmonic_volume
+from src_core.io import read_input, tiff_volume
+
+TINY = dict(preset="cpu", scales=2, down_channels=4, up_channels=4, skip_channels=2, iterations=3, report_every=3)
+
+
+def volume(depth=6, size=16, seed=0):
+    """(Z, 1, Y, X) smooth structure shared by the planes, with half the voxels missing."""
+    rng = np.random.default_rng(seed)
+    truth = gaussian_filter(rng.random((depth, size, size)), (1.5, 2, 2))
+    truth = ((truth - truth.min()) / np.ptp(truth)).astype(np.float32)[:, None]
+    known = rng.random(truth.shape) >= 0.5
+    return truth, known, np.where(known, truth, 0).astype(np.float32)
+
+
+def test_3d_biharmonic_is_scikit_images_at_unit_spacing_and_per_slice_when_planes_are_far():
+    from skimage.restoration import inpaint_biharmonic
+
+    truth, known, observed = volume()
+    ours = biharmonic_volume(observed, known)
+    theirs = np.clip(inpaint_biharmonic(observed[:, 0], ~known[:, 0]), 0, 1)
+    # the same energy, solved iteratively (scikit-image's stencil differs on the outermost ring)
+    assert np.abs(ours[:, 0] - theirs)[:, 1:-1, 1:-1].max() < 1e-4
+    assert np.array_equal(ours[known], observed[known])  # observed voxels are kept exactly
+    # planes a thousand pixels apart barely talk: the fill becomes each plane's own
+    far = biharmonic_volume(observed, known, spacing=(1000.0, 1.0, 1.0))
+    per_slice = np.concatenate([biharmonic_volume(o[None], k[None]) for o, k in zip(observed, known)])
+    assert np.abs(far - per_slice).max() < 1e-3
+    assert np.abs(far - ours).max() > 1e-2  # and the spacing did change the answer
+
+
+def test_a_z_stack_gets_the_3d_classical_answer_in_every_slice_and_part():
+    truth, known, _ = volume()
+    image = (truth[:, 0] * 255).astype(np.uint8)
+    result = src_core.restore(image, known[:, 0], task="inpaint", validate=0, stack="z", spacing=(2, 1, 1), **TINY)
+    assert any("over the z-stack in 3D on the voxel grid or with the spacing z 2, y 1, x 1" in n for n in result.notes)
+    # nothing held out to choose by: the voxel grid, which filled better on the anisotropic phantom
+    expected = biharmonic_volume(image[:, None].astype(np.float32) / 255 * known, known)[:, 0]
+    assert np.abs(result.classical.astype(np.float32) / 255 - expected).max() <= 1 / 255 + 1e-6
+    flat = src_core.restore(image, known[:, 0], task="inpaint", validate=0, **TINY)
+    assert not any("z-stack" in n for n in flat.notes)
+    assert not np.array_equal(flat.classical, result.classical)  # per slice is another answer
+    # a time-lapse, a lazy stack or a method with no 3D form stays per slice, and says why
+    tv = src_core.prepare(image, known[:, 0], task="inpaint", stack="z", classical="tv", **TINY)
+    assert not tv.volumetric and any("tv per slice (tv has no 3D form here)" in n for n in tv.notes)
+    assert not src_core.prepare(image, known[:, 0], task="inpaint", stack="t", **TINY).volumetric
+
+
+def test_the_held_out_voxels_choose_between_the_grid_and_the_files_spacing():
+    truth, known, _ = volume(depth=6, size=48)
+    image = (truth[:, 0] * 255).astype(np.uint8)
+    problem = src_core.prepare(image, known[:, 0], task="inpaint", stack="z", spacing=(4, 1, 1), validate=0.1,
+                               **TINY)
+    assert problem.volumetric and problem.held_out is not None
+    answer = problem.classical_answer(0)[0]
+    note = [n for n in problem.notes if n.startswith("classical 3D:")]
+    assert len(note) == 1 and "held-out PSNR the voxel grid" in note[0] and "spacing z 4, y 1, x 1" in note[0]
+    chosen = problem._volume["spacing"]
+    assert note[0].startswith(f"classical 3D: {problem._spacing_name(chosen)} kept")
+    expected = biharmonic_volume(problem.images, problem.masks, chosen)
+    assert np.abs(answer - expected[0]).max() < 1e-5  # the whole answer, made with the chosen spacing
+    part = problem.part(3)  # a part carries its plane of the volume's answers
+    assert np.abs(part.classical_answer(0)[0] - expected[3]).max() < 1e-5
+
+
+def test_a_tiff_says_whether_its_stack_is_z_or_t_and_its_voxel_spacing(tmp_path):
+    stack = (np.random.default_rng(0).random((3, 8, 8)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "z.ome.tif", stack, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeZ": 0.5, "PhysicalSizeZUnit": "um",
+                               "PhysicalSizeY": 100.0, "PhysicalSizeYUnit": "nm",
+                               "PhysicalSizeX": 100.0, "PhysicalSizeXUnit": "nm"})
+    tifffile.imwrite(tmp_path / "z_ij.tif", stack, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
+    tifffile.imwrite(tmp_path / "t_ij.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "plain.tif", stack)
+    assert tiff_volume(tmp_path / "z.ome.tif") == ("z", pytest.approx((0.5, 0.1, 0.1)))  # one unit: um
+    assert tiff_volume(tmp_path / "z_ij.tif") == ("z", pytest.approx((1.5, 0.25, 0.25)))
+    assert tiff_volume(tmp_path / "t_ij.tif") == ("t", None)
+    assert tiff_volume(tmp_path / "plain.tif") == (None, None)  # tifffile's guess is not the file's word
+    form = read_input(tmp_path / "z.ome.tif")[2]
+    assert (form.stack, form.spacing) == ("z", pytest.approx((0.5, 0.1, 0.1)))
+
+
+def test_the_command_line_runs_a_z_stack_in_3d_from_the_file_and_t_when_asked(tmp_path, capsys):
+    from src_core.cli import main
+
+    truth, _, _ = volume(depth=3)
+    tifffile.imwrite(tmp_path / "z.tif", (truth[:, 0] * 255).astype(np.uint8), imagej=True,
+                     resolution=(1.0, 1.0), metadata={"axes": "ZYX", "spacing": 3.0})
+    args = ["random", str(tmp_path / "z.tif"), "--preset", "cpu", "--iterations", "2", "--set", "scales=2",
+            "-o", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert "biharmonic over the z-stack in 3D on the voxel grid or with the spacing z 3, y 1, x 1" in (
+        capsys.readouterr().out)
+    assert main(args + ["--stack", "t", "--overwrite"]) == 0
+    assert "z-stack" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spacing", [(0, 1, 1), (float("nan"), 1, 1), (1, 1), (-2, 1, 1), "2"])
+def test_a_bad_spacing_is_refused_before_any_work(spacing, monkeypatch):
+    monkeypatch.setattr(src_core.problem.Problem, "run", lambda *a, **k: pytest.fail("a run started"))
+    image = np.zeros((3, 16, 16), np.uint8)
+    with pytest.raises(DIPError, match="a voxel spacing is three positive numbers"):
+        src_core.restore(image, task="random", spacing=spacing, **TINY)
+
+
+def test_a_bad_stack_kind_or_a_spacing_for_a_time_lapse_is_refused():
+    image = np.zeros((3, 16, 16), np.uint8)
+    with pytest.raises(DIPError, match="stack must be 'z'"):
+        src_core.prepare(image, task="random", stack="x", **TINY)
+    with pytest.raises(DIPError, match="a voxel spacing is for a z-stack"):
+        src_core.prepare(image, task="random", stack="t", spacing=(2, 1, 1), **TINY)
+
+
+def test_a_stack_of_slices_of_different_shapes_is_refused_saying_which():
+    with pytest.raises(DIPError, match=r"one shape; these have 2: \(8, 8\), \(16, 16\)"):
+        src_core.restore([np.zeros((16, 16)), np.zeros((8, 8))], task="random", **TINY)
