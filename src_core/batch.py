@@ -418,12 +418,14 @@ def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
     with tifffile.TiffFile(path) as tif:
         first, series, ome = tif.pages[0], tif.series[0], tif.is_ome
         factor = stack.shape[1] / first.shape[0]  # super-resolution: pixels that many times smaller
-        kwargs = tiff_metadata(tif, factor)
+        kwargs = tiff_metadata(tif, factor, stack.dtype)
     shape = [int(round(n * factor)) if axis in "YX" else n for axis, n in zip(series.axes, series.shape)]
     if int(np.prod(shape)) == stack.size:
         stack = stack.reshape(shape)  # the input's axes (T, Z, ...), not a flat list of pages
-    elif "metadata" in kwargs:
-        kwargs["metadata"].pop("axes")  # pages that do not make the input's series: written as pages
+    elif "description" in kwargs:  # pages that do not make the input's series: written as pages
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("description", "metadata", "ome", "photometric")}
+    elif kwargs.get("metadata"):
+        kwargs["metadata"].pop("axes")
     target = output_dir / f"{path.stem.removesuffix('.ome')}_restored{'.ome' if ome else ''}.tif"
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, stack, **kwargs)
@@ -432,9 +434,11 @@ def _write_tiff(path: Path, planes: list[Path], output_dir: Path) -> str:
 
 def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:
     """The restored planes as ``<stem>_restored.zarr``, written plane by plane into a temporary
-    store renamed at the end: the input array's shape, dtype, chunks and attributes; for an
-    OME-Zarr group, a group with its attributes, the restored full-resolution level, and each
-    lower level made anew from it (anti-aliased resizing to that level's shape)."""
+    store renamed at the end: the input array's shape (Y and X larger after super-resolution),
+    dtype, chunks, attributes and Zarr format; for an OME-Zarr group, a group with its
+    attributes, the restored full-resolution level, and each lower level made anew from it
+    (anti-aliased resizing to that level's shape, as much larger), its pixel sizes
+    (``coordinateTransformations`` scales of y and x) divided by the factor."""
     import shutil
 
     import tifffile
@@ -445,26 +449,69 @@ def _write_zarr(path: Path, planes: list[Path], output_dir: Path) -> str:
     tmp = output_dir / f".{path.stem}_restored.zarr.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     node = zarr.open(str(path), mode="r")
-    levels = []  # (path in the group, input array) of the lower OME-Zarr levels
-    if isinstance(node, zarr.Array):
-        out = zarr.create_array(str(tmp), shape=source.shape, chunks=source.chunks, dtype=source.dtype)
-    else:
-        group = zarr.open_group(str(tmp), mode="w")
-        group.attrs.update(dict(node.attrs))
-        datasets = _multiscales(node)[0]["datasets"]
-        out = group.create_array(datasets[0]["path"], shape=source.shape, chunks=source.chunks, dtype=source.dtype)
-        levels = [(d["path"], node[d["path"]]) for d in datasets[1:]]
-    out.attrs.update(dict(source.attrs))
     rgb = source.shape[-1] in (3, 4) and source.shape[-3] > 4
     lead = source.shape[:-3] if rgb else source.shape[:-2]
+    yx = (source.ndim - 3, source.ndim - 2) if rgb else (source.ndim - 2, source.ndim - 1)
+    factor = tifffile.imread(planes[0]).shape[0] / source.shape[yx[0]]  # a plane file is (Y, X[, C])
+
+    def larger(shape):  # an input shape at the answer's pixel size
+        return tuple(int(round(n * factor)) if axis in yx else n for axis, n in enumerate(shape))
+
+    fmt = _zarr_format(node)
+    levels = []  # (path in the group, input array) of the lower OME-Zarr levels
+    if isinstance(node, zarr.Array):
+        out = _new_zarr_array(str(tmp), None, larger(source.shape), source.chunks, source.dtype, fmt)
+    else:
+        group = zarr.open_group(str(tmp), mode="w", **({} if fmt is None else {"zarr_format": fmt}))
+        group.attrs.update(_scaled_multiscales(dict(node.attrs), factor, yx))
+        datasets = _multiscales(node)[0]["datasets"]
+        out = _new_zarr_array(group, datasets[0]["path"], larger(source.shape), source.chunks, source.dtype)
+        levels = [(d["path"], node[d["path"]]) for d in datasets[1:]]
+    out.attrs.update(dict(source.attrs))
     for k, plane in enumerate(planes):
         out[np.unravel_index(k, lead) if lead else ...] = tifffile.imread(plane)
     for level_path, level in levels:
-        _downsampled_level(out, group.create_array(level_path, shape=level.shape, chunks=level.chunks,
-                                                   dtype=level.dtype), len(lead))
+        _downsampled_level(out, _new_zarr_array(group, level_path, larger(level.shape), level.chunks, level.dtype),
+                           len(lead))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return str(target)
+
+
+def _zarr_format(node) -> int | None:
+    """The Zarr format (2 or 3) of an open array or group, where the library says (zarr 3)."""
+    metadata = getattr(node, "metadata", None)
+    return getattr(metadata, "zarr_format", None)
+
+
+def _new_zarr_array(where, name, shape, chunks, dtype, zarr_format=None):
+    """A new array at the store path ``where`` (``name`` None) or in the group ``where``, with
+    zarr 3's API or zarr 2's (the newest zarr for Python 3.10)."""
+    import zarr
+
+    if name is None:
+        extra = {} if zarr_format is None else {"zarr_format": zarr_format}
+        return zarr.open_array(where, mode="w", shape=shape, chunks=chunks, dtype=dtype, **extra)
+    make = getattr(where, "create_array", None) or where.create_dataset
+    return make(name, shape=shape, chunks=chunks, dtype=dtype)
+
+
+def _scaled_multiscales(attrs: dict, factor: float, yx: tuple) -> dict:
+    """OME-Zarr attributes with every level's y and x scale divided by ``factor`` (pixels that
+    many times smaller after super-resolution); unchanged for 1."""
+    import copy
+
+    if factor == 1:
+        return attrs
+    attrs = copy.deepcopy(attrs)
+    for multiscale in attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or []:
+        names = [a.get("name") if isinstance(a, dict) else a for a in multiscale.get("axes", [])]
+        axes = [names.index(n) for n in ("y", "x")] if {"y", "x"} <= set(names) else list(yx)
+        for dataset in multiscale.get("datasets", []):
+            for transform in dataset.get("coordinateTransformations", []):
+                if transform.get("type") == "scale":
+                    transform["scale"] = [v / factor if i in axes else v for i, v in enumerate(transform["scale"])]
+    return attrs
 
 
 def _downsampled_level(full, level, lead: int) -> None:

@@ -97,7 +97,7 @@ def write_image(path, image: np.ndarray, like=None) -> Path:
         data = data.astype(np.uint8) * 255
     metadata = None
     if like is not None and path.suffix.lower() in (".tif", ".tiff"):
-        metadata = _metadata_for(like, data.shape)
+        metadata = _metadata_for(like, data.shape, data.dtype)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".npy":
             with open(tmp, "wb") as fh:
@@ -158,11 +158,6 @@ def with_alpha(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     alpha = np.repeat(np.repeat(alpha, fy, axis=0), fx, axis=1)
     planes = image if image.ndim == 3 else image[..., None]
     return np.concatenate([planes, alpha[..., None].astype(planes.dtype)], axis=-1)
-
-
-#: OME pixel attributes carried from an input OME-TIFF to its answer
-OME_PIXEL_KEYS = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
-                  "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
 
 
 @contextlib.contextmanager
@@ -231,7 +226,7 @@ def _voxel_spacing(tif) -> tuple | None:
     return (float(z), *(den / num for num, den in per_unit))
 
 
-def _metadata_for(source, shape: tuple) -> dict | None:
+def _metadata_for(source, shape: tuple, dtype) -> dict | None:
     """:func:`tiff_metadata` for an image of ``shape`` made from the TIFF ``source`` (Y and X maybe
     larger); None when ``source`` is no TIFF or the image has other axes."""
     with _open_tiff(source) as tif:
@@ -240,15 +235,16 @@ def _metadata_for(source, shape: tuple) -> dict | None:
         axes, own = tif.series[0].axes, tif.series[0].shape
         if len(shape) != len(own) or "Y" not in axes:
             return None
-        return tiff_metadata(tif, shape[axes.index("Y")] / own[axes.index("Y")])
+        return tiff_metadata(tif, shape[axes.index("Y")] / own[axes.index("Y")], dtype)
 
 
-def tiff_metadata(tif, factor: float = 1.0) -> dict:
+def tiff_metadata(tif, factor: float = 1.0, dtype=None) -> dict:
     """``tifffile.imwrite`` keywords that carry an open TIFF's metadata to an image made from it
-    whose pixels are ``factor`` times smaller: the resolution (any TIFF), and ImageJ's or OME's
-    axes, spacing, units and time increment (so a result opens in Fiji or napari at the input's
-    scale)."""
-    import tifffile
+    whose pixels are ``factor`` times smaller, of ``dtype`` (default: the input's): the
+    resolution (any TIFF); an OME-TIFF's whole OME-XML (channel names, instrument, dates,
+    annotations), changed only where the image differs (:func:`carried_ome_xml`); ImageJ's
+    axes, spacing, units and time increment (so a result opens in Fiji or napari at the
+    input's scale)."""
 
     def times(resolution):  # a rational, pixels per unit
         numerator, denominator = resolution
@@ -261,18 +257,54 @@ def tiff_metadata(tif, factor: float = 1.0) -> dict:
                       resolutionunit=first.tags["ResolutionUnit"].value if "ResolutionUnit" in first.tags
                       else None)
     if tif.is_ome:
-        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
-        metadata = {k: pixels[k] for k in OME_PIXEL_KEYS if k in pixels}
-        for key in ("PhysicalSizeX", "PhysicalSizeY"):
-            if key in metadata:
-                metadata[key] = metadata[key] / factor
-        kwargs.update(ome=True, metadata={"axes": series.axes, **metadata})
+        xml = carried_ome_xml(tif.ome_metadata, factor, series.dtype if dtype is None else dtype)
+        # the description is the OME-XML itself; tifffile writes its own only when given metadata
+        kwargs.update(description=xml.encode(), metadata=None, ome=False,
+                      photometric="rgb" if series.axes.endswith("S") else "minisblack")
     elif tif.is_imagej:
         kwargs.update(imagej=True, metadata={k: v for k, v in tif.imagej_metadata.items()
                                              if k in ("spacing", "unit", "finterval")}
                       | {"axes": series.axes})
     return kwargs
+
+
+#: numpy's dtypes by OME's pixel type names
+_OME_TYPES = {"uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "int8": "int8", "int16": "int16",
+              "int32": "int32", "float32": "float", "float64": "double"}
+
+
+def carried_ome_xml(xml: str, factor: float, dtype) -> str:
+    """An OME-XML for the answer of the image it describes: the same document (every element
+    and namespace kept), but for the first Image's Pixels sizes in Y and X (times ``factor``),
+    physical pixel sizes (divided by it) and pixel type (``dtype``); a new file UUID; no other
+    Images (the answer holds the first series only) and no links to other files' UUIDs."""
+    import io
+    import uuid
+    import xml.etree.ElementTree as ET
+
+    for prefix, uri in dict(node for _, node in ET.iterparse(io.StringIO(xml), events=["start-ns"])).items():
+        ET.register_namespace(prefix, uri)
+    root = ET.fromstring(xml)
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    images = root.findall(f"{ns}Image")
+    for other in images[1:]:
+        root.remove(other)
+    pixels = images[0].find(f"{ns}Pixels")
+    for axis in "XY":
+        pixels.set(f"Size{axis}", str(int(round(int(pixels.get(f"Size{axis}")) * factor))))
+        size = pixels.get(f"PhysicalSize{axis}")
+        if size is not None and factor != 1:
+            pixels.set(f"PhysicalSize{axis}", f"{float(size) / factor:.10g}")
+    name = np.dtype(dtype).name
+    if name not in _OME_TYPES:
+        raise DIPError(f"an OME-TIFF cannot hold {name} pixels; write another format.")
+    pixels.set("Type", _OME_TYPES[name])
+    for data in pixels.findall(f"{ns}TiffData"):
+        for link in data.findall(f"{ns}UUID"):
+            data.remove(link)
+    if "UUID" in root.attrib:
+        root.set("UUID", f"urn:uuid:{uuid.uuid4()}")
+    return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode")
 
 
 def check_writable(folder) -> Path:

@@ -178,7 +178,8 @@ def test_a_zarr_or_dask_stack_is_restored_slice_by_slice_like_one_in_memory(tmp_
     zarr = pytest.importorskip("zarr")
     da = pytest.importorskip("dask.array")
     stack = (np.random.default_rng(0).random((3, 32, 32)) * 4000).astype(np.uint16)
-    store = zarr.create_array(str(tmp_path / "s.zarr"), shape=stack.shape, chunks=(1, 32, 32), dtype=stack.dtype)
+    store = zarr.open_array(str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 32, 32),
+                            dtype=stack.dtype)
     store[...] = stack
     kwargs = dict(task="random", preset="cpu", scales=2, iterations=6, report_every=3, threads=1)
     here = src_core.restore(stack, **kwargs)
@@ -197,7 +198,8 @@ def test_a_lazy_stack_is_read_slice_by_slice_as_it_runs_and_keeps_the_input_wher
     import threading
 
     stack = (np.random.default_rng(1).random((3, 32, 32)) * 4000).astype(np.uint16)
-    store = zarr.create_array(str(tmp_path / "s.zarr"), shape=stack.shape, chunks=(1, 32, 32), dtype=stack.dtype)
+    store = zarr.open_array(str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 32, 32),
+                            dtype=stack.dtype)
     store[...] = stack
     reads, seen = [], {}
     real = src_core.imaging.LazySlices._read

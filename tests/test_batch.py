@@ -243,6 +243,12 @@ def test_an_ome_tiff_comes_back_with_its_axes_and_pixel_size(client, tmp_path):
         assert (pixels["PhysicalSizeX"], pixels["PhysicalSizeZ"]) == (0.325, 2.0)
 
 
+def group_array(group, name, shape, chunks, dtype):
+    """A new array in a Zarr group, with zarr 3's API or zarr 2's (Python 3.10's newest)."""
+    make = getattr(group, "create_array", None) or group.create_dataset
+    return make(name, shape=shape, chunks=chunks, dtype=dtype)
+
+
 @pytest.mark.parametrize("ome", [False, True])
 def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_path, ome):
     zarr = pytest.importorskip("zarr")
@@ -251,10 +257,10 @@ def test_a_zarr_array_is_one_item_a_plane_and_comes_back_as_zarr(client, tmp_pat
     if ome:  # an OME-Zarr group: the full-resolution level "0" is restored, level "1" made from it
         group = zarr.open_group(str(store), mode="w")
         group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}, {"path": "1"}]}]
-        group.create_array("0", shape=frames.shape, chunks=(1, 32, 32), dtype=frames.dtype)[:] = frames
-        group.create_array("1", shape=(3, 16, 16), chunks=(1, 16, 16), dtype=frames.dtype)[:] = frames[:, ::2, ::2]
+        group_array(group, "0", frames.shape, (1, 32, 32), frames.dtype)[:] = frames
+        group_array(group, "1", (3, 16, 16), (1, 16, 16), frames.dtype)[:] = frames[:, ::2, ::2]
     else:
-        zarr.create_array(str(store), shape=frames.shape, chunks=(1, 16, 32), dtype=frames.dtype)[:] = frames
+        zarr.open_array(str(store), mode="w", shape=frames.shape, chunks=(1, 16, 32), dtype=frames.dtype)[:] = frames
     items = collect(tmp_path / "in")
     assert [(i.name, i.page) for i in items] == [("movie_p00000", 0), ("movie_p00001", 1), ("movie_p00002", 2)]
     summary = restore_many(items, tmp_path / "out", client=client, task="denoise", **TINY)
@@ -363,3 +369,25 @@ def test_a_batch_can_tile_each_image_on_its_worker(client, folder, tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "img0_restored.png"), tiled.image)
     with pytest.raises(DIPError, match="tile must be"):
         restore_many(items, tmp_path / "out2", client=client, task="inpaint", tile=3, **TINY)
+
+
+def test_super_resolution_of_an_ome_zarr_rewrites_every_level_larger_with_smaller_pixels(client, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    frames = (np.random.default_rng(3).random((2, 32, 32)) * 250).astype(np.uint8)
+    store = tmp_path / "in" / "cells.zarr"
+    group = zarr.open_group(str(store), mode="w")
+    axes = [{"name": "t", "type": "time"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [5.0, 0.4, 0.4]}]},
+        {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [5.0, 0.8, 0.8]}]}]}]
+    group_array(group, "0", frames.shape, (1, 32, 32), frames.dtype)[:] = frames
+    group_array(group, "1", (2, 16, 16), (1, 16, 16), frames.dtype)[:] = frames[:, ::2, ::2]
+    summary = restore_many(collect(tmp_path / "in"), tmp_path / "out", client=client, task="sr", factor=2,
+                           **TINY)
+    assert len(summary.done) == 2, summary.failed
+    out = zarr.open(summary.stacks[0], mode="r")
+    assert out["0"].shape == (2, 64, 64) and out["1"].shape == (2, 32, 32) and out["1"].dtype == np.uint8
+    scales = [d["coordinateTransformations"][0]["scale"] for d in out.attrs["multiscales"][0]["datasets"]]
+    assert scales == [[5.0, 0.2, 0.2], [5.0, 0.4, 0.4]]  # the same field of view, in pixels half the size
+    assert group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [5.0, 0.4, 0.4]
+    assert abs(float(np.asarray(out["1"][0]).mean()) - float(np.asarray(out["0"][0]).mean())) < 3
