@@ -306,9 +306,6 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
     if slice_index is not None and len(slice_index) != len(stack_shape):
         raise DIPError(f"slice index {slice_index} does not fit the stack axes {stack_shape} "
                        f"of '{source.name}'.")
-    if region == "tiles" and slice_index is None and stack_shape:
-        raise DIPError(f"tiles restore one 2D image; '{source.name}' is a stack {stack_shape}: choose "
-                       "the current slice, or another region for all slices.")
 
     def take(array):
         """The captured part of an array laid out like the image: copied, except a whole dask or

@@ -64,7 +64,7 @@ class Update:
     event: object = None
     message: str = ""
     unit: str = "slice"
-    tile: tuple | None = None  # a finished tile: (rows, columns, (C, h, w) answer) of the whole image
+    tile: tuple | None = None  # a finished tile: (slice, rows, columns, (C, h, w) answer) of the whole stack
 
 
 @dataclass
@@ -210,7 +210,7 @@ class Driver:
                         spreads[position] = payload.spread
                     tile = None
                     if self.tiled:
-                        tile = (*self.work.span(index), answer)
+                        tile = (index // len(self.work.tiles), *self.work.span(index), answer)
                     else:
                         output[position] = answer
                     histories[position] = history

@@ -172,6 +172,7 @@ class OutputLayers:
         self.remote = remote  # the parts run on a cluster: no live preview, only their answers
         self.arrived = 0
         self._preview_at = -math.inf
+        self._preview_slice = 0  # the slice a tiled stack's preview shows
         self.factor = problem.operator.factor  # the answer's pixels are this much smaller
         self.run_id = f"{time.time_ns():x}"
         if not keep_earlier:
@@ -254,7 +255,10 @@ class OutputLayers:
         if self.preview is None or live or self.arrived >= update.count:
             return
         if update.tile is not None:
-            rows, cols, chw = update.tile
+            at, rows, cols, chw = update.tile
+            if at != self._preview_slice:  # a tile of the next slice: the preview shows that slice now
+                self.preview.data = starting_plane(self.problem, at)
+                self._preview_slice = at
             data = np.array(self.preview.data)
             data[rows, cols] = self._user_plane(chw)
             self.preview.data = data

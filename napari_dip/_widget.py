@@ -808,19 +808,28 @@ class DIPWidget(QWidget):
             return current_index(self.viewer, image)
         return None
 
+    def _slices_run(self, image) -> int:
+        """How many slices Run restores: 1, or every slice of a stack when slices is "all"."""
+        if image is None or self._slice_index(image) is not None:
+            return 1
+        data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
+        return int(np.prod(data_shape)) if len(data_shape) else 1
+
     def _tiling(self, image, config) -> tuple[int, int, int]:
-        """(tile side, tiles that run, tiles) of a tiled run as set."""
+        """(tile side, tiles that run, tiles) of a tiled run as set (a stack's slices each tiled)."""
         factor = self._answer_factor()
         channels = 3 if getattr(image, "rgb", False) else 1
         tile = int(self.tile.value) or tiles.choose_tile(
             config, channels, src_core.resolve_device(config.device), factor=factor)
         spans = tiles.spans(image_plane(image), tile, tiles.default_overlap(tile, config.network))
-        observed = None
-        if self._mask_layer() is not None:
-            observed, _, per_channel = read_mask(self._mask_layer(), image, self._slice_index(image),
-                                                 int(self.label.value) or None)
-            observed = observed.all(axis=-1) if per_channel else observed
-        return tile, len(tiles.tiles_to_run(spans, observed)), len(spans)
+        slices = self._slices_run(image)
+        if self._mask_layer() is None:
+            return tile, len(spans) * slices, len(spans) * slices
+        observed, _, per_channel = read_mask(self._mask_layer(), image, self._slice_index(image),
+                                             int(self.label.value) or None)
+        observed = observed.all(axis=-1) if per_channel else observed
+        planes = observed.reshape(-1, *observed.shape[-2:]) if observed.ndim > 2 else [observed] * slices
+        return tile, sum(len(tiles.tiles_to_run(spans, plane)) for plane in planes), len(spans) * slices
 
     def _run_plane(self, image, mask_layer, config, region=None) -> tuple:
         """The (H, W) the network will see: the image's, a tile, or the box around the mask."""
@@ -843,10 +852,7 @@ class DIPWidget(QWidget):
         yet show the prior's figure while a short calibration runs in the background, which
         checks again when it is done."""
         channels = 3 if getattr(image, "rgb", False) else 1
-        slices = 1
-        if image is not None and self._slice_index(image) is None:
-            data_shape = image.data.shape[:-3] if getattr(image, "rgb", False) else image.data.shape[:-2]
-            slices = int(np.prod(data_shape)) if len(data_shape) else 1
+        slices = self._slices_run(image)
         tiled = ""
         if self.region.value == "tiles":
             _, slices, total = self._tiling(image, config)
@@ -1031,7 +1037,8 @@ class DIPWidget(QWidget):
         where = (f"slice {captured.slice_index}" if captured.slice_index is not None
                  else f"{run.problem.slices} slice(s)")
         if driver.tiled:
-            where += f", {driver.count} of {len(driver.work.tiles)} tiles of {driver.work.tile} px"
+            where += (f", {driver.count} of {len(driver.work.tiles) * run.problem.slices} tiles of "
+                      f"{driver.work.tile} px")
         if captured.scheduler:
             where += f", on the Dask cluster at {captured.scheduler}"
         if captured.region is not None:

@@ -9,7 +9,6 @@ import numpy as np
 from .config import RunConfig
 from .devices import resolve_device
 from .engine import psnr_ssim
-from .errors import DIPError
 from .operators import Operator
 from .parts import PartStore, solve_parts
 from .preparation import task_for, prepare
@@ -23,17 +22,20 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
                   validate: float | None = None, classical: str | None = "auto", threads=None,
                   operator: Operator | None = None, client=None, checkpoint_dir=None,
                   checkpoint_every_s: float = 300.0, **overrides) -> RestoreResult:
-    """Restore one large 2D image in overlapping tiles (:mod:`src_core.tiles`), blended back.
+    """Restore a large 2D image, or each slice of a stack, in overlapping tiles
+    (:mod:`src_core.tiles`), blended back.
 
     Takes :func:`restore`'s arguments, plus ``tile`` (the side in pixels, or
     "auto": the largest that fits in half the device's free memory) and
     ``overlap`` (default: a quarter of the tile, at most the network's
     context).  For inpainting only the tiles with missing pixels run; the
-    others keep the input.  ``callback(event, tile_index)`` sees every event
-    of a tile run here.  ``client``: the tiles run there at once, one task
-    each.  ``checkpoint_dir``: finished tiles are kept there and skipped by a
-    later call with the same folder.  ``result.histories`` holds one history
-    per tile that ran, and the notes say which tiles those were.
+    others keep the input.  A stack's slices are tiled alike, each on its own
+    (tile ``i`` of slice ``s`` is part ``s * tiles_per_slice + i``).
+    ``callback(event, part_index)`` sees every event of a tile run here.
+    ``client``: the tiles run there at once, one task each.  ``checkpoint_dir``:
+    finished tiles are kept there and skipped by a later call with the same folder.
+    ``result.histories`` holds one history per tile that ran, and the notes say which
+    tiles those were.
     """
     tiled = TiledProblem.prepare(image, mask, tile=tile, overlap=overlap, task=task, reference=reference,
                                  channel_axis=channel_axis, preset=preset, config=config,
@@ -45,15 +47,16 @@ def restore_tiled(image, mask=None, *, tile="auto", overlap: int | None = None, 
 
 @dataclass
 class TiledProblem:
-    """A large 2D image as overlapping tiles: one-slice problems (``parts``) for the tiles
-    that run, and the blend of their answers with the input of the others."""
+    """A large 2D image (or each slice of a stack) as overlapping tiles: one-slice problems
+    (``parts``) for the tiles that run, and the blend of their answers with the input of the
+    others. A part's index is ``slice * len(tiles) + tile``."""
 
-    whole: Problem                    # the whole image (checked and converted, never run)
+    whole: Problem                    # the whole image or stack (checked and converted, never run)
     tile: int
     overlap: int
-    tiles: list                       # (rows, columns, blending weight) of every tile
-    parts: list                       # (tile index, one-slice Problem) of the tiles that run
-    answers: dict = field(default_factory=dict)   # tile index -> its PartAnswer
+    tiles: list                       # (rows, columns, blending weight) of every tile of a slice
+    parts: list                       # (part index, one-slice Problem) of the tiles that run
+    answers: dict = field(default_factory=dict)   # part index -> its PartAnswer
     stopped: bool = False
 
     @classmethod
@@ -64,9 +67,6 @@ class TiledProblem:
 
         whole = prepare(image, mask, task=task, validate=0, classical=None, threads=threads,
                         operator=operator, **settings)
-        if whole.slices != 1:
-            raise DIPError(f"tiles are for one 2D image; this is a stack of {whole.slices} slices. Restore the "
-                           "stack with restore(), or tile each slice on its own.")
         cfg, op, f = whole.config, whole.operator, whole.operator.factor
         net = cfg.network
         if tile == "auto":
@@ -78,14 +78,16 @@ class TiledProblem:
         options = {} if spec.name == "custom" else {o.name: getattr(op, o.name) for o in spec.options}
         tiles = plan(whole.images.shape[2:], tile, overlap)
         parts = []
-        for index in tiles_to_run(tiles, whole.masks[0] if pass_through else None):
-            rows, cols, _ = tiles[index]
-            ref = None if whole.references is None else whole.references[0][(slice(None), *scaled(rows, cols, f))]
-            parts.append((index, prepare(whole.images[0][:, rows, cols], whole.masks[0][:, rows, cols],
-                                         task=sub_task, reference=ref, channel_axis=0, config=cfg,
-                                         keep_observed=whole.keep_observed, validate=validate,
-                                         classical=classical, threads=threads,
-                                         operator=op if spec.name == "custom" else None, **options)))
+        for s in range(whole.slices):
+            image_s, masks_s = np.asarray(whole.images[s]), whole.masks[s]
+            for index in tiles_to_run(tiles, masks_s if pass_through else None):
+                rows, cols, _ = tiles[index]
+                ref = None if whole.references is None else whole.references[s][(slice(None), *scaled(rows, cols, f))]
+                parts.append((s * len(tiles) + index,
+                              prepare(image_s[:, rows, cols], masks_s[:, rows, cols], task=sub_task, reference=ref,
+                                      channel_axis=0, config=cfg, keep_observed=whole.keep_observed,
+                                      validate=validate, classical=classical, threads=threads,
+                                      operator=op if spec.name == "custom" else None, **options)))
         # a tile is already in [0, 1] units: its PSNRs count the whole image's range as the peak
         parts = [(index, replace(part, psnr_peak=whole.psnr_peak)) for index, part in parts]
         return cls(whole, tile, overlap, tiles, parts)
@@ -130,58 +132,69 @@ class TiledProblem:
         """Where tile ``index`` lies in the answer (rows, columns; super-resolution's are larger)."""
         from .tiles import scaled
 
-        rows, cols, _ = self.tiles[index]
+        rows, cols, _ = self.tiles[index % len(self.tiles)]
         return scaled(rows, cols, self.whole.operator.factor)
 
     def blend(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """The blended answer, classical answer and restarts' spread, (1, C, H, W) in [0, 1]:
+        """The blended answer, classical answer and restarts' spread, (N, C, H, W) in [0, 1]:
         tiles that ran give theirs, the others (and tiles a stop left out) the input (and no
         spread), each weighted by its raised-cosine weight.  Adds the tiling and, with a
         reference, the PSNRs to the notes."""
-        whole, f = self.whole, self.whole.operator.factor
+        whole, f, n = self.whole, self.whole.operator.factor, len(self.tiles)
         c, h, w = whole.images.shape[1:]
-        acc = np.zeros((c, h * f, w * f))
-        acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
-        weight = np.zeros((h * f, w * f))
         with_classical = bool(self.answers) and all(a.classical is not None for a in self.answers.values())
         with_spread = bool(self.answers) and all(a.spread is not None for a in self.answers.values())
-        acc_spread = np.zeros_like(acc) if with_spread else None
-        for index, (rows, cols, wt) in enumerate(self.tiles):
-            out_rows, out_cols = self.span(index)
-            if index in self.answers:
-                answer = np.asarray(self.answers[index].answer, dtype=np.float64)
-                classical_part = self.answers[index].classical if with_classical else None
-                if with_spread:
-                    acc_spread[:, out_rows, out_cols] += enlarge(wt, f) * self.answers[index].spread
-            else:
-                answer = classical_part = enlarge(whole.images[0][:, rows, cols], f)
-            wt = enlarge(wt, f)
-            acc[:, out_rows, out_cols] += wt * answer
-            if with_classical:
-                acc_classical[:, out_rows, out_cols] += wt * classical_part
-            weight[out_rows, out_cols] += wt
-        final = (acc / weight).astype(np.float32)[None]
-        classical_final = (acc_classical / weight).astype(np.float32)[None] if with_classical else None
-        spread = (acc_spread / weight).astype(np.float32)[None] if with_spread else None
+        finals, classicals, spreads = [], [], []
+        for s in range(whole.slices):
+            acc = np.zeros((c, h * f, w * f))
+            acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
+            acc_spread = np.zeros_like(acc)
+            weight = np.zeros((h * f, w * f))
+            plane = None  # slice s's input, read only where a tile of it did not run
+            for index, (rows, cols, wt) in enumerate(self.tiles):
+                out_rows, out_cols = self.span(index)
+                part = self.answers.get(s * n + index)
+                if part is not None:
+                    answer = np.asarray(part.answer, dtype=np.float64)
+                    classical_part = part.classical if with_classical else None
+                    if with_spread:
+                        acc_spread[:, out_rows, out_cols] += enlarge(wt, f) * part.spread
+                else:
+                    plane = np.asarray(whole.images[s]) if plane is None else plane
+                    answer = classical_part = enlarge(plane[:, rows, cols], f)
+                wt = enlarge(wt, f)
+                acc[:, out_rows, out_cols] += wt * answer
+                if with_classical:
+                    acc_classical[:, out_rows, out_cols] += wt * classical_part
+                weight[out_rows, out_cols] += wt
+            finals.append((acc / weight).astype(np.float32))
+            classicals.append((acc_classical / weight).astype(np.float32))
+            spreads.append((acc_spread / weight).astype(np.float32))
+        final = np.stack(finals)
+        classical_final = np.stack(classicals) if with_classical else None
+        spread = np.stack(spreads) if with_spread else None
         ran = sorted(self.answers)
-        whole.notes.append(f"tiled: {len(self.tiles)} tile(s) of {self.tile} px with {self.overlap} px overlap, "
-                           f"blended with raised-cosine weights; {len(ran)} ran "
-                           f"({'all' if len(ran) == len(self.tiles) else ran})")
+        per = "" if whole.slices == 1 else " per slice"
+        which = ("all" if len(ran) == n * whole.slices else ran if whole.slices == 1 else
+                 "; ".join(f"slice {s}: {[i % n for i in ran if i // n == s]}" for s in range(whole.slices)))
+        whole.notes.append(f"tiled: {n} tile(s){per} of {self.tile} px with {self.overlap} px overlap, "
+                           f"blended with raised-cosine weights; {len(ran)} ran ({which})")
         if whole.references is not None:
-            ref = whole.references[0]
+            def psnr(stack):  # of the whole stack, one figure
+                return float(np.mean([psnr_ssim(x, ref, with_ssim=False, peak=whole.psnr_peak)[0]
+                                      for x, ref in zip(stack, whole.references)]))
+
             versus = "" if classical_final is None else (
                 f", the {self.answers[ran[0]].history.summary.get('classical_method')} answer tiled alike "
-                f"{psnr_ssim(classical_final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB")
-            whole.notes.append(f"PSNR of the whole tiled answer: "
-                               f"{psnr_ssim(final[0], ref, with_ssim=False, peak=whole.psnr_peak)[0]:.2f} dB"
-                               + versus)
+                f"{psnr(classical_final):.2f} dB")
+            whole.notes.append(f"PSNR of the whole tiled answer: {psnr(final):.2f} dB" + versus)
         return final, classical_final, spread
 
     def result(self) -> RestoreResult:
         """The blended answer in the user's form (see :meth:`blend`)."""
         whole = self.whole
         final, classical_final, spread = self.blend()
-        histories = [self.answers[i].history for i in sorted(self.answers)]
+        histories = [self.answers[i].history for i in sorted(self.answers)]  # one per tile that ran
         return RestoreResult(whole.to_user(final), whole.corrupted(), whole.masks, histories, whole.config,
                              whole.task, list(whole.notes),
                              None if classical_final is None else whole.to_user(classical_final),

@@ -207,6 +207,25 @@ def test_tiles_from_the_command_line_run_only_the_damaged_tiles(tmp_path, capsys
     assert "nothing to resume" in capsys.readouterr().err
 
 
+def test_a_tiff_stack_is_tiled_slice_by_slice_from_the_command_line(tmp_path, capsys):
+    import tifffile
+
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    stack = np.stack([((0.5 + 0.3 * np.sin((5 + k) * x) * np.cos(3 * y)) * 255).astype(np.uint8) for k in range(2)])
+    tifffile.imwrite(tmp_path / "zs.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    mask = np.full((96, 96), 255, np.uint8)  # one 2D mask file for every slice
+    mask[84:92, 84:92] = 0  # in each slice's last tile
+    mask_path = write_image(tmp_path / "holes.png", mask)
+    out = tmp_path / "out"
+    assert main(["inpaint", str(tmp_path / "zs.tif"), "--mask", str(mask_path), "--tile", "48",
+                 "--overlap", "12", "-o", str(out), *SMALL]) == 0
+    said = capsys.readouterr().out
+    assert "inpaint in 2 of 18 tile(s) (9 a slice) of 48 px" in said and "(slice 0: [8]; slice 1: [8])" in said
+    restored = tifffile.imread(out / "zs_restored.tif")
+    assert restored.shape == stack.shape and np.array_equal(restored[:, mask > 0], stack[:, mask > 0])
+    assert not np.array_equal(restored[:, mask == 0], stack[:, mask == 0])
+
+
 def test_a_run_too_large_for_the_device_is_refused_first_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     photo = write_image(tmp_path / "photo.png", np.full((64, 64), 128, np.uint8))
     monkeypatch.setattr("src_core.speed.available_memory", lambda device: 2**20)

@@ -104,9 +104,28 @@ def test_bad_tiling_is_refused_before_any_run(kwargs, words):
         src_core.restore_tiled(np.zeros((64, 64), np.float32), task="denoise", **TINY, **kwargs)
 
 
-def test_a_stack_is_not_tiled():
-    with pytest.raises(DIPError, match="stack"):
-        src_core.restore_tiled(np.zeros((2, 64, 64), np.float32), task="denoise", channel_axis=None, **TINY)
+def test_a_stacks_slices_are_tiled_alike_only_damaged_tiles_run_and_resume_keeps_them(tmp_path, failing_part):
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    stack = np.stack([((0.5 + 0.3 * np.sin((5 + k) * x) * np.cos(3 * y)) * 255).astype(np.uint8)
+                      for k in range(3)])
+    mask = np.ones(stack.shape, bool)
+    mask[0, 5:12, 5:12] = False     # slice 0, tile 0
+    mask[2, 80:90, 80:90] = False   # slice 2, tile 3; slice 1 has no hole: none of its tiles runs
+    failing_part.index = 2 * 4 + 3  # the part index of slice 2's tile 3
+    kwargs = dict(tile=64, overlap=16, channel_axis=None, checkpoint_dir=tmp_path / "ck", **TINY)
+    with pytest.raises(RuntimeError, match="simulated"):
+        src_core.restore_tiled(stack, mask, **kwargs)
+    assert failing_part.ran == [0, 11] and (tmp_path / "ck" / "tile-00000.done.npz").is_file()
+    failing_part.fail, failing_part.ran[:] = False, []
+    again = src_core.restore_tiled(stack, mask, **kwargs)
+    assert failing_part.ran == [11]  # slice 0's tile was kept, not run again
+    assert again.image.shape == stack.shape and again.image.dtype == np.uint8
+    assert np.array_equal(again.image[1], stack[1]) and np.array_equal(again.image[mask], stack[mask])
+    assert any("4 tile(s) per slice" in n and "2 ran (slice 0: [0]; slice 1: []; slice 2: [3])" in n
+               for n in again.notes), again.notes
+    # each slice's answer is that slice restored on its own in the same tiles
+    alone = src_core.restore_tiled(stack[2], mask[2], tile=64, overlap=16, **TINY)
+    np.testing.assert_array_equal(again.image[2], alone.image)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "auto"])

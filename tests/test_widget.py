@@ -1210,6 +1210,28 @@ def test_a_large_image_in_tiles_runs_only_the_damaged_tiles(viewer, errors, monk
     assert not np.array_equal(result.data[painted], image.data[painted])
 
 
+def test_a_stacks_slices_run_in_tiles_each_on_its_own_only_where_damaged(viewer, errors):
+    stack = np.stack([(smooth((96, 96), s) * 255).astype(np.uint8) for s in range(3)])
+    viewer.add_image(stack, name="zs", axis_labels=("t", "y", "x"))
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[1, 70:80, 70:80] = 1   # slice 1, its last tile
+    labels[2, 5:12, 5:12] = 1     # slice 2, its first tile; slice 0 is whole
+    viewer.add_labels(labels, name="holes")
+    widget = make_widget(viewer, iterations=10)
+    widget.mask.value = viewer.layers["holes"]
+    widget.slices.value, widget.region.value, widget.tile.value = "all", "tiles", 64
+    assert "Estimate for 2 of 12 tiles" in widget.check_label.text(), widget.check_label.text()
+    widget.run()
+    result = viewer.layers["zs DIP"]
+    assert errors == [] and result.data.shape == stack.shape and result.data.dtype == np.uint8
+    assert len(result.metadata["histories"]) == 2
+    assert any("4 tile(s) per slice of 64 px" in n and "(slice 0: []; slice 1: [3]; slice 2: [0])" in n
+               for n in result.metadata["notes"]), result.metadata["notes"]
+    painted = labels.astype(bool)
+    np.testing.assert_array_equal(result.data[~painted], stack[~painted])  # observed kept, slice 0 whole
+    assert not np.array_equal(result.data[painted], stack[painted])
+
+
 def test_a_stack_on_a_dask_cluster_equals_the_run_here(viewer, qtbot, errors):
     distributed = pytest.importorskip("distributed")
     stack = np.stack([smooth((32, 32), s) for s in range(3)]).astype(np.float32)

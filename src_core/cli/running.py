@@ -106,7 +106,9 @@ def run_tiled_task(task: str, image: np.ndarray, *, mask=None, reference=None, o
     plan = OutputPlan(output_dir, name, suffix, kwargs.get("classical") is not None,
                       reference is not None or task == "random", inputs, tiled.whole.config.restarts > 1)
     planned, checkpoints = plan.check(overwrite, resume, checkpoint_minutes)
-    print(f"dip: {task} in {len(tiled.parts)} of {len(tiled.tiles)} tile(s) of {tiled.tile} px with preset "
+    slices = tiled.whole.slices
+    every = f"{len(tiled.tiles) * slices} tile(s)" + (f" ({len(tiled.tiles)} a slice)" if slices > 1 else "")
+    print(f"dip: {task} in {len(tiled.parts)} of {every} of {tiled.tile} px with preset "
           f"'{tiled.whole.config.preset}': {tiled.estimate().describe()}", flush=True)
     if tiled.whole.budget is not None:
         print(f"dip: {in_cli_terms(tiled.whole.budget.note())} (for the whole image, its tiles together)",

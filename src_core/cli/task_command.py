@@ -22,7 +22,7 @@ def cmd_task(args) -> int:
     asked_axis = _channel_axis(args.channel_axis)
     image, channel_axis, form, mask, reference = _read_inputs(args, asked_axis)
     kwargs = _run_settings(args, TASKS_BY_NAME[args.command], channel_axis)
-    if args.tile is None:  # tiles are for one 2D image
+    if args.tile is None:  # tiles are 2D: a z-stack's tiles get a 2D classical partner
         kwargs.update(stack=args.stack or form.stack, spacing=args.spacing or (
             form.spacing if (args.stack or form.stack) == "z" else None))
     suffix = args.image.suffix.lower() if args.image.suffix.lower() in _KEPT_SUFFIXES else ".png"
