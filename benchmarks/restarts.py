@@ -93,7 +93,7 @@ def report(out: Path, records: dict, command: str) -> None:
              f"Machine: {src_core.timing.machine()}, {first['torch_threads']} threads. Each case: "
              f"`restarts={k}` at {n} iterations (the default run's settings otherwise) and one network at "
              f"{k * n} iterations (equal CPU time). \"One run, equal iterations\" is member 0 of the restarts "
-             "(bit-identical to the seed-0 run). PSNRs in dB, DIP alone with the observed pixels kept; the "
+             "(the seed-0 run, to float32 rounding). PSNRs in dB, DIP alone with the observed pixels kept; the "
              "answer is the blend with the classical fill. Spread statistics are over the missing pixels: "
              "Spearman's rho between the spread and DIP's absolute error, and DIP's RMS error (in [0, 1] "
              "units) in the 10% of pixels with the largest and the smallest spread.", "",
