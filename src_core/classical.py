@@ -82,6 +82,11 @@ def check_spacing(spacing) -> tuple[float, float, float]:
     return values
 
 
+def anisotropic(spacing) -> bool:
+    """A spacing whose three sizes are not all equal (an isotropic one is the voxel grid)."""
+    return spacing is not None and len(set(spacing)) > 1
+
+
 def _laplacian(x: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
     """The Laplacian of a (Z, Y, X) array with mirrored (Neumann) ends, axis a weighted by
     ``weights[a]`` (1 / spacing squared): scikit-image's biharmonic energy is the square of
@@ -155,24 +160,6 @@ def biharmonic_volume(volume: np.ndarray, mask: np.ndarray, spacing=(1.0, 1.0, 1
         channel[unknown] = solved
         out[:, c] = np.clip(channel, 0.0, 1.0)
     return out
-
-
-def nlm_denoise_volume(volume: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Non-local means over a (Z, C, Y, X) volume with 3D patches (as :func:`nlm_denoise`:
-    patch 5, distance 6, h = 0.8 sigma, sigma estimated from the whole volume). scikit-image
-    takes no voxel spacing here: a patch spans 5 planes whatever their distance. Not a
-    z-stack's partner: it measured 0.25-1.05 dB below per-slice NLM on the phantoms of
-    ``benchmarks/zstack.py`` (docs/results/zstack), so it is there only to be compared."""
-    from skimage.restoration import denoise_nl_means, estimate_sigma
-
-    volume = np.asarray(volume, dtype=np.float32)
-    if mask is not None:
-        volume = np.stack([fill_from_neighbours(v, m) for v, m in zip(volume, np.broadcast_to(mask, volume.shape))])
-    zyxc = np.moveaxis(volume, 1, -1)
-    sigma = float(np.mean(estimate_sigma(zyxc, channel_axis=-1)))
-    out = denoise_nl_means(zyxc, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6,
-                           channel_axis=-1)
-    return np.clip(np.moveaxis(out.reshape(zyxc.shape), -1, 1), 0.0, 1.0).astype(np.float32)
 
 
 #: the methods a z-stack's classical answer is 3D for (:func:`classical_volume`): those that

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from .classical import METHODS, check_method, check_spacing
+from .classical import METHODS, anisotropic, check_method, check_spacing
 from .config import RunConfig, preset
 from .devices import resolve_device
 from .engine.spec import NO_OBSERVED_PIXEL, check_keep_observed, operator_and_mask
@@ -118,7 +118,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
                       fidelity=fidelity_for(cfg, scaling), budget=fitted, warnings=warned, stack=stack,
                       spacing=spacing)
     if problem.volumetric:
-        at = "" if spacing is None or len(set(spacing)) == 1 else (
+        at = "" if not anisotropic(spacing) else (
             " on the voxel grid or with the spacing z {:g}, y {:g}, x {:g}, whichever predicts the held-out voxels "
             "better".format(*spacing))
         notes.append(f"classical: {classical} over the z-stack in 3D{at} (DIP runs per slice)")

@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from .checkpoint import fingerprint
-from .classical import VOLUME_METHODS, classical_answer, classical_volume
+from .classical import VOLUME_METHODS, anisotropic, classical_answer, classical_volume
 from .config import RunConfig
 from .engine import DIPRun, Finished, History, psnr_from_mse, psnr_ssim
 from .errors import DIPError
@@ -78,9 +78,9 @@ class Problem:
 
     @property
     def volumetric(self) -> bool:
-        """The classical answer is computed over the whole z-stack at once (3D biharmonic with the
-        voxel spacing, 3D non-local means), since its planes share structure; a lazy stack, read
-        a slice at a time, and the methods with no 3D form stay per slice."""
+        """The classical answer is computed over the whole z-stack at once (3D biharmonic, with the
+        voxel spacing where the held-out voxels prefer it), since its planes share structure; a
+        lazy stack, read a slice at a time, and the methods with no 3D form stay per slice."""
         return (self.stack == "z" and self.slices > 1 and self.classical in VOLUME_METHODS
                 and isinstance(self.images, np.ndarray))
 
@@ -217,8 +217,8 @@ class Problem:
         without, the grid."""
         t0 = time.perf_counter()
         grid = (1.0, 1.0, 1.0)
-        options = [grid] + ([self.spacing] if self.spacing is not None and len(set(self.spacing)) > 1 else [])
-        fitted = np.stack([self.fitted_mask(i) for i in range(self.slices)])
+        options = [grid] + ([self.spacing] if anisotropic(self.spacing) else [])
+        fitted = self.masks if self.held_out is None else self.masks & ~self.held_out  # every fitted_mask
         if "spacing" not in self._volume:
             if len(options) == 1 or self.held_out is None:
                 self._volume["spacing"] = grid
@@ -243,7 +243,7 @@ class Problem:
 
     @staticmethod
     def _spacing_name(spacing) -> str:
-        return "the voxel grid" if len(set(spacing)) == 1 else "spacing z {:g}, y {:g}, x {:g}".format(*spacing)
+        return "spacing z {:g}, y {:g}, x {:g}".format(*spacing) if anisotropic(spacing) else "the voxel grid"
 
     def answer(self, index: int, finished: Finished) -> np.ndarray:
         """The final (C, H, W) answer of a slice from its run's last event.

@@ -147,8 +147,8 @@ class TiledProblem:
         finals, classicals, spreads = [], [], []
         for s in range(whole.slices):
             acc = np.zeros((c, h * f, w * f))
-            acc_classical = np.zeros_like(acc)  # the classical answer, tiled and blended alike
-            acc_spread = np.zeros_like(acc)
+            acc_classical = np.zeros_like(acc) if with_classical else None  # tiled and blended alike
+            acc_spread = np.zeros_like(acc) if with_spread else None
             weight = np.zeros((h * f, w * f))
             plane = None  # slice s's input, read only where a tile of it did not run
             for index, (rows, cols, wt) in enumerate(self.tiles):
@@ -168,8 +168,10 @@ class TiledProblem:
                     acc_classical[:, out_rows, out_cols] += wt * classical_part
                 weight[out_rows, out_cols] += wt
             finals.append((acc / weight).astype(np.float32))
-            classicals.append((acc_classical / weight).astype(np.float32))
-            spreads.append((acc_spread / weight).astype(np.float32))
+            if with_classical:
+                classicals.append((acc_classical / weight).astype(np.float32))
+            if with_spread:
+                spreads.append((acc_spread / weight).astype(np.float32))
         final = np.stack(finals)
         classical_final = np.stack(classicals) if with_classical else None
         spread = np.stack(spreads) if with_spread else None

@@ -23,8 +23,8 @@ def cmd_task(args) -> int:
     image, channel_axis, form, mask, reference = _read_inputs(args, asked_axis)
     kwargs = _run_settings(args, TASKS_BY_NAME[args.command], channel_axis)
     if args.tile is None:  # tiles are 2D: a z-stack's tiles get a 2D classical partner
-        kwargs.update(stack=args.stack or form.stack, spacing=args.spacing or (
-            form.spacing if (args.stack or form.stack) == "z" else None))
+        stack = args.stack or form.stack
+        kwargs.update(stack=stack, spacing=args.spacing or (form.spacing if stack == "z" else None))
     suffix = args.image.suffix.lower() if args.image.suffix.lower() in _KEPT_SUFFIXES else ".png"
     common = dict(mask=mask, reference=reference, output_dir=args.output_dir, name=args.name or args.image.stem,
                   suffix=suffix, quiet=args.quiet, inputs=_files_read(args), overwrite=args.overwrite,
