@@ -123,6 +123,7 @@ def python_call(layer) -> str:
         args.append("mask" + (crop if meta.get("mask_channels") else plane_crop))
     args.append(f"task={task!r}")
     args.extend(f"{k}={v!r}" for k, v in (meta.get("task_options") or {}).items())
+    args.extend(f"{k}={v!r}" for k, v in (meta.get("volume") or {}).items())  # a z-stack's 3D partner
     for name, (layer_name, plane) in (meta.get("option_layers") or {}).items():  # e.g. a bead image's PSF
         args.append(f"{name}=viewer.layers[{layer_name!r}].data" + ("" if plane is None else f"[{plane}]"))
     if meta.get("reference"):

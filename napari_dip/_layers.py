@@ -387,6 +387,7 @@ class OutputLayers:
             "reference": self.captured.reference_name,
             "slice_index": self.captured.slice_index,
             "region": None if region is None else [[r.start, r.stop] for r in region],
+            "volume": self.captured.volume,  # stack="z" and the spacing, for a z-stack run whole
             "label": self.captured.label,
             "mask_sliced": self.captured.mask_sliced,
             "mask_channels": self.captured.mask_channels,

@@ -355,6 +355,7 @@ def test_stack_all_slices_and_current_slice(viewer, errors):
     # napari calls its stack axis z: a z-stack, whose classical partner is 3D with the layer's scale
     assert any("over the z-stack in 3D on the voxel grid or with the spacing z 3, y 1, x 1" in n
                for n in result.metadata["notes"]), result.metadata["notes"]
+    assert "stack='z', spacing=(3.0, 1.0, 1.0)" in widget.copy_as_python()  # the copy runs it alike
     frames = viewer.layers["zs DIP iterations"]
     # an iteration axis of its own in front of z, so z keeps its own slider
     assert frames.data.shape == (3, 3, 32, 32) and frames.metadata["iterations"] == [0, 5, 10]
