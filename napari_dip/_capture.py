@@ -344,7 +344,21 @@ def capture(image_layer, mask_layer=None, reference_layer=None, *, task: str = "
         if reference is not None:
             captured.reference = np.ascontiguousarray(reference[index])
         captured.mask = np.ascontiguousarray(mask[index] if mask_rgb else mask[..., box[0], box[1]])
+    _option_planes(captured)
     return captured
+
+
+def _option_planes(captured: Captured) -> None:
+    """A 3D option image (a bead stack's PSF) is used whole for a z-stack run whole; for
+    anything else (one slice, a region, a time-lapse) its in-focus plane stands for it."""
+    if captured.volume:
+        return
+    for name, value in captured.task_options.items():
+        if isinstance(value, np.ndarray) and value.ndim == 3:
+            plane = src_core.operators.in_focus_plane(value)
+            captured.task_options[name] = value[plane]
+            if name in captured.option_layers:
+                captured.option_layers[name] = (captured.option_layers[name][0], plane)
 
 
 def random_mask_labels(layer, missing_fraction: float = 0.5, seed: int = 0) -> np.ndarray:

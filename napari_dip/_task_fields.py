@@ -29,8 +29,9 @@ class TaskFields:
                 if option.image:
                     self.layers[option.name] = widgets.ComboBox(
                         label=option.image, choices=image_choices, nullable=True,
-                        tooltip=f"An image layer for {option.help.split(':')[0]} (2D, or a 3D stack's "
-                                f"middle plane). Empty: the {option.label or option.name} above.")
+                        tooltip=f"An image layer for {option.help.split(':')[0]} (2D, or a 3D stack: "
+                                "whole for a z-stack run on all slices, else its in-focus plane). "
+                                f"Empty: the {option.label or option.name} above.")
 
     @property
     def widgets(self) -> list:
@@ -58,13 +59,14 @@ class TaskFields:
         return self.layers[name].value if name in self.layers else None
 
     def layer_sources(self, task: str) -> dict:
-        """The options of ``task`` a layer stands for: name -> (the layer's name, the plane taken
-        of a 3D stack or None), so that what the run used can be named again."""
+        """The options of ``task`` a layer stands for: name -> (the layer's name, None: all of it),
+        so that what the run used can be named again (the capture names the plane it takes of a
+        3D stack for a run that is not a z-stack's)."""
         sources = {}
         for option in src_core.get_task(task).options:
             layer = self._chosen_layer(option.name)
             if layer is not None:
-                sources[option.name] = (str(layer.name), _plane_index(layer))
+                sources[option.name] = (str(layer.name), None)
         return sources
 
     def values(self, task: str) -> dict:
@@ -83,14 +85,8 @@ def _number_field(option: Option) -> widgets.ValueWidget:
                 tooltip=option.help[:1].upper() + option.help[1:] + ".", **extra)
 
 
-def _plane_index(layer) -> int | None:
-    """A 3D (non-RGB) stack stands for its middle plane, e.g. a bead's focus (None: 2D already)."""
-    shape = np.shape(layer.data)
-    return shape[0] // 2 if len(shape) == 3 and not getattr(layer, "rgb", False) else None
-
-
 def _plane(layer) -> np.ndarray:
-    """A layer's data as the 2D image that stands for an option."""
+    """A layer's data as the image that stands for an option: an RGB image's mean over colour
+    (a PSF has no colour), anything else as it is (a 3D stack whole)."""
     data = np.asarray(layer.data, dtype=np.float64)
-    index = _plane_index(layer)
-    return data if index is None else data[index]
+    return data.mean(axis=-1) if getattr(layer, "rgb", False) else data

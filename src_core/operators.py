@@ -239,16 +239,21 @@ class Blur(_Filter):
     a margin of the PSF's radius, so observed pixels at the image's border
     are explained by output pixels the network is free to choose, not by a
     guessed boundary condition.
+
+    A 3D PSF (Z, Y, X: a bead stack, or ``gaussian_psf(sigma, sigma_z=...)``)
+    is for a z-stack: the classical partner deconvolves the whole volume with
+    it (3D Richardson-Lucy), while DIP, which runs per slice, blurs each slice
+    with its in-focus plane (:attr:`focus`, the plane of the highest peak).
     """
 
     def __init__(self, psf):
         psf = np.asarray(psf)
         if psf.dtype.kind not in "iuf":
-            raise DIPError(f"the PSF must be a numeric 2D array (got dtype {psf.dtype}).")
+            raise DIPError(f"the PSF must be a numeric 2D or 3D array (got dtype {psf.dtype}).")
         psf = np.squeeze(psf.astype(np.float64))
-        if psf.ndim != 2:
-            raise DIPError(f"the PSF must be 2D (got shape {np.shape(psf)}); for a 3D PSF pass the "
-                           "in-focus plane, e.g. psf[psf.shape[0] // 2].")
+        if psf.ndim not in (2, 3):
+            raise DIPError(f"the PSF must be 2D (Y, X), or 3D (Z, Y, X) for a z-stack (got shape "
+                           f"{np.shape(psf)}); squeeze or crop it to its planes of light.")
         if not np.isfinite(psf).all():
             raise DIPError("the PSF has non-finite values (NaN or inf); give a clean PSF.")
         if psf.min() < 0:
@@ -257,9 +262,14 @@ class Blur(_Filter):
         if psf.sum() <= 0:
             raise DIPError("the PSF sums to zero; it cannot be normalised. Give a PSF with some light in it.")
         if max(psf.shape) > 255:
-            raise DIPError(f"the PSF is {psf.shape[0]}x{psf.shape[1]} pixels; crop it around its "
+            raise DIPError(f"the PSF is {'x'.join(map(str, psf.shape))} pixels; crop it around its "
                            "peak to the region that holds the light (at most 255 pixels a side).")
-        self.psf = (psf / psf.sum()).astype(np.float32)
+        #: the whole 3D PSF, normalised (None: a 2D PSF)
+        self.volume = (psf / psf.sum()).astype(np.float32) if psf.ndim == 3 else None
+        #: the in-focus plane's index in a 3D PSF (:func:`in_focus_plane`)
+        self.focus = None if psf.ndim == 2 else in_focus_plane(psf)
+        plane = psf if psf.ndim == 2 else psf[self.focus]
+        self.psf = (plane / plane.sum()).astype(np.float32)
         kh, kw = self.psf.shape
         self.margin = max(kh, kw) // 2
         # true convolution (as scipy.ndimage.convolve): correlate with the flipped PSF
@@ -272,26 +282,74 @@ class Blur(_Filter):
             raise DIPError(f"the PSF ({self.psf.shape[0]}x{self.psf.shape[1]}) is larger than twice "
                            f"the image ({h}x{w}); crop the PSF to where its light is.")
 
+    def check_volume(self, planes: int, stack: str | None) -> None:
+        """A 3D PSF needs a z-stack it fits in: refused before any work otherwise."""
+        if self.volume is None:
+            return
+        z = self.volume.shape[0]
+        if stack != "z" or planes < 2:
+            what = "one image" if planes < 2 else "a time-lapse"
+            raise DIPError(f"the PSF is 3D ({'x'.join(map(str, self.volume.shape))}) but the data is {what}: a "
+                           "3D PSF is for a z-stack (stack='z', --stack z, or a stack whose axis is labelled z). "
+                           f"For a single plane pass the PSF's in-focus plane instead, psf[{self.focus}].")
+        if z > 2 * planes:
+            raise DIPError(f"the PSF has {z} planes, more than twice the stack's {planes}; crop it in z to "
+                           "the planes that hold its light.")
+
     def describe(self):
-        return {"operator": "Blur", "psf_shape": list(self.psf.shape),
-                "psf_sum_of_squares": round(float(np.square(self.psf).sum()), 9)}
+        described = {"operator": "Blur", "psf_shape": list(self.psf.shape),
+                     "psf_sum_of_squares": round(float(np.square(self.psf).sum()), 9)}
+        if self.volume is not None:  # a 2D PSF's description (and fingerprint) stays as it was
+            described.update(psf_volume_shape=list(self.volume.shape), psf_focus=self.focus,
+                             psf_volume_sum_of_squares=round(float(np.square(self.volume).sum()), 9))
+        return described
 
     def __repr__(self) -> str:
-        return f"Blur(psf {self.psf.shape[0]}x{self.psf.shape[1]})"
+        plane = f"psf {self.psf.shape[0]}x{self.psf.shape[1]}"
+        if self.volume is None:
+            return f"Blur({plane})"
+        return f"Blur({plane}: plane {self.focus} of a {'x'.join(map(str, self.volume.shape))} PSF)"
 
 
-def gaussian_psf(sigma: float, size: int | None = None) -> np.ndarray:
+def in_focus_plane(psf: np.ndarray) -> int:
+    """The in-focus plane of a 3D (Z, Y, X) PSF: the plane of its highest peak (of a tie, the one
+    nearest the middle, ``Z // 2``), where a bead stack is sharpest."""
+    psf = np.asarray(psf)
+    peaks = psf.reshape(psf.shape[0], -1).max(axis=1)
+    best = np.flatnonzero(peaks >= peaks.max() * (1 - 1e-6))
+    return int(best[np.argmin(np.abs(best - psf.shape[0] // 2))])
+
+
+def gaussian_psf(sigma: float, size: int | None = None, sigma_z: float | None = None,
+                 size_z: int | None = None) -> np.ndarray:
     """A normalised 2D Gaussian PSF of standard deviation ``sigma`` pixels (odd ``size``,
-    default ``2 * ceil(3 * sigma) + 1``): a widefield microscope's in-focus blur, roughly."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 50:
-        raise DIPError(f"the PSF's sigma must be a number of pixels in (0, 50] (got {sigma!r}).")
-    size = 2 * math.ceil(3 * sigma) + 1 if size is None else size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-        raise DIPError(f"the PSF's size must be an odd whole number (got {size!r}).")
+    default ``2 * ceil(3 * sigma) + 1``): a widefield microscope's in-focus blur, roughly.
+    With ``sigma_z`` (in planes) it is 3D, (Z, Y, X), for a z-stack (odd ``size_z``, default
+    from ``sigma_z`` alike); its middle plane is the 2D one."""
+    sigma = _psf_sigma(sigma, "sigma")
+    size = _psf_size(size, sigma, "size")
     r = np.arange(size) - size // 2
     g = np.exp(-0.5 * (r / sigma) ** 2)
     psf = np.outer(g, g)
+    if sigma_z is not None:
+        sigma_z = _psf_sigma(sigma_z, "sigma_z")
+        planes = _psf_size(size_z, sigma_z, "size_z")
+        rz = np.arange(planes) - planes // 2
+        psf = np.exp(-0.5 * (rz / sigma_z) ** 2)[:, None, None] * psf
     return (psf / psf.sum()).astype(np.float32)
+
+
+def _psf_sigma(sigma, name: str) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)) or not 0 < sigma <= 50:
+        raise DIPError(f"the PSF's {name} must be a number of pixels in (0, 50] (got {sigma!r}).")
+    return float(sigma)
+
+
+def _psf_size(size, sigma: float, name: str) -> int:
+    size = 2 * math.ceil(3 * sigma) + 1 if size is None else size
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 or size % 2 == 0:
+        raise DIPError(f"the PSF's {name} must be an odd whole number (got {size!r}).")
+    return int(size)
 
 
 # ----------------------------------------------------------------------------- the engine's side

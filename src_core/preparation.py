@@ -105,6 +105,7 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
         cfg = cfg.replace(ema=spec.ema)
         notes.append(f"{spec.name}: the answer is the EMA of outputs (ema={spec.ema})")
     answer_layout = _answer_layout(operator, layout, images.shape[1:], cfg, notes)
+    stack = _stack_for_psf(operator, images.shape[0], stack, notes)
     warned: list = []  # the notes a user must see (napari shows them; the CLI warns)
     images, masks = _observed_only(images, masks, notes, warned)
     references = _references(reference, image, layout, answer_layout, scaling, spec)
@@ -117,13 +118,17 @@ def prepare(image, mask=None, *, task: str | None = None, reference=None,
                       operator=operator, psnr_peak=plain.scale / scaling.scale,
                       fidelity=fidelity_for(cfg, scaling), budget=fitted, warnings=warned, stack=stack,
                       spacing=spacing)
-    if problem.volumetric:
+    if problem.volumetric and classical == "richardson-lucy":
+        notes.append(f"classical: richardson-lucy over the z-stack in 3D with the {operator.volume.shape[0]}-plane "
+                     f"PSF (DIP runs per slice with its in-focus plane {operator.focus})")
+    elif problem.volumetric:
         at = "" if not anisotropic(spacing) else (
             " on the voxel grid or with the spacing z {:g}, y {:g}, x {:g}, whichever predicts the held-out voxels "
             "better".format(*spacing))
         notes.append(f"classical: {classical} over the z-stack in 3D{at} (DIP runs per slice)")
     elif stack == "z" and problem.slices > 1 and classical is not None:
         why = ("the stack is read a slice at a time" if not isinstance(images, np.ndarray)
+               else "the PSF is 2D: it blurs no plane into another" if classical == "richardson-lucy"
                else f"{classical} has no 3D form here")
         notes.append(f"classical: {classical} per slice ({why})")
     if cfg.fidelity != "mse":
@@ -159,6 +164,18 @@ def _answer_layout(operator: Operator, layout: Layout, chw_shape, cfg: RunConfig
         raise DIPError(problem if operator.factor == 1 else
                        f"the answer is {operator.factor}x the input along Y and X; {problem}")
     return answer_layout
+
+
+def _stack_for_psf(operator: Operator, planes: int, stack: str | None, notes: list) -> str | None:
+    """A 3D PSF (anywhere in the operator) fits a z-stack only, refused before any work
+    otherwise; a stack of no stated kind with a 3D PSF is a z-stack (as with a spacing)."""
+    blurs = [op for op in getattr(operator, "operators", (operator,)) if getattr(op, "volume", None) is not None]
+    if blurs and stack is None and planes > 1:
+        stack = "z"
+        notes.append("stack: a z-stack, since the PSF is 3D")
+    for op in blurs:
+        op.check_volume(planes, stack)
+    return stack
 
 
 def fidelity_for(config: RunConfig, scaling: Scaling) -> Fidelity:

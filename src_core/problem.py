@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from .checkpoint import fingerprint
-from .classical import VOLUME_METHODS, anisotropic, classical_answer, classical_volume
+from .classical import anisotropic, classical_answer, classical_volume, volume_method
 from .config import RunConfig
 from .engine import DIPRun, Finished, History, psnr_from_mse, psnr_ssim
 from .errors import DIPError
@@ -79,9 +79,10 @@ class Problem:
     @property
     def volumetric(self) -> bool:
         """The classical answer is computed over the whole z-stack at once (3D biharmonic, with the
-        voxel spacing where the held-out voxels prefer it), since its planes share structure; a
-        lazy stack, read a slice at a time, and the methods with no 3D form stay per slice."""
-        return (self.stack == "z" and self.slices > 1 and self.classical in VOLUME_METHODS
+        voxel spacing where the held-out voxels prefer it; Richardson-Lucy with a 3D PSF), since
+        its planes share structure; a lazy stack, read a slice at a time, and the methods with
+        no 3D form stay per slice."""
+        return (self.stack == "z" and self.slices > 1 and volume_method(self.classical, self.operator)
                 and isinstance(self.images, np.ndarray))
 
     def observe(self, chw: np.ndarray) -> np.ndarray:
@@ -217,14 +218,16 @@ class Problem:
         without, the grid."""
         t0 = time.perf_counter()
         grid = (1.0, 1.0, 1.0)
-        options = [grid] + ([self.spacing] if anisotropic(self.spacing) else [])
+        spaced = self.classical == "biharmonic" and anisotropic(self.spacing)  # RL's PSF is in voxels
+        options = [grid] + ([self.spacing] if spaced else [])
         fitted = self.masks if self.held_out is None else self.masks & ~self.held_out  # every fitted_mask
         if "spacing" not in self._volume:
             if len(options) == 1 or self.held_out is None:
                 self._volume["spacing"] = grid
             else:
                 truth = self.images[self.held_out]
-                tried = {sp: classical_volume(self.classical, self.images, fitted, sp) for sp in options}
+                tried = {sp: classical_volume(self.classical, self.images, fitted, sp, self.operator)
+                         for sp in options}
                 scores = {sp: _psnr(answer[self.held_out], truth, self.psnr_peak) or 0.0
                           for sp, answer in tried.items()}
                 best = max(options, key=lambda sp: scores[sp])
@@ -236,7 +239,8 @@ class Problem:
         if fitted_only and "fitted" in self._volume:
             volume = self._volume.pop("fitted")
         else:
-            volume = classical_volume(self.classical, self.images, fitted if fitted_only else self.masks, spacing)
+            volume = classical_volume(self.classical, self.images, fitted if fitted_only else self.masks, spacing,
+                                      self.operator)
         seconds = (time.perf_counter() - t0) / self.slices  # each plane's share
         for i in range(self.slices):
             self._classical_cache[(i, fitted_only)] = (volume[i], seconds)

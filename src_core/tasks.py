@@ -90,12 +90,18 @@ class Task:
         return "cpu", dict(self.cpu_settings)
 
 
-def _blur(psf=2.0) -> Blur:
+def _blur(psf=2.0, psf_z=0.0) -> Blur:
+    if not isinstance(psf_z, numbers.Real) or isinstance(psf_z, bool) or not 0 <= psf_z <= 50:
+        raise DIPError("psf_z is the PSF's Gaussian sigma along z in planes, in [0, 50] (0: a 2D PSF); got "
+                       + (repr(psf_z) if isinstance(psf_z, numbers.Number) else f"a {type(psf_z).__name__}") + ".")
     if isinstance(psf, numbers.Real) and not isinstance(psf, bool):
-        return Blur(gaussian_psf(float(psf)))
+        return Blur(gaussian_psf(float(psf), sigma_z=float(psf_z) if psf_z > 0 else None))
     if psf is None:
-        raise DIPError("deconvolution needs a PSF: an image of a bead (2D array or file) or a "
-                       "Gaussian sigma in pixels, e.g. psf=2.0.")
+        raise DIPError("deconvolution needs a PSF: an image of a bead (a 2D array or file, or a 3D stack "
+                       "for a z-stack) or a Gaussian sigma in pixels, e.g. psf=2.0.")
+    if psf_z > 0:
+        raise DIPError("psf_z makes a Gaussian PSF 3D; a PSF given as an image is used as it is. Give "
+                       "either a 3D PSF image, or psf as a sigma with psf_z.")
     return Blur(np.asarray(psf))
 
 
@@ -119,7 +125,9 @@ TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (
          cpu_settings=_NOISY, ema=0.99, headroom=2.0, noisy=True,
          options=(Option("psf", 2.0, "the point-spread function: a Gaussian sigma in pixels, "
                          "or an image of it", kind=float, label="PSF sigma (px)", low=0.1, high=50.0,
-                         image="PSF layer"),),
+                         image="PSF layer"),
+                  Option("psf_z", 0.0, "a Gaussian PSF's sigma along z in planes, for a z-stack "
+                         "(0: a 2D PSF)", kind=float, label="PSF sigma z (planes)", low=0.0, high=50.0)),
          build=_blur),
 )}
 

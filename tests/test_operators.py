@@ -90,7 +90,7 @@ def test_masks_come_last_and_compositions_add_up():
 
 
 @pytest.mark.parametrize("make, words", [
-    (lambda: Blur(np.ones((2, 3, 3))), "2D"),
+    (lambda: Blur(np.ones((2, 2, 3, 3))), "for a z-stack"),
     (lambda: Blur(-np.ones((3, 3))), "negative"),
     (lambda: Blur(np.zeros((3, 3))), "sums to zero"),
     (lambda: Blur(np.full((3, 3), np.nan)), "non-finite"),

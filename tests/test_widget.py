@@ -1017,10 +1017,15 @@ def test_copy_as_python_and_the_saved_run_keep_every_task_option(viewer, errors,
     the saved .dip.json (SR at factor 2 copied as the default 4x; a PSF of sigma 1.5 as 2.0)."""
     import json
 
-    value = option.kind(option.default + 1 if option.kind is int else option.default * 0.75)
+    value = option.kind(option.default + 1 if option.kind is int else option.default * 0.75 or option.low + 1)
     assert value != option.default and option.low <= value <= option.high
-    viewer.add_image((smooth((24, 24)) * 255).astype(np.uint8), name="img")
+    plane = (smooth((24, 24)) * 255).astype(np.uint8)
+    if option.name == "psf_z":  # a 3D PSF: for a z-stack, run on all its slices
+        viewer.add_image(np.stack([plane] * 4), name="img", axis_labels=("z", "y", "x"))
+    else:
+        viewer.add_image(plane, name="img")
     widget = make_widget(viewer, task=task, iterations=10, **{option.name: value})
+    widget.slices.value = "all"
     assert widget.task_options()[option.name] == value
     widget.run()
     result = widget.result_layer
@@ -1158,6 +1163,35 @@ def test_super_resolution_result_covers_the_input_at_a_finer_scale(viewer, error
     assert namespace["result"].config.to_dict() == result.metadata["config"]
 
 
+def test_a_bead_stack_deconvolves_a_z_stack_whole_and_one_slice_with_its_in_focus_plane(viewer, errors):
+    """A 3D PSF layer: the whole stack for a z-labelled stack run on all slices (3D Richardson-Lucy
+    as the partner), its sharpest plane for the current slice; Copy as Python names what ran."""
+    stack = np.stack([smooth((32, 32), s) for s in range(4)]).astype(np.float32)
+    viewer.add_image(stack, name="zs", scale=(2.0, 1.0, 1.0), axis_labels=("z", "y", "x"))
+    bead = np.stack([src_core.gaussian_psf(s, size=7) for s in (2.0, 1.0, 1.5)])  # sharpest: plane 1
+    viewer.add_image(bead, name="bead")
+    widget = make_widget(viewer, task="deconvolve", iterations=4)
+    widget.image.value = viewer.layers["zs"]
+    widget.task_fields.layers["psf"].value = viewer.layers["bead"]
+    widget.slices.value = "all"
+    assert widget.check() == []
+    widget.run()
+    ran = viewer.layers["zs DIP"].metadata
+    assert errors == [] and any("richardson-lucy over the z-stack in 3D with the 3-plane PSF" in n
+                                for n in ran["notes"]), ran["notes"]
+    code = widget.copy_as_python()
+    assert "psf=viewer.layers['bead'].data," in code and "stack='z'" in code
+    widget.slices.value = "current"
+    viewer.dims.set_point(0, 2 * 2.0)
+    widget.run()
+    assert errors == []
+    code = widget.copy_as_python()
+    assert "psf=viewer.layers['bead'].data[1]" in code and "stack=" not in code  # its in-focus plane
+    namespace = {"viewer": viewer}
+    exec(code, namespace)
+    assert namespace["result"].config.to_dict() == viewer.layers["zs DIP"].metadata["config"]
+
+
 def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):
     image = viewer.add_image(smooth(), name="blurred")
     psf = np.zeros((9, 9))
@@ -1168,7 +1202,7 @@ def test_deconvolution_takes_a_psf_layer_and_flags_a_bad_one(viewer, errors):
     shown = lambda w: not w.native.isHidden()  # noqa: E731
     fields = widget.task_fields
     assert shown(fields.layers["psf"]) and shown(fields.field("psf")) and not shown(fields.field("factor"))
-    assert widget.task_options() == {"psf": 2.0}
+    assert widget.task_options() == {"psf": 2.0, "psf_z": 0.0}
     fields.layers["psf"].value = psf_layer
     assert np.array_equal(widget.task_options()["psf"], psf)
     psf_layer.data = -psf

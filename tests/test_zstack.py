@@ -125,3 +125,98 @@ def test_a_bad_stack_kind_or_a_spacing_for_a_time_lapse_is_refused():
 def test_a_stack_of_slices_of_different_shapes_is_refused_saying_which():
     with pytest.raises(DIPError, match=r"one shape; these have 2: \(8, 8\), \(16, 16\)"):
         src_core.restore([np.zeros((16, 16)), np.zeros((8, 8))], task="random", **TINY)
+
+
+# ------------------------------------------------------------------ 3D PSFs: deconvolving a z-stack
+
+def test_a_3d_gaussian_psf_has_the_2d_one_as_its_in_focus_plane_and_a_bead_stack_its_sharpest():
+    from src_core.operators import Blur, gaussian_psf, in_focus_plane
+
+    psf = gaussian_psf(1.5, sigma_z=2.0)
+    assert psf.shape == (13, 11, 11) and abs(float(psf.sum()) - 1) < 1e-6
+    blur = Blur(psf)
+    assert blur.focus == 6 and np.allclose(blur.psf, gaussian_psf(1.5), atol=1e-7)
+    assert blur.describe()["psf_volume_shape"] == [13, 11, 11]
+    assert "psf_volume_shape" not in Blur(gaussian_psf(1.5)).describe()  # a 2D PSF's fingerprint is unchanged
+    # a measured bead stack need not be centred: its in-focus plane is where its peak is highest
+    bead = np.stack([gaussian_psf(s, size=9) for s in (3.0, 2.0, 1.0, 1.5, 2.5)])
+    assert in_focus_plane(bead) == 2 and np.allclose(Blur(bead).psf, bead[2] / bead[2].sum())
+
+
+def test_3d_richardson_lucy_is_the_per_slice_one_for_a_flat_psf_and_keeps_a_flat_volume_flat():
+    from src_core.classical import richardson_lucy, richardson_lucy_volume
+    from src_core.operators import gaussian_psf
+
+    truth, _, _ = volume(depth=4, size=24)
+    one_plane = gaussian_psf(1.2)[None]
+    per_slice = np.stack([richardson_lucy(plane, one_plane[0], 10) for plane in truth])
+    assert np.abs(richardson_lucy_volume(truth, one_plane, 10) - per_slice).max() < 1e-4
+    flat = np.full((5, 1, 16, 16), 0.4, np.float32)  # mirrored in z too: the end planes keep their light
+    assert np.abs(richardson_lucy_volume(flat, gaussian_psf(1.0, sigma_z=1.5), 30) - 0.4).max() < 1e-3
+
+
+def test_a_z_stack_with_a_3d_psf_gets_3d_richardson_lucy_and_dip_its_in_focus_plane():
+    from src_core.classical import fill_from_neighbours, richardson_lucy_volume
+    from src_core.operators import gaussian_psf
+
+    truth, _, _ = volume(depth=4, size=48)
+    psf = gaussian_psf(1.0, sigma_z=1.0)
+    problem = src_core.prepare(truth[:, 0], task="deconvolve", psf=1.0, psf_z=1.0, stack="z", **TINY)
+    assert problem.volumetric and problem.operator.volume.shape == (7, 7, 7)
+    assert any("richardson-lucy over the z-stack in 3D with the 7-plane PSF" in n for n in problem.notes)
+    assert np.array_equal(problem.operator.weight[0, 0].numpy(), problem.operator.psf[::-1, ::-1])  # 2D per slice
+    fitted = problem.masks & ~problem.held_out
+    filled = np.stack([fill_from_neighbours(i, m) for i, m in zip(problem.images, fitted)])
+    expected = richardson_lucy_volume(filled, psf)
+    assert np.abs(problem.classical_answer(2, fitted_only=True)[0] - expected[2]).max() < 1e-5
+    # a stack of no stated kind with a 3D PSF is a z-stack; a 2D PSF stays per slice, and says why
+    assert src_core.prepare(truth[:, 0], task="deconvolve", psf=psf, **TINY).volumetric
+    flat = src_core.prepare(truth[:, 0], task="deconvolve", psf=1.0, stack="z", **TINY)
+    assert not flat.volumetric and any("per slice (the PSF is 2D" in n for n in flat.notes)
+
+
+@pytest.mark.parametrize("data, options, words", [
+    ("image", {"psf": "3d"}, "the data is one image: a 3D PSF is for a z-stack"),
+    ("stack", {"psf": "3d", "stack": "t"}, "the data is a time-lapse"),
+    ("stack", {"psf": "4d"}, "must be 2D .Y, X., or 3D"),
+    ("stack", {"psf": "tall"}, "has 13 planes, more than twice the stack's 4"),
+    ("stack", {"psf": "3d", "psf_z": 2.0}, "a PSF given as an image is used as it is"),
+    ("stack", {"psf": 1.0, "psf_z": -1.0}, "psf_z is the PSF's Gaussian sigma along z"),
+])
+def test_a_3d_psf_that_does_not_fit_the_data_is_refused_before_any_work(data, options, words, monkeypatch):
+    from src_core.operators import gaussian_psf
+
+    monkeypatch.setattr(src_core.problem.Problem, "run", lambda *a, **k: pytest.fail("a run started"))
+    psfs = {"3d": gaussian_psf(1.0, sigma_z=1.0), "4d": np.ones((2, 2, 3, 3)),
+            "tall": gaussian_psf(1.0, sigma_z=2.0)}
+    options = {k: psfs.get(v, v) if k == "psf" else v for k, v in options.items()}
+    image = np.zeros((4, 16, 16), np.float32) if data == "stack" else np.zeros((16, 16), np.float32)
+    with pytest.raises(DIPError, match=words):
+        src_core.restore(image, task="deconvolve", **options, **TINY)
+
+
+def test_the_command_line_deconvolves_a_z_stack_with_a_psf_stack_file_or_sigma_z(tmp_path, capsys):
+    from src_core.cli import main
+    from src_core.operators import gaussian_psf
+
+    truth, _, _ = volume(depth=4, size=32)
+    tifffile.imwrite(tmp_path / "z.tif", (truth[:, 0] * 255).astype(np.uint8), imagej=True,
+                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "bead.tif", gaussian_psf(1.0, sigma_z=1.0))
+    common = ["--preset", "cpu", "--iterations", "2", "--set", "scales=2", "-o", str(tmp_path / "out")]
+    assert main(["deconvolve", str(tmp_path / "z.tif"), "--psf", str(tmp_path / "bead.tif"), *common]) == 0
+    assert "richardson-lucy over the z-stack in 3D with the 7-plane PSF" in capsys.readouterr().out
+    assert main(["deconvolve", str(tmp_path / "z.tif"), "--psf", "1.0", "--psf-z", "1.0", *common,
+                 "--overwrite"]) == 0
+    assert "3D with the 7-plane PSF" in capsys.readouterr().out
+    assert main(["deconvolve", str(tmp_path / "z.tif"), "--psf-z", "wide", *common, "--overwrite"]) == 2
+    assert "--psf-z takes a number" in capsys.readouterr().err
+
+
+def test_tiles_of_a_z_stack_with_a_3d_psf_are_refused_naming_the_in_focus_plane(monkeypatch):
+    from src_core.operators import gaussian_psf
+
+    monkeypatch.setattr(src_core.problem.Problem, "run", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(DIPError, match=r"tile it with the PSF's in-focus plane, psf\[3\]"):
+        src_core.restore_tiled(np.zeros((4, 64, 64), np.float32), task="deconvolve", stack="z", tile=32,
+                               psf=gaussian_psf(1.0, sigma_z=1.0), **TINY)

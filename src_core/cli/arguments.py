@@ -71,6 +71,8 @@ def _option_value(option, value):
     try:
         return float(value)
     except ValueError:
+        if not option.image:
+            raise DIPError(f"--{option.name.replace('_', '-')} takes a number (got {value!r}).") from None
         from ..io import read_image
 
         return read_image(Path(value)).astype(np.float64)

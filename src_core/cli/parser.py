@@ -63,7 +63,7 @@ def _add_task_parser(sub, task) -> None:
                        help="which mask colour marks observed pixels (default white, as in the DIP files)")
     for option in task.options:
         kind = int if option.kind is int else str  # a PSF is a number (sigma) or an image file
-        p.add_argument(f"--{option.name}", type=kind, default=option.default,
+        p.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, type=kind, default=option.default,
                        help=f"{option.help} (default {option.default})")
     _add_common(p)
 
