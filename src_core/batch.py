@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DIPError
+from .io import is_zarr
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".bmp")
 
@@ -39,12 +40,6 @@ class Item:
     mask: Path | None = None
     page: int | None = None
     reference: Path | None = None
-
-
-def is_zarr(path: Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and (path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file()
-                              or (path / ".zarray").is_file() or (path / ".zgroup").is_file())
 
 
 def _zarr_array(path: Path):

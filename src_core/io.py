@@ -307,16 +307,29 @@ def carried_ome_xml(xml: str, factor: float, dtype) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode")
 
 
+def is_zarr(path) -> bool:
+    """A Zarr store (array or group, format 2 or 3) on disk."""
+    path = Path(path)
+    return path.is_dir() and (path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file()
+                              or (path / ".zarray").is_file() or (path / ".zgroup").is_file())
+
+
 def check_writable(folder) -> Path:
     """Create ``folder`` and prove it takes a file, before any heavy work.
 
     A probe file is written and removed: permission bits alone miss
     read-only mounts, full disks and a root user's view of permissions.
+    A Zarr store is refused as the folder: the outputs would become nodes of
+    the user's store (a store is only ever read; its answer is a new store).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DIPError(f"-o {folder} is a file; -o takes the folder the outputs go into (their names "
                        "come from --name or the input's).")
+    if is_zarr(folder):
+        raise DIPError(f"-o {folder} is a Zarr store; the outputs would be written into it. A store is "
+                       "only read: give a plain folder, and its answer is written there as "
+                       "<name>_restored.zarr.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "write-check.tmp") as tmp:

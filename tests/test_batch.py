@@ -371,6 +371,25 @@ def test_a_batch_can_tile_each_image_on_its_worker(client, folder, tmp_path):
         restore_many(items, tmp_path / "out2", client=client, task="inpaint", tile=3, **TINY)
 
 
+def test_a_zarr_store_as_the_output_is_refused_before_any_work_and_left_as_it_was(tmp_path, capsys):
+    """-o (or output_dir) naming a Zarr store, the input's or another: the outputs would become
+    nodes of the user's store, so it is refused before any run, and the store is unchanged."""
+    zarr = pytest.importorskip("zarr")
+    from src_core.cli import main
+
+    store = tmp_path / "movie.zarr"
+    zarr.open_array(str(store), mode="w", shape=(2, 32, 32), chunks=(1, 32, 32), dtype="uint8")[:] = 7
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    with pytest.raises(DIPError, match="is a Zarr store; the outputs would be written into it"):
+        restore_many(collect(store), store, task="denoise", **TINY)
+    assert main(["batch", str(store), "-o", str(store), "--task", "denoise"]) == 2
+    assert "is a Zarr store" in capsys.readouterr().err
+    photo = write_image(tmp_path / "photo.png", (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8))
+    assert main(["random", str(photo), "-o", str(store), "--iterations", "1"]) == 2
+    assert "is a Zarr store" in capsys.readouterr().err
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
 def test_super_resolution_of_an_ome_zarr_rewrites_every_level_larger_with_smaller_pixels(client, tmp_path):
     zarr = pytest.importorskip("zarr")
     frames = (np.random.default_rng(3).random((2, 32, 32)) * 250).astype(np.uint8)
