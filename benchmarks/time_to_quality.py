@@ -76,9 +76,13 @@ def worker(tree: str, name: str, settings: dict, every: int) -> dict:
     import src_core
 
     clean, observed = build_case(name)
+    settings = dict(settings)
+    schedule = settings.pop("lr_schedule", None)  # a lever measured here, not an engine setting
     t0 = time.process_time()
     problem = src_core.prepare(clean * observed, observed, task="inpaint", classical=None, device="cpu",
                                threads=1, snapshot_every=every, report_every=every, **settings)
+    if schedule:
+        _schedule_adam(torch, schedule, problem.config.iterations)
     points = []
     for event in problem.run(0):
         if getattr(event, "kind", None) == "progress" and event.output is not None:
@@ -89,6 +93,38 @@ def worker(tree: str, name: str, settings: dict, every: int) -> dict:
     return {"tree": tree, "case": name, "settings": settings, "iterations": config.iterations,
             "network": config.network.to_dict(), "lr": config.lr, "sigma_p": config.sigma_p,
             "points": points, "cpu_s": time.process_time() - t0, "src_core": src_core.__file__}
+
+
+def _schedule_adam(torch, schedule: str, iterations: int) -> None:
+    """The learning-rate lever: ``cosine:PEAK:WARMUP[:END]`` rises linearly to PEAK over WARMUP
+    iterations and falls as a cosine to END (default 0) at the run's last iteration.  Adam is
+    replaced for this process only, so the engine's loop is measured as it is."""
+    import math
+
+    _, peak, warmup, *rest = schedule.split(":")
+    peak, warmup, end = float(peak), int(warmup), float(rest[0]) if rest else 0.0
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        t = (step - warmup) / max(1, iterations - warmup)
+        return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    base = torch.optim.Adam
+
+    class ScheduledAdam(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._lever_step = 0
+
+            def before(optimizer, _args, _kwargs):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(optimizer._lever_step)
+                optimizer._lever_step += 1
+
+            self.register_step_pre_hook(before)
+
+    torch.optim.Adam = ScheduledAdam
 
 
 #: a curve within this of a level has reached it (two runs of the same code differ by rounding)
