@@ -69,6 +69,7 @@ def mask_from_labels(labels: np.ndarray, label: int | None = None) -> np.ndarray
 
 def load_mask(path, observed_value: str = "white", notes: list | None = None) -> np.ndarray:
     """Read a mask image file. ``observed_value='white'``: bright = observed (the DIP files).
+    A multi-page grey file (Z, Y, X) is a stack's mask, one plane for each slice.
 
     Any common mask file means what it shows: grey (L), grey + alpha (LA),
     RGB, RGBA, 8- or 16-bit, or 0/1 values.  Colour is reduced to its mean,
@@ -84,15 +85,18 @@ def load_mask(path, observed_value: str = "white", notes: list | None = None) ->
         raise DIPError(f"observed_value must be 'white' or 'black' (got {observed_value!r}).")
     data = read_image(path, "mask")
     said = [] if notes is None else notes
+    planes = data.ndim == 3 and data.shape[-1] > 4  # a stack's mask: (Z|T, Y, X) grey planes
+    if planes:
+        said.append(f"a stack of {data.shape[0]} mask planes, one for each slice")
     if data.dtype == bool:
-        bright = data if data.ndim == 2 else data.any(axis=-1)
+        bright = data if data.ndim == 2 or planes else data.any(axis=-1)
         return bright if observed_value == "white" else ~bright
-    if data.dtype.kind not in "iuf" or data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] > 4):
-        raise DIPError(f"{path}: a mask is a 2D grey, grey+alpha, RGB or RGBA image "
-                       f"(got shape {data.shape}, dtype {data.dtype}).")
+    if data.dtype.kind not in "iuf" or data.ndim not in (2, 3):
+        raise DIPError(f"{path}: a mask is a 2D grey, grey+alpha, RGB or RGBA image, or a stack's "
+                       f"grey planes (Z, Y, X) (got shape {data.shape}, dtype {data.dtype}).")
     full = float(np.iinfo(data.dtype).max) if data.dtype.kind in "iu" else 1.0
     values = data.astype(np.float64)
-    if values.ndim == 3:
+    if values.ndim == 3 and not planes:
         channels = values.shape[-1]
         colour = values[..., :3 if channels >= 3 else 1].mean(axis=-1)
         if channels in (2, 4):

@@ -143,16 +143,23 @@ def test_a_3d_gaussian_psf_has_the_2d_one_as_its_in_focus_plane_and_a_bead_stack
     assert in_focus_plane(bead) == 2 and np.allclose(Blur(bead).psf, bead[2] / bead[2].sum())
 
 
-def test_3d_richardson_lucy_is_the_per_slice_one_for_a_flat_psf_and_keeps_a_flat_volume_flat():
-    from src_core.classical import richardson_lucy, richardson_lucy_volume
+def test_3d_richardson_lucy_keeps_a_flat_stack_flat_and_sharpens_a_blurred_bead_keeping_its_light():
+    from scipy.signal import fftconvolve
+
+    from src_core.classical import richardson_lucy_volume
     from src_core.operators import gaussian_psf
 
-    truth, _, _ = volume(depth=4, size=24)
-    one_plane = gaussian_psf(1.2)[None]
-    per_slice = np.stack([richardson_lucy(plane, one_plane[0], 10) for plane in truth])
-    assert np.abs(richardson_lucy_volume(truth, one_plane, 10) - per_slice).max() < 1e-4
-    flat = np.full((5, 1, 16, 16), 0.4, np.float32)  # mirrored in z too: the end planes keep their light
-    assert np.abs(richardson_lucy_volume(flat, gaussian_psf(1.0, sigma_z=1.5), 30) - 0.4).max() < 1e-3
+    tall = gaussian_psf(1.0, sigma_z=3.0)  # 19 planes on a 5-plane stack: light from far beyond its ends
+    flat = np.full((5, 1, 16, 16), 0.4, np.float32)
+    assert np.abs(richardson_lucy_volume(flat, tall, 30) - 0.4).max() < 1e-5
+    bead = np.zeros((9, 24, 24))
+    bead[4, 11:13, 11:13] = 1.0
+    psf = gaussian_psf(1.5, sigma_z=1.5)
+    blurred = np.clip(fftconvolve(bead, psf, mode="same"), 0, None)[:, None]
+    sharp = richardson_lucy_volume(blurred, psf, 30)[:, 0]
+    assert sharp.max() > 2 * blurred.max()                       # the light gathers back into the bead
+    assert abs(sharp.sum() - bead.sum()) < 0.02 * bead.sum()     # and none is made or lost
+    assert np.unravel_index(sharp.argmax(), sharp.shape)[0] == 4
 
 
 def test_a_z_stack_with_a_3d_psf_gets_3d_richardson_lucy_and_dip_its_in_focus_plane():
@@ -220,3 +227,21 @@ def test_tiles_of_a_z_stack_with_a_3d_psf_are_refused_naming_the_in_focus_plane(
     with pytest.raises(DIPError, match=r"tile it with the PSF's in-focus plane, psf\[3\]"):
         src_core.restore_tiled(np.zeros((4, 64, 64), np.float32), task="deconvolve", stack="z", tile=32,
                                psf=gaussian_psf(1.0, sigma_z=1.0), **TINY)
+
+
+def test_the_command_line_takes_a_stacks_mask_as_planes_one_for_each_slice(tmp_path, capsys):
+    from src_core.cli import main
+
+    truth, _, _ = volume(depth=3, size=32)
+    tifffile.imwrite(tmp_path / "z.tif", (truth[:, 0] * 255).astype(np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    holes = np.full((3, 32, 32), 255, np.uint8)
+    holes[1, 8:20, 8:20] = 0  # a hole in the middle slice only
+    tifffile.imwrite(tmp_path / "holes.tif", holes)
+    common = ["--preset", "cpu", "--iterations", "2", "--set", "scales=2", "-o", str(tmp_path / "out")]
+    assert main(["inpaint", str(tmp_path / "z.tif"), "--mask", str(tmp_path / "holes.tif"), *common]) == 0
+    assert "a stack of 3 mask planes, one for each slice" in capsys.readouterr().out
+    corrupted = tifffile.imread(tmp_path / "out" / "z_corrupted.tif")
+    assert (corrupted[1, 8:20, 8:20] == 0).all() and (corrupted[[0, 2], 8:20, 8:20] > 0).any()
+    tifffile.imwrite(tmp_path / "two.tif", holes[:2])
+    assert main(["inpaint", str(tmp_path / "z.tif"), "--mask", str(tmp_path / "two.tif"), *common, "--overwrite"]) == 2
+    assert "or (3, 32, 32) (one per slice)" in capsys.readouterr().err
