@@ -191,24 +191,42 @@ def classical_volume(method: str, volume: np.ndarray, mask: np.ndarray, spacing=
 
 
 def richardson_lucy_volume(volume: np.ndarray, psf: np.ndarray, iterations: int = 30) -> np.ndarray:
-    """scikit-image's Richardson-Lucy on a (Z, C, Y, X) stack with a 3D (Z, Y, X) PSF, channel
-    by channel: what microscopists compare a deconvolved z-stack with.  Mirrored borders in
-    every axis, as in :func:`richardson_lucy` (a plane beyond the stack is its mirror, not
-    darkness, so the end planes keep their brightness)."""
-    from skimage.restoration import richardson_lucy as rl
+    """Richardson-Lucy deconvolution of a (Z, C, Y, X) stack with a 3D (Z, Y, X) PSF, channel by
+    channel: what microscopists compare a deconvolved z-stack with.
 
-    volume = np.clip(np.asarray(volume, dtype=np.float32), 0.0, 1.0)
-    psf = np.asarray(psf, dtype=np.float32)
+    Written here, not scikit-image's, for its borders: a widefield PSF spreads a plane's light
+    over many planes, and scikit-image's zero boundary then brightened a flat 16x64x64 volume
+    by 25% (0.4 came back 0.5) after 30 iterations even with the stack mirrored by two PSF
+    sizes. This is Bertero and Boccacci's remedy (Astron. Astrophys. 437, 2005): the object
+    is estimated on the stack grown by the PSF's half-width, the data compared on the stack
+    only, and each update divided by the blur's transpose of the data region, so a flat
+    volume is a fixed point. FFT convolutions (scipy), float64, started from the data's mean.
+    """
+    from scipy.signal import fftconvolve
+
+    volume = np.clip(np.asarray(volume, dtype=np.float64), 0.0, 1.0)
+    psf = np.asarray(psf, dtype=np.float64)
     if volume.ndim != 4 or psf.ndim != 3:
         raise DIPError(f"3D Richardson-Lucy takes a (Z, C, Y, X) stack and a (Z, Y, X) PSF (got "
                        f"{volume.shape} and {psf.shape}).")
-    z, _, h, w = volume.shape
-    pad_z, pad = 2 * psf.shape[0], 2 * max(psf.shape[1:])  # numpy mirrors again where one mirror is short
-    out = np.empty_like(volume)
+    psf = psf / psf.sum()
+    flipped = psf[::-1, ::-1, ::-1]
+    inner = tuple(slice(k // 2, k // 2 + n) for k, n in zip(psf.shape, volume.shape[0:1] + volume.shape[2:]))
+    grown = tuple(n + 2 * (k // 2) for k, n in zip(psf.shape, volume.shape[0:1] + volume.shape[2:]))
+    data_region = np.zeros(grown)
+    data_region[inner] = 1.0
+    weight = np.maximum(fftconvolve(data_region, flipped, mode="same"), 1e-12)  # the blur's transpose of it
+    out = np.empty(volume.shape, dtype=np.float32)
     for c in range(volume.shape[1]):
-        padded = np.pad(volume[:, c], ((pad_z, pad_z), (pad, pad), (pad, pad)), mode="symmetric")
-        out[:, c] = rl(padded, psf, num_iter=iterations, clip=True)[pad_z:pad_z + z, pad:pad + h, pad:pad + w]
-    return np.clip(out, 0.0, 1.0)
+        data = np.zeros(grown)
+        data[inner] = volume[:, c]
+        estimate = np.full(grown, max(float(volume[:, c].mean()), 1e-6))
+        for _ in range(iterations):
+            predicted = fftconvolve(estimate, psf, mode="same")
+            ratio = np.where(data_region > 0, data / np.maximum(predicted, 1e-12), 0.0)
+            estimate *= np.maximum(fftconvolve(ratio, flipped, mode="same"), 0.0) / weight
+        out[:, c] = np.clip(estimate[inner], 0.0, 1.0)
+    return out
 
 
 def _grad(x: np.ndarray):
