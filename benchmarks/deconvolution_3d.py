@@ -156,9 +156,12 @@ def dip_volume(noisy: np.ndarray, psf: np.ndarray, clean: np.ndarray, iterations
         loss.backward()
         opt.step()
         with torch.no_grad():
-            ema = out.detach().clone() if ema is None else ema.mul_(cfg.ema or 0.99).add_(out.detach(), alpha=1 - (cfg.ema or 0.99))
+            rate = cfg.ema or 0.99
+            ema = out.detach().clone() if ema is None else ema.mul_(rate).add_(out.detach(), alpha=1 - rate)
         if it % every == 0:
             curve.append((it, psnr(ema[0, 0].numpy(), clean)))
+            print(f"  3D generator: {it} iterations, {time.perf_counter() - t0:.0f} s, EMA {curve[-1][1]:.2f} dB",
+                  flush=True)
     best = max(curve, key=lambda c: c[1])
     return {"psnr": curve[-1][1], "best_psnr_oracle": best[1], "best_iteration": best[0],
             "seconds": time.perf_counter() - t0, "iterations": iterations, "curve": curve,
@@ -169,6 +172,22 @@ def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+def _row(record: dict, args) -> list:
+    rl2d, rl3d = ({int(n): r for n, r in record[key].items()} for key in ("rl_2d", "rl_3d"))
+    best2, best3 = record["rl_2d_best_oracle"], record["rl_3d_best_oracle"]
+    alphas = [a for a in record["blend_alphas"] if a is not None]
+    weights = f"{np.mean(alphas):.2f} ({min(alphas):.2f}-{max(alphas):.2f})" if alphas else "no blend"
+    row = [f"{record['photons']:g}", f"{record['blurred_psnr']:.2f}", f"{rl2d[best2]['psnr']:.2f} ({best2} it)",
+           f"{rl3d[30]['psnr']:.2f} ({rl3d[30]['seconds']:.1f} s)" if 30 in rl3d else "-",
+           f"{rl3d[best3]['psnr']:.2f} ({best3} it, {rl3d[best3]['seconds']:.1f} s)",
+           f"{record['dip_alone_psnr']:.2f}", weights,
+           f"**{record['answer_psnr']:.2f}** ({record['dip_seconds']:.0f} s)"]
+    if args.dip_3d:
+        d3 = record["dip_3d"]
+        row.append(f"{d3['psnr']:.2f} / {d3['best_psnr_oracle']:.2f} ({d3['seconds']:.0f} s)")
+    return row
 
 
 def main(argv=None) -> int:
@@ -194,7 +213,14 @@ def main(argv=None) -> int:
     focus = src_core.Blur(psf).psf
     clean = phantom(args.depth, args.size, args.seed)
     rows, records = [], []
+    same = {k: v for k, v in vars(args).items() if k not in ("out", "photons", "threads")}
     for photons in args.photons:
+        kept = args.out / "levels" / f"{photons:g}.json"  # each level as it finishes; a rerun skips it
+        if kept.exists() and json.loads(kept.read_text())["args"] == same:
+            record = json.loads(kept.read_text())["record"]
+            records.append(record)
+            rows.append(_row(record, args))
+            continue
         noisy = degrade(clean, psf, photons, args.seed)
         rl2d, rl3d = {}, {}
         for n in args.rl_iterations:
@@ -203,6 +229,8 @@ def main(argv=None) -> int:
             out, s = timed(richardson_lucy_volume, noisy[:, None], psf, n)
             rl3d[n] = {"psnr": psnr(out[:, 0], clean), "seconds": s}
         best2, best3 = (max(rl, key=lambda n: rl[n]["psnr"]) for rl in (rl2d, rl3d))
+        print(f"{photons:g} photons: Richardson-Lucy 2D {sum(r['seconds'] for r in rl2d.values()):.0f} s, "
+              f"3D {sum(r['seconds'] for r in rl3d.values()):.0f} s", flush=True)
         result, dip_s = timed(src_core.restore, noisy, task="deconvolve", psf=psf, stack="z", reference=clean,
                               channel_axis=None, iterations=args.iterations)
         summaries = [h.summary for h in result.histories]
@@ -213,19 +241,13 @@ def main(argv=None) -> int:
                   "answer_psnr": psnr(np.asarray(result.image), clean), "dip_seconds": dip_s,
                   "dip_iterations": [h.timings.get("iterations") for h in result.histories],
                   "dip_config": result.config.to_dict(), "dip_notes": result.notes}
+        print(f"{photons:g} photons: DIP per slice {dip_s:.0f} s", flush=True)
         if args.dip_3d:
             record["dip_3d"] = dip_volume(noisy, psf, clean, args.dip_3d)
+        record = json.loads(json.dumps(record, default=json_default))
+        write_json(kept, {"args": same, "record": record})
         records.append(record)
-        alphas = [a for a in record["blend_alphas"] if a is not None]
-        weights = f"{np.mean(alphas):.2f} ({min(alphas):.2f}-{max(alphas):.2f})" if alphas else "no blend"
-        rows.append([f"{photons:g}", f"{record['blurred_psnr']:.2f}",
-                     f"{rl2d[best2]['psnr']:.2f} ({best2} it)",
-                     f"{rl3d[30]['psnr']:.2f} ({rl3d[30]['seconds']:.1f} s)" if 30 in rl3d else "-",
-                     f"{rl3d[best3]['psnr']:.2f} ({best3} it, {rl3d[best3]['seconds']:.1f} s)",
-                     f"{dip_alone:.2f}", weights,
-                     f"**{record['answer_psnr']:.2f}** ({dip_s:.0f} s)"]
-                    + ([f"{record['dip_3d']['psnr']:.2f} / {record['dip_3d']['best_psnr_oracle']:.2f} "
-                        f"({record['dip_3d']['seconds']:.0f} s)"] if args.dip_3d else []))
+        rows.append(_row(record, args))
         print(rows[-1], flush=True)
     command = command_line(__file__, argv)
     md = ["# Deconvolution of a z-stack (synthetic widefield): DIP per slice against 3D Richardson-Lucy", "",

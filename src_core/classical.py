@@ -190,6 +190,20 @@ def classical_volume(method: str, volume: np.ndarray, mask: np.ndarray, spacing=
                    "and richardson-lucy with a 3D PSF.")
 
 
+def blur_volume(volume: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    """A (Z, C, Y, X) stack convolved with a 3D (Z, Y, X) PSF, channel by channel, mirrored borders
+    (numpy's "symmetric"): what a deconvolved z-stack predicts the microscope recorded."""
+    from scipy.signal import fftconvolve
+
+    psf = np.asarray(psf, dtype=np.float64)
+    pads = [(k // 2, k // 2) for k in psf.shape]
+    out = np.empty(np.shape(volume), dtype=np.float32)
+    for c in range(out.shape[1]):
+        padded = np.pad(np.asarray(volume[:, c], dtype=np.float64), pads, mode="symmetric")
+        out[:, c] = fftconvolve(padded, psf / psf.sum(), mode="valid")
+    return out
+
+
 def richardson_lucy_volume(volume: np.ndarray, psf: np.ndarray, iterations: int = 30) -> np.ndarray:
     """Richardson-Lucy deconvolution of a (Z, C, Y, X) stack with a 3D (Z, Y, X) PSF, channel by
     channel: what microscopists compare a deconvolved z-stack with.

@@ -17,3 +17,8 @@ class DIPError(ValueError):
 
     #: what finished before a failure, where the work keeps it (restore() on a stack)
     partial: RestoreResult | None = None
+
+
+class Diverged(DIPError):
+    """The fit fell at every check from its starting weights: the settings cannot fit this data
+    from there (a warm start from a neighbour's weights is run again from random ones)."""

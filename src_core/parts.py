@@ -20,7 +20,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .engine import Finished, History
-from .errors import DIPError
+from .errors import DIPError, Diverged
 from .io import atomic_path, check_writable, json_default
 
 #: how often the client looks for finished parts and for a stop request (seconds)
@@ -184,14 +184,23 @@ def _solve_in_turn(todo, loaded: list, stop, store, notes, what, warm: bool, sta
         if warmed and start is None and any(i < index for i in loaded):
             start = store.weights(max(i for i in loaded if i < index))
         stopped, weights = False, None
+        attempts = [start, None] if warmed and start is not None else [start if warmed else None]
         with _naming(index):
-            for kind, i, payload in _solve_here(part, index, stop, store.checkpoint(index) if store else None,
-                                                start if warmed else None):
-                if isinstance(payload, Finished):
-                    stopped, weights = payload.stopped, payload.weights if warmed else None
-                if kind == "answer" and store is not None and not stopped:
-                    store.save(index, *payload, weights=weights)
-                yield kind, i, payload
+            for attempt, begin in enumerate(attempts):
+                try:
+                    for kind, i, payload in _solve_here(part, index, stop,
+                                                        store.checkpoint(index) if store else None, begin):
+                        if isinstance(payload, Finished):
+                            stopped, weights = payload.stopped, payload.weights if warmed else None
+                        if kind == "answer" and store is not None and not stopped:
+                            store.save(index, *payload, weights=weights)
+                        yield kind, i, payload
+                    break
+                except Diverged:
+                    if attempt + 1 == len(attempts):
+                        raise
+                    notes.append(f"{what} {index}: its fit diverged from the weights of the {what} before; "
+                                 "it ran again from random weights, with all the iterations")
         previous = weights
 
 

@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from .checkpoint import fingerprint
-from .classical import anisotropic, classical_answer, classical_volume, volume_method
+from .classical import anisotropic, blur_volume, classical_answer, classical_volume, volume_method
 from .config import RunConfig
 from .engine import DIPRun, Finished, History, psnr_from_mse, psnr_ssim
 from .errors import DIPError
@@ -131,9 +131,12 @@ class Problem:
         stack's slice is read now): run on its own, here or on a cluster, it gives that
         slice's answer exactly."""
         cut = slice(index, index + 1)
+        seen = None
         if self.volumetric:  # the part gets its plane of the 3D answers: it cannot make them alone
             self.classical_seconds(index)
+            seen = self._partner_seen()
         return replace(self, images=self.images[cut], masks=self.masks[cut],
+                       _volume={} if seen is None else {"seen": seen[cut]},
                        references=None if self.references is None else self.references[cut],
                        held_out=None if self.held_out is None else self.held_out[cut],
                        notes=list(self.notes), threads=self.threads if threads is None else threads,
@@ -245,6 +248,15 @@ class Problem:
         for i in range(self.slices):
             self._classical_cache[(i, fitted_only)] = (volume[i], seconds)
 
+    def _partner_seen(self) -> np.ndarray | None:
+        """What the 3D partner from the fitted voxels predicts the whole stack recorded (its 3D blur:
+        Richardson-Lucy with a 3D PSF), once for every plane's judge (a part holds its plane of it);
+        None where the partner is judged through the slice's own operator."""
+        if "seen" not in self._volume and self.blends and self.volumetric and self.classical == "richardson-lucy":
+            fitted = np.stack([self.classical_answer(i, fitted_only=True)[0] for i in range(self.slices)])
+            self._volume["seen"] = blur_volume(fitted, self.operator.volume)
+        return self._volume.get("seen")
+
     @staticmethod
     def _spacing_name(spacing) -> str:
         return "spacing z {:g}, y {:g}, x {:g}".format(*spacing) if anisotropic(spacing) else "the voxel grid"
@@ -318,12 +330,21 @@ class Problem:
         held = self.held_out[index]
         truth = self.images[index][held]
         summary["held_out_pixels"] = int(held.sum())
-        dip_seen = self.observe(dip)[held]
+        volume_seen = self._partner_seen()
+        if volume_seen is not None:
+            # a 3D PSF blurs the neighbouring planes into this one: the partner is judged by what its
+            # whole volume predicts here, and DIP as that volume with this plane replaced by DIP's
+            fitted_only, _ = self.classical_answer(index, fitted_only=True)
+            classical_seen = volume_seen[index][held]
+            dip_seen = (volume_seen[index] + self.observe(dip - fitted_only))[held]
+        else:
+            dip_seen = self.observe(dip)[held]
         summary["val_psnr_dip"] = _psnr(dip_seen, truth, self.psnr_peak)
         if not self.blends:
             return None
-        fitted_only, _ = self.classical_answer(index, fitted_only=True)
-        classical_seen = self.observe(fitted_only)[held]
+        if volume_seen is None:
+            fitted_only, _ = self.classical_answer(index, fitted_only=True)
+            classical_seen = self.observe(fitted_only)[held]
         alpha = blend_weight(dip_seen, classical_seen, truth)
         summary["blend_alpha"] = alpha
         summary["val_psnr_classical"] = _psnr(classical_seen, truth, self.psnr_peak)

@@ -124,7 +124,9 @@ def test_a_recovery_at_the_last_iteration_returns_the_good_estimate(tiny, small_
 def test_a_learning_rate_that_always_diverges_is_refused_with_advice(tiny, small_image):
     run = DIPRun(small_image[None], None, tiny(iterations=200, guard_every=5, lr=10.0, sigma_p=0.0))
     events = []
-    with pytest.raises(DIPError, match="lr=10 is too high"):
+    from src_core.errors import Diverged
+
+    with pytest.raises(Diverged, match=r"lr=10 is too high .*; try lr=0.01 or lower"):
         for event in run:
             events.append(event)
     assert len([e for e in events if isinstance(e, Recovery)]) == Guard.MAX_FALLS

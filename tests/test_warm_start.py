@@ -80,3 +80,30 @@ def test_start_weights_of_another_network_are_refused_clearly():
         DIPRun(image, config=wider, threads=1, start=finished.weights).run()
     with pytest.raises(DIPError, match="warm_start"):
         src_core.preset("cpu", warm_start=1.5)
+
+
+def test_a_warm_slice_whose_fit_diverges_from_its_neighbours_weights_runs_again_cold(monkeypatch):
+    """A fit that falls at every check from the neighbour's weights (seen on a 20000-photon
+    z-stack deconvolution) is not the stack's failure: that slice runs again from random
+    weights with all its iterations, and says so."""
+    from src_core.errors import Diverged
+    from src_core.problem import Problem
+
+    frames = drifting()
+    real_run, calls = Problem.run, []
+
+    def run(self, index=0, stop=None, checkpoint=None, start=None):
+        calls.append(start is not None)
+        if start is not None and len(calls) == 2:  # the first warm start falls at every check
+            raise Diverged("the fit diverged at 3 checks in a row from the starting weights")
+        return real_run(self, index, stop=stop, checkpoint=checkpoint, start=start)
+
+    monkeypatch.setattr(Problem, "run", run)
+    result = src_core.restore(frames, warm_start=0.25, **SMALL)
+    assert calls == [False, True, False, True]  # slice 1 warm (fell), slice 1 cold, slice 2 warm
+    assert [h.config["iterations"] for h in result.histories] == [40, 40, 10]
+    assert any("slice 1: its fit diverged from the weights of the slice before; it ran again from random"
+               in n for n in result.notes), result.notes
+    cold = src_core.restore(frames, warm_start=0, **SMALL)
+    assert result.histories[1].psnr == cold.histories[1].psnr  # the cold run of that slice, exactly
+

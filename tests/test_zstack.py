@@ -245,3 +245,27 @@ def test_the_command_line_takes_a_stacks_mask_as_planes_one_for_each_slice(tmp_p
     tifffile.imwrite(tmp_path / "two.tif", holes[:2])
     assert main(["inpaint", str(tmp_path / "z.tif"), "--mask", str(tmp_path / "two.tif"), *common, "--overwrite"]) == 2
     assert "or (3, 32, 32) (one per slice)" in capsys.readouterr().err
+
+
+def test_with_a_3d_psf_the_blend_judges_both_by_what_the_volume_predicts_through_the_whole_psf():
+    """The neighbouring planes' light reaches each plane: the 3D partner is judged by its whole
+    volume's 3D blur on the held-out pixels, DIP as that volume with its plane swapped in."""
+    from src_core.classical import blur_volume
+    from src_core.operators import gaussian_psf
+    from src_core.problem import _psnr
+
+    truth, _, _ = volume(depth=4, size=48)
+    psf = gaussian_psf(1.0, sigma_z=1.0)
+    problem = src_core.prepare(truth[:, 0], task="deconvolve", psf=psf, stack="z", **TINY)
+    result = src_core.restore_problem(problem, truth[:, 0])
+    fitted = np.stack([problem.classical_answer(i, fitted_only=True)[0] for i in range(4)])
+    seen = blur_volume(fitted, psf)
+    for k, history in enumerate(result.histories):
+        held = problem.held_out[k]
+        expected = _psnr(seen[k][held], problem.images[k][held], problem.psnr_peak)
+        assert history.summary["val_psnr_classical"] == pytest.approx(expected, abs=1e-6)
+        assert 0.0 <= history.summary["blend_alpha"] <= 1.0
+    # the in-focus plane alone would have judged the partner otherwise
+    alone = _psnr(problem.observe(fitted[1])[problem.held_out[1]], problem.images[1][problem.held_out[1]],
+                  problem.psnr_peak)
+    assert abs(alone - result.histories[1].summary["val_psnr_classical"]) > 0.1

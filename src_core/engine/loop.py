@@ -18,7 +18,7 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..devices import free_device_memory
-from ..errors import DIPError
+from ..errors import DIPError, Diverged
 from .. import speed
 from .events import EarlyStop, EnsembleFinished, History, Progress, Recovery
 from .graph import StepGraph
@@ -325,9 +325,10 @@ class Fit:
         if self.stalled:
             guard = self.guard_
             if not any(guard.good_iteration):
-                raise DIPError(
+                raise Diverged(
                     f"the fit diverged at {guard.MAX_FALLS} checks in a row from the starting weights: "
-                    f"lr={self.cfg.lr:g} is too high for this network ({self.cfg.optimizer}); try lr=0.01 or lower.")
+                    f"lr={self.cfg.lr:g} is too high for this network ({self.cfg.optimizer}); try "
+                    f"lr={min(self.cfg.lr / 2, 0.01):g} or lower.")
             for h in self.histories:
                 h.notes.append(f"stopped at iteration {it}: the fit diverged at {guard.MAX_FALLS} checks in a "
                                f"row from the last good weights (lr={self.cfg.lr:g} may be too high)")
