@@ -225,8 +225,9 @@ def richardson_lucy_volume(volume: np.ndarray, psf: np.ndarray, iterations: int 
                        f"{volume.shape} and {psf.shape}).")
     psf = psf / psf.sum()
     flipped = psf[::-1, ::-1, ::-1]
-    inner = tuple(slice(k // 2, k // 2 + n) for k, n in zip(psf.shape, volume.shape[0:1] + volume.shape[2:]))
-    grown = tuple(n + 2 * (k // 2) for k, n in zip(psf.shape, volume.shape[0:1] + volume.shape[2:]))
+    spatial = (volume.shape[0], *volume.shape[2:])  # (Z, Y, X)
+    inner = tuple(slice(k // 2, k // 2 + n) for k, n in zip(psf.shape, spatial))
+    grown = tuple(n + 2 * (k // 2) for k, n in zip(psf.shape, spatial))
     data_region = np.zeros(grown)
     data_region[inner] = 1.0
     weight = np.maximum(fftconvolve(data_region, flipped, mode="same"), 1e-12)  # the blur's transpose of it

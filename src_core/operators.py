@@ -311,6 +311,12 @@ class Blur(_Filter):
         return f"Blur({plane}: plane {self.focus} of a {'x'.join(map(str, self.volume.shape))} PSF)"
 
 
+def volume_blurs(operator) -> list:
+    """The blurs of ``operator`` (itself, or a Compose's parts) whose PSF is 3D: what only a
+    z-stack run whole can use."""
+    return [op for op in getattr(operator, "operators", (operator,)) if getattr(op, "volume", None) is not None]
+
+
 def in_focus_plane(psf: np.ndarray) -> int:
     """The in-focus plane of a 3D (Z, Y, X) PSF: the plane of its highest peak (of a tie, the one
     nearest the middle, ``Z // 2``), where a bead stack is sharpest."""

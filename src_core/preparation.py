@@ -19,7 +19,7 @@ from .errors import DIPError
 from .fidelity import Fidelity, make_fidelity
 from .imaging import Layout, LazySlices, Scaling, check_reference, is_lazy, reference_scaling
 from .masks import bernoulli_mask
-from .operators import Operator, split_mask
+from .operators import Operator, split_mask, volume_blurs
 from .problem import Problem
 from .tasks import Task, get_task, take_options
 from . import budget as budgets
@@ -169,7 +169,7 @@ def _answer_layout(operator: Operator, layout: Layout, chw_shape, cfg: RunConfig
 def _stack_for_psf(operator: Operator, planes: int, stack: str | None, notes: list) -> str | None:
     """A 3D PSF (anywhere in the operator) fits a z-stack only, refused before any work
     otherwise; a stack of no stated kind with a 3D PSF is a z-stack (as with a spacing)."""
-    blurs = [op for op in getattr(operator, "operators", (operator,)) if getattr(op, "volume", None) is not None]
+    blurs = volume_blurs(operator)
     if blurs and stack is None and planes > 1:
         stack = "z"
         notes.append("stack: a z-stack, since the PSF is 3D")

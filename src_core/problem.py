@@ -330,11 +330,11 @@ class Problem:
         held = self.held_out[index]
         truth = self.images[index][held]
         summary["held_out_pixels"] = int(held.sum())
+        fitted_only = self.classical_answer(index, fitted_only=True)[0] if self.blends else None
         volume_seen = self._partner_seen()
         if volume_seen is not None:
             # a 3D PSF blurs the neighbouring planes into this one: the partner is judged by what its
             # whole volume predicts here, and DIP as that volume with this plane replaced by DIP's
-            fitted_only, _ = self.classical_answer(index, fitted_only=True)
             classical_seen = volume_seen[index][held]
             dip_seen = (volume_seen[index] + self.observe(dip - fitted_only))[held]
         else:
@@ -343,7 +343,6 @@ class Problem:
         if not self.blends:
             return None
         if volume_seen is None:
-            fitted_only, _ = self.classical_answer(index, fitted_only=True)
             classical_seen = self.observe(fitted_only)[held]
         alpha = blend_weight(dip_seen, classical_seen, truth)
         summary["blend_alpha"] = alpha

@@ -10,7 +10,7 @@ from .config import RunConfig
 from .devices import resolve_device
 from .engine import psnr_ssim
 from .errors import DIPError
-from .operators import Operator
+from .operators import Operator, volume_blurs
 from .parts import PartStore, solve_parts
 from .preparation import task_for, prepare
 from .problem import Problem, RestoreResult, cut_short, enlarge
@@ -76,10 +76,11 @@ class TiledProblem:
         spec = task_for(task, operator)
         pass_through = spec.mask in ("required", "random") and op.identity
         sub_task = None if spec.name == "custom" else {"random": "inpaint"}.get(spec.name, spec.name)
-        if getattr(op, "volume", None) is not None:
+        blurs = volume_blurs(op)
+        if blurs:
             raise DIPError("tiles run each slice's tiles on their own, so a 3D PSF's partner cannot be 3D "
                            "Richardson-Lucy there: run the z-stack without tiles, or tile it with the PSF's "
-                           f"in-focus plane, psf[{op.focus}].")
+                           f"in-focus plane, psf[{blurs[0].focus}].")
         # the tiles' task options as the operator holds them (a PSF: its 2D array; psf_z: the default)
         options = {} if spec.name == "custom" else {o.name: getattr(op, o.name, o.default) for o in spec.options}
         tiles = plan(whole.images.shape[2:], tile, overlap)
