@@ -77,22 +77,62 @@ def worker(tree: str, name: str, settings: dict, every: int) -> dict:
 
     clean, observed = build_case(name)
     settings = dict(settings)
-    schedule = settings.pop("lr_schedule", None)  # a lever measured here, not an engine setting
+    schedule = settings.pop("lr_schedule", None)  # levers measured here, not engine settings
+    coarse = settings.pop("coarse_to_fine", 0)
     t0 = time.process_time()
+    points, start = [], None
+    if coarse:
+        start = _coarse_fit(src_core, clean, observed, coarse, every, settings, points, t0)
+        settings["warm_start"] = 1.0  # the full-size fit runs all its iterations from those weights
     problem = src_core.prepare(clean * observed, observed, task="inpaint", classical=None, device="cpu",
                                threads=1, snapshot_every=every, report_every=every, **settings)
     if schedule:
         _schedule_adam(torch, schedule, problem.config.iterations)
-    points = []
-    for event in problem.run(0):
+    for event in (problem.run(0) if start is None else problem.run(0, start=start)):  # the baseline has no start
         if getattr(event, "kind", None) == "progress" and event.output is not None:
             out = np.asarray(event.output, dtype=np.float32)[0]
-            points.append([event.iteration, time.process_time() - t0,
+            points.append([event.iteration + coarse, time.process_time() - t0,
                            psnr(np.where(observed, clean, out), clean)])
     config = problem.config
     return {"tree": tree, "case": name, "settings": settings, "iterations": config.iterations,
             "network": config.network.to_dict(), "lr": config.lr, "sigma_p": config.sigma_p,
             "points": points, "cpu_s": time.process_time() - t0, "src_core": src_core.__file__}
+
+
+def _coarse_fit(src_core, clean, observed, iterations: int, every: int, settings: dict, points: list, t0: float):
+    """The coarse-to-fine lever: ``iterations`` on the half-size problem (each 2x2 block the mean
+    of its observed pixels, observed if any is), then the full-size run starts from those weights
+    with the coarse input code enlarged by repetition (the loop's ``make_input`` is replaced for
+    this process only).  The coarse outputs are scored enlarged bilinearly, observed pixels kept."""
+    from skimage.transform import resize
+
+    from src_core.engine import loop
+
+    h, w = clean.shape
+    blocks = (observed * clean).reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
+    count = observed.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
+    small_mask = count > 0
+    small = np.where(small_mask, blocks / np.maximum(count, 1), 0).astype(np.float32)
+    drawn = []
+    original = loop.make_input
+
+    def record(*args, **kwargs):
+        drawn.append(original(*args, **kwargs))
+        return drawn[-1]
+
+    loop.make_input = record
+    problem = src_core.prepare(small, small_mask, task="inpaint", classical=None, device="cpu", threads=1,
+                               snapshot_every=every, report_every=every, **{**settings, "iterations": iterations})
+    weights = None
+    for event in problem.run(0):
+        if getattr(event, "kind", None) == "progress" and event.output is not None:
+            out = resize(np.asarray(event.output, dtype=np.float32)[0], (h, w), order=1)
+            points.append([event.iteration, time.process_time() - t0, psnr(np.where(observed, clean, out), clean)])
+        weights = getattr(event, "weights", weights)
+    z = drawn[-1]
+    loop.make_input = lambda *args, **kwargs: z.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert weights is not None, "the coarse run gave no weights"
+    return weights
 
 
 def _schedule_adam(torch, schedule: str, iterations: int) -> None:
