@@ -52,7 +52,11 @@ class RunConfig:
     ``es_window`` outputs; stop after ``es_patience`` iterations without a
     new minimum and return the output at the minimum.
     ``ema``: exponential moving average of outputs (0 = off); when on, it is
-    the answer (the paper's denoising setting uses 0.99).
+    the answer (the paper's denoising setting uses 0.99).  ``ema_warmup``: the
+    average's rate grows as min(ema, (1 + t) / (10 + t)) at iteration t, so the first
+    outputs (still the random network's) fade within tens of iterations instead of
+    weighing on the answer for hundreds; off in the paper presets (their average starts
+    at the first output, as in the original notebooks).
     ``fidelity``: the data term (:mod:`src_core.fidelity`): "mse", the paper's, or
     "poisson" for photon counts, with ``photon_gain`` (the input's units per photon) and
     ``photon_offset`` (the input's value at zero photons) saying how a value is counted.
@@ -86,6 +90,7 @@ class RunConfig:
     es_window: int = 100
     es_patience: int = 1000
     ema: float = 0.0
+    ema_warmup: bool = False
     report_every: int = 50
     snapshot_every: int = 0
     compute_ssim: bool = True
@@ -134,7 +139,7 @@ class RunConfig:
         if self.restarts > 1 and self.optimizer != "adam":
             raise DIPError(f"restarts are fitted together with Adam; use optimizer='adam' or restarts=1 "
                            f"(got optimizer={self.optimizer!r}, restarts={self.restarts}).")
-        for name in ("guard", "early_stop", "compute_ssim"):
+        for name in ("guard", "early_stop", "ema_warmup", "compute_ssim"):
             if not isinstance(getattr(self, name), bool):
                 raise DIPError(f"{name} must be true or false (got {getattr(self, name)!r}).")
         for name in ("device", "preset"):

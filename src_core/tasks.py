@@ -109,7 +109,7 @@ _NOISY = {"ema": 0.99, "sigma_p": 1 / 30, "early_stop": True}
 #: a fill's CPU default answers with the running average of outputs: a free lever (one multiply-add
 #: an iteration) that reached the plain output's best sooner and ended higher on the cases of
 #: benchmarks/time_to_quality.py (docs/results/time_to_quality, "A running average")
-_FILL = {"ema": 0.95}
+_FILL = {"ema": 0.95, "ema_warmup": True}
 
 TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (
     Task("inpaint", "fill the painted mask", mask="required", presets=("text", "vase", "library"),

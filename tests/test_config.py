@@ -38,6 +38,7 @@ def test_json_round_trip_is_exact():
     (dict(optimizer="sgd"), "optimizer"),
     (dict(input_kind="meshgrid"), "meshgrid input has 2 channels"),
     (dict(ema=1.0), "ema"),
+    (dict(ema_warmup="yes"), "ema_warmup must be true or false"),
     (dict(sigma_p=-1), "sigma_p"),
     (dict(scales=0), "scales"),
 ])
@@ -99,3 +100,17 @@ def test_presets_follow_the_notebooks_guard():
     assert {n: preset(n).guard for n in ("table1", "denoise", "text", "vase", "library", "sr4", "sr8")} == {
         "table1": True, "denoise": True, "text": False, "vase": False, "library": False,
         "sr4": False, "sr8": False}
+
+
+def test_the_fills_average_their_outputs_on_a_cpu_only():
+    """The fills' CPU default answers the warmed-up running average (docs/results/time_to_quality);
+    the paper presets keep theirs, and the user's own setting wins."""
+    from src_core.preparation import make_config
+
+    for task in ("inpaint", "random"):
+        cpu = make_config(task, device="cpu")
+        assert cpu.preset == "cpu" and cpu.ema == 0.95 and cpu.ema_warmup
+    paper = make_config("inpaint", "text")
+    assert paper.ema == 0 and not paper.ema_warmup
+    assert make_config("inpaint", device="cpu", ema=0).ema == 0
+    assert make_config("denoise", device="cpu").ema_warmup is False

@@ -179,6 +179,25 @@ def test_ema_starts_from_the_first_output_not_from_zero(tiny, small_image):
     assert short.mean() > 0.8 * plain.mean()  # not damped towards black
 
 
+def test_ema_warmup_is_the_average_at_a_growing_rate(tiny, small_image):
+    """With ``ema_warmup`` the answer is the outputs averaged at min(ema, (1+t)/(10+t)): checked
+    against the raw outputs of the same run (the average does not change the fit); without it
+    the first output would keep 0.95**9 = 63% of the weight after 10 steps, with it 0.03%."""
+    raw = [e.output for e in DIPRun(small_image[None], None, tiny(iterations=10, report_every=1,
+                                                                   snapshot_every=1, guard=False))
+           if isinstance(e, Progress)]
+    run = DIPRun(small_image[None], None, tiny(iterations=10, report_every=1, snapshot_every=1, guard=False,
+                                               ema=0.95, ema_warmup=True))
+    averages = [e.output for e in run if isinstance(e, Progress)]
+    expected = raw[0].astype(np.float64)
+    for t in range(2, 11):
+        rate = min(0.95, (1 + t) / (10 + t))
+        expected = rate * expected + (1 - rate) * raw[t - 1]
+        np.testing.assert_allclose(averages[t - 1], expected, rtol=0, atol=1e-5)
+    weight_of_first = np.prod([min(0.95, (1 + t) / (10 + t)) for t in range(2, 11)])
+    assert weight_of_first < 1e-3 < 0.6 < 0.95 ** 9
+
+
 @pytest.mark.parametrize("mask,words", [
     (np.ones((16, 16), bool), r"mask shape \(16, 16\) does not match image shape \(1, 32, 32\)"),
     (np.zeros((32, 32), bool), "no observed pixel"),

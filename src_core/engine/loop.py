@@ -257,7 +257,8 @@ class Fit:
         """The running average and the ES-WMV window take this iteration's output."""
         out = self.current["out"].detach()
         if self.ema is not None:  # starts at the first output, as in the original notebooks
-            self.ema.copy_(out) if it == 1 else self.ema.mul_(self.cfg.ema).add_(out, alpha=1.0 - self.cfg.ema)
+            rate = min(self.cfg.ema, (1 + it) / (10 + it)) if self.cfg.ema_warmup else self.cfg.ema
+            self.ema.copy_(out) if it == 1 else self.ema.mul_(rate).add_(out, alpha=1.0 - rate)
         if self.es is not None:
             self.es.push(it, out, self.estimate())
         self.completed = it
